@@ -1,0 +1,177 @@
+package dispatch
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/handoff"
+	"github.com/mcpgate/mcpgate/internal/peek"
+)
+
+// Conn is what a Target needs from an accepted connection: its descriptor.
+type Conn interface {
+	net.Conn
+	syscall.Conn
+}
+
+// Limits on what the supervisor reads before handing a connection off.
+const (
+	maxHelloBytes = 64 << 10
+	maxHeadBytes  = 16 << 10
+)
+
+// alertUnrecognizedName is a fatal TLS alert record, unrecognized_name (112).
+var alertUnrecognizedName = []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70}
+
+// alertInternalError is a fatal TLS alert record, internal_error (80), sent
+// when the owning worker is not available.
+var alertInternalError = []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50}
+
+const notFoundResponse = "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 31\r\nConnection: close\r\n\r\nno proxy is set up for this host\n"
+
+const unavailableResponse = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 30\r\nRetry-After: 1\r\nConnection: close\r\n\r\nthis proxy is not running now\n"
+
+// Dispatcher routes accepted connections to targets.
+type Dispatcher struct {
+	Log *slog.Logger
+	// PeekTimeout bounds how long a client may take to send its ClientHello
+	// or request head.
+	PeekTimeout time.Duration
+
+	table atomic.Pointer[Table]
+	wg    sync.WaitGroup
+}
+
+// SetTable switches routing for new connections.
+func (d *Dispatcher) SetTable(t *Table) { d.table.Store(t) }
+
+// Table returns the current routing table.
+func (d *Dispatcher) Table() *Table { return d.table.Load() }
+
+// ServeTLS accepts on l until it is closed, routing by SNI.
+func (d *Dispatcher) ServeTLS(l net.Listener) error { return d.serve(l, handoff.KindTLS) }
+
+// ServeHTTP accepts on l until it is closed, routing by Host.
+func (d *Dispatcher) ServeHTTP(l net.Listener) error { return d.serve(l, handoff.KindHTTP) }
+
+// Wait waits for connections being routed right now.
+func (d *Dispatcher) Wait() { d.wg.Wait() }
+
+func (d *Dispatcher) serve(l net.Listener, kind byte) error {
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of descriptors and the like: back off instead of spinning,
+			// as net/http does.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			d.Log.Warn("accept failed", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		conn, ok := c.(Conn)
+		if !ok {
+			c.Close()
+			continue
+		}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.route(conn, kind)
+		}()
+	}
+}
+
+func (d *Dispatcher) route(c Conn, kind byte) {
+	defer c.Close() // our copy; the worker has its own after the hand-off
+	timeout := d.PeekTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	c.SetReadDeadline(time.Now().Add(timeout))
+	var (
+		host   string
+		alpn   []string
+		peeked []byte
+		err    error
+	)
+	if kind == handoff.KindTLS {
+		var info peek.ClientHelloInfo
+		info, peeked, err = peek.ClientHello(c, maxHelloBytes)
+		host, alpn = info.ServerName, info.ALPN
+	} else {
+		host, peeked, err = peek.HTTPHost(c, maxHeadBytes)
+	}
+	c.SetReadDeadline(time.Time{})
+	log := d.Log.With("client", c.RemoteAddr().String())
+	if err != nil {
+		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
+			log.Debug("connection refused before routing", "listener", listenerName(kind), "err", err)
+		}
+		if kind == handoff.KindHTTP && !isIOError(err) {
+			io.WriteString(c, badRequestResponse)
+		}
+		return
+	}
+	t := d.table.Load().Lookup(host)
+	if t == nil {
+		log.Info("no proxy for host", "listener", listenerName(kind), "host", host)
+		d.refuse(c, kind, alertUnrecognizedName, notFoundResponse)
+		return
+	}
+	header, err := handoff.Header(c.RemoteAddr(), c.LocalAddr(), host, alpn)
+	if err != nil {
+		log.Error("building PROXY header", "err", err)
+		return
+	}
+	if err := t.Deliver(kind, c, header, peeked); err != nil {
+		log.Warn("hand-off failed", "proxy", t.Name(), "host", host, "err", err)
+		d.refuse(c, kind, alertInternalError, unavailableResponse)
+	}
+}
+
+const badRequestResponse = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n"
+
+func (d *Dispatcher) refuse(c Conn, kind byte, alert []byte, httpResp string) {
+	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	if kind == handoff.KindTLS {
+		c.Write(alert)
+	} else {
+		io.WriteString(c, httpResp)
+	}
+	// Closing with unread input makes the kernel send a reset, which can
+	// destroy the refusal before the client reads it: half-close, then
+	// drain briefly.
+	if tc, ok := c.(interface{ CloseWrite() error }); ok {
+		tc.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
+
+func isIOError(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
+}
+
+func listenerName(kind byte) string {
+	if kind == handoff.KindTLS {
+		return "https"
+	}
+	return "http"
+}

@@ -1,0 +1,176 @@
+package handoff
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+)
+
+// PeekedConn is a handed-off connection as the worker sees it: reads return
+// the bytes the supervisor consumed first, then the socket; RemoteAddr and
+// LocalAddr come from the PROXY header, i.e. the real client, not the
+// supervisor.
+type PeekedConn struct {
+	net.Conn
+	Header *proxyproto.Header
+	mu     sync.Mutex
+	prefix []byte
+}
+
+// ParseConn builds a PeekedConn from a received connection message. It
+// takes ownership of f.
+func ParseConn(f *os.File, payload []byte) (*PeekedConn, error) {
+	defer f.Close()
+	br := bufio.NewReaderSize(bytes.NewReader(payload), 512)
+	h, err := proxyproto.Read(br)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: PROXY header: %w", err)
+	}
+	rest, _ := io.ReadAll(br)
+	nc, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: %w", err)
+	}
+	return &PeekedConn{Conn: nc, Header: h, prefix: rest}, nil
+}
+
+// Read replays the peeked bytes, then reads the socket.
+func (c *PeekedConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		if len(c.prefix) == 0 {
+			c.prefix = nil
+		}
+		c.mu.Unlock()
+		return n, nil
+	}
+	c.mu.Unlock()
+	return c.Conn.Read(p)
+}
+
+// RemoteAddr is the client's address from the PROXY header.
+func (c *PeekedConn) RemoteAddr() net.Addr {
+	if c.Header != nil && c.Header.SourceAddr != nil {
+		return c.Header.SourceAddr
+	}
+	return c.Conn.RemoteAddr()
+}
+
+// LocalAddr is the address the client connected to, from the PROXY header.
+func (c *PeekedConn) LocalAddr() net.Addr {
+	if c.Header != nil && c.Header.DestinationAddr != nil {
+		return c.Header.DestinationAddr
+	}
+	return c.Conn.LocalAddr()
+}
+
+// TLV returns the value of a PROXY v2 TLV, or nil.
+func (c *PeekedConn) TLV(t proxyproto.PP2Type) []byte {
+	if c.Header == nil {
+		return nil
+	}
+	tlvs, err := c.Header.TLVs()
+	if err != nil {
+		return nil
+	}
+	for _, tlv := range tlvs {
+		if tlv.Type == t {
+			return tlv.Value
+		}
+	}
+	return nil
+}
+
+// Custom TLVs (PP2 private-use range) mcpgate adds.
+const (
+	// TLVOfferedALPN carries the protocols the client offered, in TLS wire
+	// format; PP2_TYPE_ALPN would mean the negotiated one, which the
+	// supervisor cannot know before the worker's handshake.
+	TLVOfferedALPN proxyproto.PP2Type = 0xE0
+)
+
+// Header builds the PROXY v2 header the supervisor sends with a connection.
+func Header(remote, local net.Addr, authority string, offeredALPN []string) ([]byte, error) {
+	h := proxyproto.HeaderProxyFromAddrs(2, remote, local)
+	var tlvs []proxyproto.TLV
+	if authority != "" {
+		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(authority)})
+	}
+	if len(offeredALPN) > 0 {
+		var b []byte
+		for _, p := range offeredALPN {
+			if len(p) == 0 || len(p) > 255 {
+				continue
+			}
+			b = append(b, byte(len(p)))
+			b = append(b, p...)
+		}
+		tlvs = append(tlvs, proxyproto.TLV{Type: TLVOfferedALPN, Value: b})
+	}
+	if len(tlvs) > 0 {
+		if err := h.SetTLVs(tlvs); err != nil {
+			return nil, err
+		}
+	}
+	return h.Format()
+}
+
+// Listener is a net.Listener fed with handed-off connections.
+type Listener struct {
+	ch     chan net.Conn
+	addr   net.Addr
+	once   sync.Once
+	closed chan struct{}
+}
+
+// NewListener makes a Listener reporting addr as its address.
+func NewListener(addr net.Addr) *Listener {
+	return &Listener{ch: make(chan net.Conn), addr: addr, closed: make(chan struct{})}
+}
+
+// Deliver hands a connection to whoever calls Accept. It gives up (and
+// closes the connection) if the listener is closed or nobody accepts in
+// time.
+func (l *Listener) Deliver(c net.Conn, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case l.ch <- c:
+		return nil
+	case <-l.closed:
+		c.Close()
+		return net.ErrClosed
+	case <-t.C:
+		c.Close()
+		return errors.New("handoff: accept queue full")
+	}
+}
+
+// Accept implements net.Listener.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close implements net.Listener.
+func (l *Listener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+// Addr implements net.Listener.
+func (l *Listener) Addr() net.Addr { return l.addr }

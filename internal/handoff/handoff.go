@@ -1,0 +1,172 @@
+// Package handoff is the wire between the supervisor and a worker: one
+// SOCK_SEQPACKET socket pair per worker. The supervisor sends accepted
+// connections as file descriptors (SCM_RIGHTS) together with a PROXY
+// protocol v2 header describing them and the bytes it already read while
+// routing; the worker replays those bytes before reading the socket. The
+// same socket carries small control messages both ways, and its closing
+// tells the worker that the supervisor is gone.
+package handoff
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// Message kinds: the first byte of every message.
+const (
+	KindTLS   byte = 'T' // supervisor → worker: a TLS connection, fd attached
+	KindHTTP  byte = 'H' // supervisor → worker: a plain-HTTP connection, fd attached
+	KindDrain byte = 'D' // supervisor → worker: stop taking connections, finish, exit
+	KindReady byte = 'R' // worker → supervisor: JSON Ready, once serving
+	KindStats byte = 'S' // worker → supervisor: JSON Stats
+)
+
+// MaxMessage bounds one message: a PROXY header plus a ClientHello or an
+// HTTP request head, both capped well below this by the supervisor.
+const MaxMessage = 128 << 10
+
+// Conn is one end of a worker's hand-off socket.
+type Conn struct {
+	uc   *net.UnixConn
+	rbuf []byte // Recv's buffer; only one goroutine receives
+}
+
+// Pair makes the socket pair for a new worker. The child end is an *os.File
+// meant for exec.Cmd.ExtraFiles; the caller closes it after starting the
+// child.
+func Pair() (*Conn, *os.File, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("handoff: socketpair: %w", err)
+	}
+	pf := os.NewFile(uintptr(fds[0]), "handoff-parent")
+	defer pf.Close()
+	child := os.NewFile(uintptr(fds[1]), "handoff-child")
+	c, err := FromFile(pf)
+	if err != nil {
+		child.Close()
+		return nil, nil, err
+	}
+	return c, child, nil
+}
+
+// FromFile wraps an inherited hand-off socket. The file may be closed
+// afterwards: the Conn holds its own descriptor.
+func FromFile(f *os.File) (*Conn, error) {
+	nc, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: %w", err)
+	}
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		nc.Close()
+		return nil, fmt.Errorf("handoff: fd is a %T, not a unix socket", nc)
+	}
+	return &Conn{uc: uc}, nil
+}
+
+// Send sends a control message.
+func (c *Conn) Send(kind byte, payload []byte) error {
+	msg := make([]byte, 0, 1+len(payload))
+	msg = append(msg, kind)
+	msg = append(msg, payload...)
+	_, _, err := c.uc.WriteMsgUnix(msg, nil, nil)
+	return err
+}
+
+// SendConn sends a connection: its descriptor, and as payload the PROXY v2
+// header followed by the bytes already read from it. The caller still owns
+// (and should close) its copy of the connection.
+func (c *Conn) SendConn(kind byte, conn syscall.Conn, header, peeked []byte) error {
+	if len(header)+len(peeked)+1 > MaxMessage {
+		return errors.New("handoff: message too large")
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	msg := make([]byte, 0, 1+len(header)+len(peeked))
+	msg = append(msg, kind)
+	msg = append(msg, header...)
+	msg = append(msg, peeked...)
+	var sendErr error
+	// Sending inside Control avoids File(), which would dup the descriptor.
+	err = rc.Control(func(fd uintptr) {
+		_, _, sendErr = c.uc.WriteMsgUnix(msg, syscall.UnixRights(int(fd)), nil)
+	})
+	if err != nil {
+		return err
+	}
+	return sendErr
+}
+
+// Message is one received message. File is set when a descriptor came with
+// it; the receiver owns it.
+type Message struct {
+	Kind    byte
+	Payload []byte
+	File    *os.File
+}
+
+// Recv reads the next message; one goroutine at a time. IsClosed(err)
+// reports that the peer closed its end.
+func (c *Conn) Recv() (*Message, error) {
+	if c.rbuf == nil {
+		c.rbuf = make([]byte, MaxMessage)
+	}
+	buf := c.rbuf
+	oob := make([]byte, syscall.CmsgSpace(4*4))
+	n, oobn, flags, _, err := c.uc.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, err
+	}
+	var files []*os.File
+	if oobn > 0 {
+		cmsgs, perr := syscall.ParseSocketControlMessage(oob[:oobn])
+		if perr == nil {
+			for _, cm := range cmsgs {
+				fds, _ := syscall.ParseUnixRights(&cm)
+				for _, fd := range fds {
+					files = append(files, os.NewFile(uintptr(fd), "handoff-conn"))
+				}
+			}
+		}
+	}
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	if flags&(syscall.MSG_TRUNC|syscall.MSG_CTRUNC) != 0 {
+		closeAll()
+		return nil, errors.New("handoff: truncated message")
+	}
+	if n == 0 {
+		closeAll()
+		return nil, errEOF
+	}
+	m := &Message{Kind: buf[0], Payload: append([]byte(nil), buf[1:n]...)}
+	switch len(files) {
+	case 0:
+	case 1:
+		m.File = files[0]
+	default:
+		closeAll()
+		return nil, errors.New("handoff: more than one descriptor in a message")
+	}
+	return m, nil
+}
+
+var errEOF = fmt.Errorf("handoff: peer closed: %w", io.EOF)
+
+// IsClosed reports whether err means the other end has gone away.
+func IsClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// Close closes this end.
+func (c *Conn) Close() error { return c.uc.Close() }

@@ -1,0 +1,145 @@
+package handoff
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+)
+
+// TestRoundTrip passes a real accepted TCP connection through the socket
+// pair and checks that the receiver sees the peeked bytes first, then the
+// rest of the stream, with addresses and TLVs from the PROXY header.
+func TestRoundTrip(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			addr := "127.0.0.1:0"
+			if network == "tcp6" {
+				addr = "[::1]:0"
+			}
+			l, err := net.Listen(network, addr)
+			if err != nil {
+				t.Skipf("no %s loopback: %v", network, err)
+			}
+			defer l.Close()
+			client, err := net.Dial(network, l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			server, err := l.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := client.Write([]byte("HELLO world")); err != nil {
+				t.Fatal(err)
+			}
+			peeked := make([]byte, 5)
+			if _, err := io.ReadFull(server, peeked); err != nil {
+				t.Fatal(err)
+			}
+
+			parent, childFile, err := Pair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer parent.Close()
+			child, err := FromFile(childFile)
+			childFile.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer child.Close()
+
+			hdr, err := Header(server.RemoteAddr(), server.LocalAddr(), "notes.example.com", []string{"h2", "http/1.1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := parent.SendConn(KindTLS, server.(*net.TCPConn), hdr, peeked); err != nil {
+				t.Fatal(err)
+			}
+			server.Close() // the receiver must hold its own descriptor
+
+			m, err := child.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Kind != KindTLS || m.File == nil {
+				t.Fatalf("got kind %q file %v", m.Kind, m.File)
+			}
+			pc, err := ParseConn(m.File, m.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			if got, want := pc.RemoteAddr().String(), client.LocalAddr().String(); got != want {
+				t.Errorf("RemoteAddr = %s, want %s", got, want)
+			}
+			if got, want := pc.LocalAddr().String(), client.RemoteAddr().String(); got != want {
+				t.Errorf("LocalAddr = %s, want %s", got, want)
+			}
+			if got := string(pc.TLV(proxyproto.PP2_TYPE_AUTHORITY)); got != "notes.example.com" {
+				t.Errorf("authority TLV = %q", got)
+			}
+			if got := pc.TLV(TLVOfferedALPN); !bytes.Equal(got, []byte("\x02h2\x08http/1.1")) {
+				t.Errorf("ALPN TLV = %q", got)
+			}
+			pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 11)
+			if _, err := io.ReadFull(pc, buf); err != nil {
+				t.Fatal(err)
+			}
+			if string(buf) != "HELLO world" {
+				t.Errorf("stream = %q, want %q", buf, "HELLO world")
+			}
+			// And the other direction goes straight to the client.
+			if _, err := pc.Write([]byte("pong")); err != nil {
+				t.Fatal(err)
+			}
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(client, buf[:4]); err != nil || string(buf[:4]) != "pong" {
+				t.Fatalf("client read %q, %v", buf[:4], err)
+			}
+		})
+	}
+}
+
+func TestControlMessagesAndClose(t *testing.T) {
+	parent, childFile, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := FromFile(childFile)
+	childFile.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.Close()
+	if err := child.Send(KindReady, []byte(`{"pid":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := parent.Recv()
+	if err != nil || m.Kind != KindReady || string(m.Payload) != `{"pid":1}` || m.File != nil {
+		t.Fatalf("got %+v, %v", m, err)
+	}
+	parent.Close()
+	if _, err := child.Recv(); !IsClosed(err) {
+		t.Fatalf("after peer close: err = %v, want closed", err)
+	}
+}
+
+func TestListenerDeliverAfterClose(t *testing.T) {
+	l := NewListener(&net.UnixAddr{Name: "x", Net: "unixpacket"})
+	a, b := net.Pipe()
+	defer b.Close()
+	l.Close()
+	if err := l.Deliver(a, time.Second); err == nil {
+		t.Fatal("Deliver to a closed listener succeeded")
+	}
+	if _, err := l.Accept(); err == nil {
+		t.Fatal("Accept on a closed listener succeeded")
+	}
+}

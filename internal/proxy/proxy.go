@@ -1,0 +1,207 @@
+// Package proxy forwards a proxy's requests to its MCP backend with
+// httputil.ReverseProxy: path routes, header policy, streaming without
+// buffering, and upstream failures as small JSON errors.
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/config"
+)
+
+// IdentityPrefix is reserved for headers mcpgate sets for the backend; any
+// client-supplied header with it is removed on ingress.
+const IdentityPrefix = "X-Mcpgate-"
+
+// Handler proxies one proxy's requests.
+type Handler struct {
+	name    string
+	cfg     *config.Proxy
+	log     *slog.Logger
+	def     *upstream
+	routes  []routeUp // longest prefix first
+	headers config.Headers
+}
+
+type routeUp struct {
+	prefix string
+	up     *upstream
+}
+
+type upstream struct {
+	url *url.URL
+	rp  *httputil.ReverseProxy
+	tr  *http.Transport
+}
+
+// New builds the handler for p.
+func New(p *config.Proxy, log *slog.Logger) (*Handler, error) {
+	h := &Handler{name: p.Name, cfg: p, log: log, headers: p.Headers}
+	var err error
+	if h.def, err = h.newUpstream(p.Target); err != nil {
+		return nil, err
+	}
+	for _, r := range p.Routes {
+		up, err := h.newUpstream(r.Target)
+		if err != nil {
+			return nil, err
+		}
+		h.routes = append(h.routes, routeUp{prefix: r.Path, up: up})
+	}
+	return h, nil
+}
+
+func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
+	u := &url.URL{Scheme: t.Scheme, Host: t.Host, Path: t.Path}
+	dialer := &net.Dialer{Timeout: h.cfg.Timeouts.Connect, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                 nil, // never an environment proxy: the target is explicit
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     t.Scheme == "https",
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   h.cfg.Timeouts.Connect,
+		ResponseHeaderTimeout: h.cfg.Timeouts.ResponseHeader,
+		ExpectContinueTimeout: time.Second,
+		// Transparent gzip would buffer inside the decompressor and break
+		// streaming; the client's Accept-Encoding passes through as is.
+		DisableCompression: true,
+	}
+	if t.Socket != "" {
+		sock := t.Socket
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", sock)
+		}
+	}
+	up := &upstream{url: u, tr: tr}
+	up.rp = &httputil.ReverseProxy{
+		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, up) },
+		Transport:      tr,
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.errorHandler,
+		ErrorLog:       slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+		// FlushInterval 0: ReverseProxy already flushes every write of
+		// text/event-stream and unknown-length responses, which is what
+		// MCP streaming needs, and batches the rest.
+	}
+	return up, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.pick(r.URL.Path).rp.ServeHTTP(w, r)
+}
+
+func (h *Handler) pick(path string) *upstream {
+	for _, rt := range h.routes {
+		if MatchPrefix(path, rt.prefix) {
+			return rt.up
+		}
+	}
+	return h.def
+}
+
+// MatchPrefix reports whether path is prefix or lies below it, on a path
+// segment boundary: "/token" matches "/token" and "/token/x", not "/tokens".
+func MatchPrefix(path, prefix string) bool {
+	if prefix == "/" {
+		return true
+	}
+	prefix = strings.TrimSuffix(prefix, "/")
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || path[len(prefix)] == '/'
+}
+
+func (h *Handler) rewrite(pr *httputil.ProxyRequest, up *upstream) {
+	pr.SetURL(up.url)
+	// Rewrite has already dropped the client's X-Forwarded-*; these are set
+	// from the real connection (RemoteAddr comes from the PROXY header).
+	pr.SetXForwarded()
+	out := pr.Out.Header
+	out.Del("Forwarded")
+	out.Del("X-Real-Ip")
+	for k := range out {
+		if strings.HasPrefix(k, IdentityPrefix) {
+			delete(out, k)
+		}
+	}
+	if h.cfg.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
+	for _, k := range h.headers.RemoveRequest {
+		out.Del(k)
+	}
+	for k, v := range h.headers.Request {
+		out.Set(k, v)
+	}
+}
+
+func (h *Handler) modifyResponse(res *http.Response) error {
+	for _, k := range h.headers.RemoveResponse {
+		res.Header.Del(k)
+	}
+	for k, v := range h.headers.Response {
+		res.Header.Set(k, v)
+	}
+	return nil
+}
+
+// errorHandler answers upstream failures with a small JSON body naming the
+// proxy; the cause goes to the log only.
+func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		// The client went away; nothing to answer.
+		h.log.Debug("client canceled request", "path", r.URL.Path)
+		return
+	}
+	status, code, msg := http.StatusBadGateway, "bad_gateway", "the MCP server behind this proxy could not be reached"
+	if isTimeout(err) {
+		status, code, msg = http.StatusGatewayTimeout, "gateway_timeout", "the MCP server behind this proxy did not answer in time"
+	}
+	h.log.Warn("upstream error", "path", r.URL.Path, "status", status, "err", err)
+	WriteJSONError(w, status, code, msg, h.name)
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	// http.Transport's ResponseHeaderTimeout error is not a net.Error.
+	return strings.Contains(err.Error(), "timeout awaiting response headers")
+}
+
+// WriteJSONError writes {"error": code, "message": msg, "proxy": proxy}.
+func WriteJSONError(w http.ResponseWriter, status int, code, msg, proxy string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+		Proxy   string `json:"proxy"`
+	}{code, msg, proxy})
+}
+
+// CloseIdle closes idle upstream connections (on drain).
+func (h *Handler) CloseIdle() {
+	h.def.tr.CloseIdleConnections()
+	for _, rt := range h.routes {
+		rt.up.tr.CloseIdleConnections()
+	}
+}

@@ -1,0 +1,217 @@
+package supervisor
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/dispatch"
+	"github.com/mcpgate/mcpgate/internal/worker"
+)
+
+// Restart backoff for a worker that dies.
+const (
+	minBackoff = 200 * time.Millisecond
+	maxBackoff = 30 * time.Second
+	// A worker that ran this long before dying is considered healthy: the
+	// backoff starts over.
+	stableAfter = 30 * time.Second
+	// How long a worker may take to report ready.
+	readyTimeout = 30 * time.Second
+	// How long a connection may wait for its proxy's worker to come back.
+	deliverWait = 5 * time.Second
+)
+
+// slot keeps one proxy's worker running: it starts it, restarts it with
+// backoff when it dies, and drains it when told to stop. It is the
+// dispatch.Target for that proxy's hostnames.
+type slot struct {
+	spec    worker.Spec
+	spawner *spawner
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	cur     *proc         // guarded by mu; the ready worker, or nil
+	changed chan struct{} // guarded by mu; closed and replaced when cur changes
+
+	stop      chan struct{}
+	done      chan struct{}
+	firstOnce sync.Once
+	first     chan struct{} // closed after the first start attempt settled
+	firstOK   bool          // written before first closes
+}
+
+var _ dispatch.Target = (*slot)(nil)
+
+func newSlot(spec worker.Spec, sp *spawner, log *slog.Logger) *slot {
+	return &slot{
+		spec:    spec,
+		spawner: sp,
+		log:     log.With("proxy", spec.Proxy.Name),
+		changed: make(chan struct{}),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		first:   make(chan struct{}),
+	}
+}
+
+func (sl *slot) Name() string { return sl.spec.Proxy.Name }
+
+var errNotRunning = errors.New("worker not running")
+
+// Deliver hands a connection to the current worker, waiting briefly when
+// the worker is being restarted so clients see a delay, not an error.
+func (sl *slot) Deliver(kind byte, c dispatch.Conn, header, peeked []byte) error {
+	deadline := time.NewTimer(deliverWait)
+	defer deadline.Stop()
+	for {
+		sl.mu.Lock()
+		p, changed := sl.cur, sl.changed
+		sl.mu.Unlock()
+		if p != nil {
+			err := p.hc.SendConn(kind, c, header, peeked)
+			if err == nil {
+				return nil
+			}
+			// The worker died under us; wait for its successor.
+			sl.setCur(p, nil)
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return errNotRunning
+		case <-sl.stop:
+			return errNotRunning
+		}
+	}
+}
+
+// setCur replaces old with p as the current worker (if old is current).
+func (sl *slot) setCur(old, p *proc) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.cur != old {
+		return
+	}
+	sl.cur = p
+	close(sl.changed)
+	sl.changed = make(chan struct{})
+}
+
+func (sl *slot) current() *proc {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.cur
+}
+
+func (sl *slot) settleFirst(ok bool) {
+	sl.firstOnce.Do(func() {
+		sl.firstOK = ok
+		close(sl.first)
+	})
+}
+
+// run keeps a worker going until stop is closed.
+func (sl *slot) run() {
+	defer close(sl.done)
+	defer sl.settleFirst(false)
+	backoff := minBackoff
+	for gen := uint64(1); ; gen++ {
+		spec := sl.spec
+		spec.Generation = gen
+		p, err := sl.spawner.start(spec)
+		if err != nil {
+			sl.log.Error("cannot start worker", "err", err, "retry_in", backoff)
+			sl.settleFirst(false)
+			if !sl.sleep(&backoff) {
+				return
+			}
+			continue
+		}
+		if !sl.awaitReady(p) {
+			sl.settleFirst(false)
+			select {
+			case <-sl.stop:
+				return
+			default:
+			}
+			if !sl.sleep(&backoff) {
+				return
+			}
+			continue
+		}
+		info := p.info()
+		sl.log.Info("worker ready", "pid", p.pid(), "build_id", info.BuildID, "version", info.Version, "generation", gen)
+		sl.setCur(nil, p)
+		sl.settleFirst(true)
+		select {
+		case <-p.exited:
+			sl.setCur(p, nil)
+			ran := time.Since(p.started)
+			if ran > stableAfter {
+				backoff = minBackoff
+			}
+			sl.log.Error("worker died; restarting", "pid", p.pid(), "err", describeExit(p.exitErr()), "ran", ran.Round(time.Millisecond), "retry_in", backoff)
+			if !sl.sleep(&backoff) {
+				return
+			}
+		case <-sl.stop:
+			sl.setCur(p, nil)
+			sl.log.Info("draining worker", "pid", p.pid())
+			p.drain(sl.spec.DrainTimeout)
+			sl.log.Info("worker exited", "pid", p.pid(), "err", describeExit(p.exitErr()))
+			return
+		}
+	}
+}
+
+// awaitReady waits for p to become ready, and kills it if it does not.
+func (sl *slot) awaitReady(p *proc) bool {
+	t := time.NewTimer(readyTimeout)
+	defer t.Stop()
+	select {
+	case <-p.readyCh:
+		return true
+	case <-p.exited:
+		sl.log.Error("worker exited before it was ready", "pid", p.pid(), "err", describeExit(p.exitErr()))
+	case <-t.C:
+		sl.log.Error("worker not ready in time; killing it", "pid", p.pid(), "timeout", readyTimeout)
+		p.kill()
+		<-p.exited
+	case <-sl.stop:
+		p.kill()
+		<-p.exited
+	}
+	return false
+}
+
+// sleep waits out the backoff (doubling it) unless told to stop.
+func (sl *slot) sleep(backoff *time.Duration) bool {
+	t := time.NewTimer(*backoff)
+	defer t.Stop()
+	*backoff = min(*backoff*2, maxBackoff)
+	select {
+	case <-t.C:
+		return true
+	case <-sl.stop:
+		return false
+	}
+}
+
+// shutdown stops the slot and waits until its worker has exited.
+func (sl *slot) shutdown() {
+	select {
+	case <-sl.stop:
+	default:
+		close(sl.stop)
+	}
+	<-sl.done
+}
+
+func describeExit(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}

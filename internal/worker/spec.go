@@ -1,0 +1,38 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/config"
+)
+
+// Descriptors a worker inherits from the supervisor (exec.Cmd.ExtraFiles).
+const (
+	FdSpec    = 3 // pipe: the JSON Spec, then EOF
+	FdHandoff = 4 // SOCK_SEQPACKET hand-off socket
+)
+
+// Spec is everything a worker needs, written by the supervisor after it
+// validated the whole configuration. The worker does not read the config
+// files itself, so it always runs exactly the config the supervisor
+// accepted.
+type Spec struct {
+	Proxy        *config.Proxy `json:"proxy"`
+	StateDir     string        `json:"state_dir"`
+	DrainTimeout time.Duration `json:"drain_timeout"`
+	// HTTPSPort is the port plain-HTTP requests are redirected to; 0 or 443
+	// means the default port.
+	HTTPSPort int `json:"https_port,omitempty"`
+	// Generation counts the workers started for this proxy; for logs.
+	Generation uint64 `json:"generation"`
+}
+
+// Ready is the worker's first message: it serves from now on.
+type Ready struct {
+	PID        int       `json:"pid"`
+	Proxy      string    `json:"proxy"`
+	Version    string    `json:"version"`
+	BuildID    string    `json:"build_id"`
+	ConfigHash string    `json:"config_hash"`
+	Started    time.Time `json:"started"`
+}

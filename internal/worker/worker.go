@@ -1,0 +1,304 @@
+// Package worker is `mcpgate worker <proxy>`: the process that serves one
+// proxy. It receives connections from the supervisor, terminates TLS,
+// serves HTTP/2 and HTTP/1.1, and proxies to the backend.
+package worker
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/buildinfo"
+	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/handoff"
+	"github.com/mcpgate/mcpgate/internal/logging"
+	"github.com/mcpgate/mcpgate/internal/proxy"
+	"github.com/mcpgate/mcpgate/internal/tlscert"
+)
+
+// HealthPath answers without touching the backend.
+const HealthPath = "/.well-known/mcpgate/health"
+
+// ReadSpec reads the spec the supervisor wrote to fd FdSpec.
+func ReadSpec() (*Spec, error) {
+	f := os.NewFile(FdSpec, "spec")
+	if f == nil {
+		return nil, errors.New("worker: no spec descriptor (workers are started by `mcpgate serve`)")
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("worker: reading spec: %w", err)
+	}
+	var s Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("worker: decoding spec: %w", err)
+	}
+	if s.Proxy == nil {
+		return nil, errors.New("worker: spec has no proxy")
+	}
+	return &s, nil
+}
+
+// Worker serves one proxy.
+type Worker struct {
+	spec    *Spec
+	log     *slog.Logger
+	hc      *handoff.Conn
+	started time.Time
+
+	tlsL, httpL *handoff.Listener
+	https, http *http.Server
+	proxy       *proxy.Handler
+
+	drainOnce sync.Once
+	drained   chan struct{}
+}
+
+// Run serves until the supervisor asks for a drain or goes away.
+func Run(name string, log *slog.Logger) error {
+	spec, err := ReadSpec()
+	if err != nil {
+		return err
+	}
+	if spec.Proxy.Name != name {
+		return fmt.Errorf("worker: started for %q but spec is for %q", name, spec.Proxy.Name)
+	}
+	hf := os.NewFile(FdHandoff, "handoff")
+	if hf == nil {
+		return errors.New("worker: no hand-off descriptor")
+	}
+	hc, err := handoff.FromFile(hf)
+	hf.Close()
+	if err != nil {
+		return err
+	}
+	w := &Worker{spec: spec, log: log, hc: hc, started: time.Now(), drained: make(chan struct{})}
+	return w.run()
+}
+
+func (w *Worker) run() error {
+	p := w.spec.Proxy
+	cert, err := w.certificate()
+	if err != nil {
+		return fmt.Errorf("worker %s: certificate: %w", p.Name, err)
+	}
+	ph, err := proxy.New(p, w.log)
+	if err != nil {
+		return fmt.Errorf("worker %s: %w", p.Name, err)
+	}
+	w.proxy = ph
+	w.tlsL = handoff.NewListener(&net.UnixAddr{Name: "handoff-https", Net: "unixpacket"})
+	w.httpL = handoff.NewListener(&net.UnixAddr{Name: "handoff-http", Net: "unixpacket"})
+
+	w.https = &http.Server{
+		Handler: logging.Access(w.log, w.handler()),
+		TLSConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{cert},
+			NextProtos:   []string{"h2", "http/1.1"},
+		},
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
+	}
+	w.http = &http.Server{
+		Handler:           logging.Access(w.log, http.HandlerFunc(w.redirect)),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- w.https.ServeTLS(w.tlsL, "", "") }()
+	go func() { serveErr <- w.http.Serve(w.httpL) }()
+
+	// SIGTERM straight to a worker (e.g. systemd's stop when the supervisor
+	// is gone) means the same as a drain request.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP goes to the whole process group from a terminal; the
+	// supervisor decides about reloads.
+	signal.Ignore(syscall.SIGHUP)
+
+	ready, _ := json.Marshal(Ready{
+		PID: os.Getpid(), Proxy: p.Name, Version: buildinfo.Version(), BuildID: buildinfo.ID(),
+		ConfigHash: p.Hash, Started: w.started,
+	})
+	if err := w.hc.Send(handoff.KindReady, ready); err != nil {
+		return fmt.Errorf("worker %s: reporting ready: %w", p.Name, err)
+	}
+	w.log.Info("worker serving", "build_id", buildinfo.ID(), "generation", w.spec.Generation)
+
+	go w.receive()
+	go func() {
+		<-sigs
+		w.drain()
+	}()
+	<-w.drained
+	return nil
+}
+
+// receive takes connections and control messages from the supervisor.
+func (w *Worker) receive() {
+	for {
+		m, err := w.hc.Recv()
+		if err != nil {
+			if handoff.IsClosed(err) {
+				// The supervisor is gone: exit rather than linger as an
+				// orphan nobody routes to.
+				w.log.Warn("supervisor went away; exiting")
+				w.exitNow()
+				return
+			}
+			w.log.Error("hand-off socket", "err", err)
+			w.exitNow()
+			return
+		}
+		switch m.Kind {
+		case handoff.KindTLS, handoff.KindHTTP:
+			if m.File == nil {
+				continue
+			}
+			c, err := handoff.ParseConn(m.File, m.Payload)
+			if err != nil {
+				w.log.Warn("bad hand-off", "err", err)
+				continue
+			}
+			l := w.tlsL
+			if m.Kind == handoff.KindHTTP {
+				l = w.httpL
+			}
+			go l.Deliver(c, 10*time.Second)
+		case handoff.KindDrain:
+			go w.drain()
+		default:
+			if m.File != nil {
+				m.File.Close()
+			}
+		}
+	}
+}
+
+func (w *Worker) exitNow() {
+	w.https.Close()
+	w.http.Close()
+	os.Exit(1)
+}
+
+// drain stops taking connections, lets requests finish, and closes what is
+// still open at the drain deadline.
+func (w *Worker) drain() {
+	w.drainOnce.Do(func() {
+		w.log.Info("draining", "timeout", w.spec.DrainTimeout)
+		w.tlsL.Close()
+		w.httpL.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), w.spec.DrainTimeout)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, srv := range []*http.Server{w.https, w.http} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Shutdown sends HTTP/2 GOAWAY and closes idle connections,
+				// but waits forever on streams that never go idle: bound it.
+				if err := srv.Shutdown(ctx); err != nil {
+					srv.Close()
+				}
+			}()
+		}
+		wg.Wait()
+		w.proxy.CloseIdle()
+		w.log.Info("drained")
+		close(w.drained)
+	})
+}
+
+// certificate loads the configured key pair or the self-signed one.
+func (w *Worker) certificate() (tls.Certificate, error) {
+	t := w.spec.Proxy.TLS
+	if t.SelfSigned {
+		return tlscert.SelfSigned(w.spec.StateDir, w.spec.Proxy.Name, w.spec.Proxy.Hostnames)
+	}
+	return tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+}
+
+// handler is the HTTPS request chain: host check, health, then the proxy.
+func (w *Worker) handler() http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if !w.ownsHost(r.Host) {
+			// Coalesced HTTP/2 connections and domain fronting carry a Host
+			// this worker does not serve.
+			proxy.WriteJSONError(rw, http.StatusMisdirectedRequest, "misdirected_request",
+				"this connection does not serve the requested host", w.spec.Proxy.Name)
+			return
+		}
+		if r.URL.Path == HealthPath {
+			w.health(rw, r)
+			return
+		}
+		w.proxy.ServeHTTP(rw, r)
+	})
+}
+
+func (w *Worker) ownsHost(hostport string) bool {
+	host := stripPort(hostport)
+	return config.MatchHostname(w.spec.Proxy.Hostnames, host)
+}
+
+func stripPort(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+func (w *Worker) health(rw http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		rw.Header().Set("Allow", "GET, HEAD")
+		http.Error(rw, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	rw.Header().Set("Content-Type", "application/json")
+	rw.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(rw).Encode(map[string]any{
+		"status":      "ok",
+		"proxy":       w.spec.Proxy.Name,
+		"version":     buildinfo.Version(),
+		"build_id":    buildinfo.ID(),
+		"pid":         os.Getpid(),
+		"config_hash": w.spec.Proxy.Hash,
+		"started":     w.started.UTC().Format(time.RFC3339),
+		"generation":  w.spec.Generation,
+	})
+}
+
+// redirect answers the plain-HTTP listener: 308 to the same URL on HTTPS.
+func (w *Worker) redirect(rw http.ResponseWriter, r *http.Request) {
+	host := stripPort(r.Host)
+	if !w.ownsHost(host) {
+		http.Error(rw, "no proxy is set up for this host", http.StatusNotFound)
+		return
+	}
+	if port := w.spec.HTTPSPort; port != 0 && port != 443 {
+		host = net.JoinHostPort(host, strconv.Itoa(port))
+	} else if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		host = "[" + host + "]"
+	}
+	target := "https://" + host + r.URL.RequestURI()
+	rw.Header().Set("Location", target)
+	rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	rw.WriteHeader(http.StatusPermanentRedirect)
+	io.WriteString(rw, "use HTTPS: "+target+"\n")
+}
