@@ -1,0 +1,348 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/config"
+)
+
+func upstreamOf(t *testing.T, raw string) config.Upstream {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return config.Upstream{Raw: raw, Scheme: u.Scheme, Host: u.Host, Path: strings.TrimSuffix(u.Path, "/")}
+}
+
+func newProxy(t *testing.T, target string, mod func(p *config.Proxy)) *httptest.Server {
+	t.Helper()
+	p := &config.Proxy{
+		Name:      "notes",
+		Enabled:   true,
+		Hostnames: []string{"notes.test"},
+		Target:    upstreamOf(t, target),
+		Timeouts:  config.Timeouts{Connect: 2 * time.Second, ResponseHeader: 5 * time.Second},
+	}
+	if mod != nil {
+		mod(p)
+	}
+	h, err := New(p, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+type seen struct {
+	Method, Path, RawQuery, Host string
+	Header                       http.Header
+}
+
+func echoBackend(t *testing.T) *httptest.Server {
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Mcp-Session-Id", "sess-1")
+		w.Header().Set("Server", "backend")
+		json.NewEncoder(w).Encode(seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Header})
+	}))
+	t.Cleanup(b.Close)
+	return b
+}
+
+func TestHeaderPolicy(t *testing.T) {
+	b := echoBackend(t)
+	px := newProxy(t, b.URL+"/base", func(p *config.Proxy) {
+		p.Headers = config.Headers{
+			Request:        map[string]string{"X-Env": "test"},
+			Response:       map[string]string{"X-Served-By": "mcpgate"},
+			RemoveRequest:  []string{"X-Debug"},
+			RemoveResponse: []string{"Server"},
+		}
+	})
+	req, _ := http.NewRequest("POST", px.URL+"/mcp?x=1", strings.NewReader("{}"))
+	req.Host = "notes.test"
+	for k, v := range map[string]string{
+		"X-Forwarded-For":      "6.6.6.6",
+		"X-Forwarded-Host":     "evil.test",
+		"X-Forwarded-Proto":    "http",
+		"Forwarded":            "for=6.6.6.6",
+		"X-Real-Ip":            "6.6.6.6",
+		"X-Mcpgate-User":       "mallory",
+		"X-MCPGate-Scopes":     "admin",
+		"X-Debug":              "1",
+		"Mcp-Session-Id":       "sess-1",
+		"Mcp-Protocol-Version": "2025-06-18",
+		"Last-Event-Id":        "42",
+	} {
+		req.Header.Set(k, v)
+	}
+	res, err := px.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var s seen
+	if err := json.NewDecoder(res.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct{ name, got, want string }{
+		{"path", s.Path, "/base/mcp"},
+		{"query", s.RawQuery, "x=1"},
+		{"X-Forwarded-For", s.Header.Get("X-Forwarded-For"), "127.0.0.1"},
+		{"X-Forwarded-Host", s.Header.Get("X-Forwarded-Host"), "notes.test"},
+		{"X-Forwarded-Proto", s.Header.Get("X-Forwarded-Proto"), "https"},
+		{"Forwarded", s.Header.Get("Forwarded"), ""},
+		{"X-Real-Ip", s.Header.Get("X-Real-Ip"), ""},
+		{"X-Mcpgate-User", s.Header.Get("X-Mcpgate-User"), ""},
+		{"X-Mcpgate-Scopes", s.Header.Get("X-Mcpgate-Scopes"), ""},
+		{"X-Debug", s.Header.Get("X-Debug"), ""},
+		{"X-Env", s.Header.Get("X-Env"), "test"},
+		{"Mcp-Session-Id", s.Header.Get("Mcp-Session-Id"), "sess-1"},
+		{"Mcp-Protocol-Version", s.Header.Get("Mcp-Protocol-Version"), "2025-06-18"},
+		{"Last-Event-Id", s.Header.Get("Last-Event-Id"), "42"},
+		{"response Mcp-Session-Id", res.Header.Get("Mcp-Session-Id"), "sess-1"},
+		{"response X-Served-By", res.Header.Get("X-Served-By"), "mcpgate"},
+		{"response Server", res.Header.Get("Server"), ""},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	if s.Host == "notes.test" {
+		t.Errorf("backend saw the client's Host %q; want the target's", s.Host)
+	}
+}
+
+func TestPreserveHost(t *testing.T) {
+	b := echoBackend(t)
+	px := newProxy(t, b.URL, func(p *config.Proxy) { p.PreserveHost = true })
+	req, _ := http.NewRequest("GET", px.URL+"/", nil)
+	req.Host = "notes.test"
+	res, err := px.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var s seen
+	json.NewDecoder(res.Body).Decode(&s)
+	if s.Host != "notes.test" {
+		t.Errorf("Host = %q, want notes.test", s.Host)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	def := echoBackend(t)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "other "+r.URL.Path)
+	}))
+	defer other.Close()
+	px := newProxy(t, def.URL, func(p *config.Proxy) {
+		p.Routes = []config.Route{{Path: "/token", Target: upstreamOf(t, other.URL)}}
+	})
+	for path, wantOther := range map[string]bool{"/token": true, "/token/x": true, "/tokens": false, "/mcp": false} {
+		res, err := px.Client().Get(px.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if got := strings.HasPrefix(string(body), "other "); got != wantOther {
+			t.Errorf("%s: routed to other = %v, want %v (%s)", path, got, wantOther, body)
+		}
+	}
+}
+
+// TestNoRedirect: /mcp must reach the backend as /mcp, never bounce to
+// /mcp/ (clients drop Authorization and session headers on redirects).
+func TestNoRedirect(t *testing.T) {
+	b := echoBackend(t)
+	px := newProxy(t, b.URL, nil)
+	c := px.Client()
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for _, path := range []string{"/mcp", "/mcp/", "/a/../mcp"} {
+		req, _ := http.NewRequest("GET", px.URL+"/", nil)
+		req.URL.Opaque = path
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Errorf("%s: status %d, want 200", path, res.StatusCode)
+		}
+	}
+}
+
+func TestStreamingFlushesEachEvent(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, ctype string
+	}{
+		{"GET SSE", "GET", "text/event-stream"},
+		{"POST returns SSE", "POST", "text/event-stream"},
+		{"unknown length", "GET", "application/octet-stream"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tc.ctype)
+				io.WriteString(w, "data: one\n\n")
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-time.After(10 * time.Second):
+				}
+				io.WriteString(w, "data: two\n\n")
+			}))
+			defer b.Close()
+			px := newProxy(t, b.URL, nil)
+			req, _ := http.NewRequest(tc.method, px.URL+"/mcp", nil)
+			res, err := px.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			br := bufio.NewReader(res.Body)
+			got := make(chan string, 1)
+			go func() {
+				line, _ := br.ReadString('\n')
+				got <- line
+			}()
+			select {
+			case line := <-got:
+				if line != "data: one\n" {
+					t.Fatalf("first line %q", line)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("first event not delivered before the second was sent: the proxy buffers")
+			}
+			close(release)
+			rest, _ := io.ReadAll(br)
+			if string(rest) != "\ndata: two\n\n" {
+				t.Fatalf("rest %q", rest)
+			}
+		})
+	}
+}
+
+func TestClientDisconnectCancelsUpstream(t *testing.T) {
+	canceled := make(chan struct{})
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			close(canceled)
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer b.Close()
+	px := newProxy(t, b.URL, nil)
+	res, err := px.Client().Get(px.URL + "/sse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	select {
+	case <-canceled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream request not canceled after the client went away")
+	}
+}
+
+func TestUpstreamErrors(t *testing.T) {
+	// A port nobody listens on: bind and close.
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "http://" + l.Addr().String()
+	l.Close()
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	for _, tc := range []struct {
+		name, target string
+		status       int
+		code         string
+	}{
+		{"refused", dead, 502, "bad_gateway"},
+		{"header timeout", slow.URL, 504, "gateway_timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			px := newProxy(t, tc.target, func(p *config.Proxy) { p.Timeouts.ResponseHeader = 300 * time.Millisecond })
+			res, err := px.Client().Get(px.URL + "/mcp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			var body struct{ Error, Message, Proxy string }
+			if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+				t.Fatal(err)
+			}
+			if res.StatusCode != tc.status || body.Error != tc.code || body.Proxy != "notes" || res.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("got %d %+v, want %d %s from proxy notes", res.StatusCode, body, tc.status, tc.code)
+			}
+		})
+	}
+}
+
+func TestWebSocketUpgradePassesThrough(t *testing.T) {
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "want upgrade", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		// Echo one line over the upgraded connection.
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo " + line)
+		brw.Flush()
+	}))
+	defer b.Close()
+	px := newProxy(t, b.URL, nil)
+	// Raw HTTP/1.1 over TLS: upgrades are an HTTP/1.1 mechanism.
+	tr := px.Client().Transport.(*http.Transport)
+	conn, err := tlsDial(px, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: notes.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 101 {
+		t.Fatalf("status %d, want 101", res.StatusCode)
+	}
+	io.WriteString(conn, "ping\n")
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := br.ReadString('\n')
+	if err != nil || line != "echo ping\n" {
+		t.Fatalf("read %q, %v", line, err)
+	}
+}
