@@ -5,13 +5,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
 	"github.com/mcpgate/mcpgate/internal/config"
@@ -33,6 +35,9 @@ func init() {
 	commands = []command{
 		{"serve", "[--config-dir DIR]", "run the gateway: supervisor plus one worker per proxy", cmdServe},
 		{"check", "[--config-dir DIR]", "validate the configuration; print one line per proxy, or every error", cmdCheck},
+		{"reload", "[--config-dir DIR]", "apply the configuration and the binary on disk to the running gateway; print the verdict", cmdReload},
+		{"status", "[--config-dir DIR] [--json]", "show the supervisor and every worker: pid, state, build, config hash, connections", cmdStatus},
+		{"upgrade", "[--config-dir DIR]", "re-execute the supervisor from the binary on disk without closing a socket, then reload", cmdUpgrade},
 		{"version", "", "print version and build id", cmdVersion},
 		{"worker", "PROXY [--config-dir DIR]", "internal: serve one proxy (started by serve)", cmdWorker},
 	}
@@ -106,9 +111,7 @@ func cmdServe(fs *flag.FlagSet, args []string) int {
 		return 2
 	}
 	log := logging.New(os.Stderr, *level)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGQUIT)
-	defer stop()
-	if err := supervisor.Run(ctx, supervisor.Options{ConfigDir: *dir, Log: log}); err != nil {
+	if err := supervisor.Run(context.Background(), supervisor.Options{ConfigDir: *dir, Log: log}); err != nil {
 		var el config.ErrorList
 		if errors.As(err, &el) {
 			for _, e := range el {
@@ -139,6 +142,104 @@ func cmdCheck(fs *flag.FlagSet, args []string) int {
 	}
 	for _, p := range cfg.Proxies {
 		fmt.Println(p.Summary())
+	}
+	return 0
+}
+
+func cmdReload(fs *flag.FlagSet, args []string) int {
+	return reloadLike(fs, args, supervisor.Reload)
+}
+
+func cmdUpgrade(fs *flag.FlagSet, args []string) int {
+	return reloadLike(fs, args, supervisor.Upgrade)
+}
+
+func reloadLike(fs *flag.FlagSet, args []string, do func(context.Context, string) (*supervisor.ReloadResult, error)) int {
+	dir := configDirFlag(fs)
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the verdict")
+	if ok, code := parse(fs, args); !ok {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	res, err := do(ctx, *dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mcpgate:", err)
+		return 1
+	}
+	for _, e := range res.Errors {
+		fmt.Fprintln(os.Stderr, e)
+	}
+	for _, f := range res.Failed {
+		fmt.Fprintln(os.Stderr, "failed:", f)
+	}
+	switch {
+	case len(res.Errors) > 0:
+		fmt.Fprintf(os.Stderr, "reload rejected (%d errors): mcpgate keeps serving the previous configuration\n", len(res.Errors))
+		return 1
+	case !res.OK:
+		fmt.Fprintf(os.Stderr, "reload partly failed: %d proxies kept their previous worker or are retrying\n", len(res.Failed))
+		return 1
+	}
+	fmt.Printf("reload ok in %s: %d proxies on fresh workers (build %s)", res.Duration, len(res.Started), res.BuildID)
+	if len(res.Removed) > 0 {
+		fmt.Printf("; removed: %s", strings.Join(res.Removed, ", "))
+	}
+	fmt.Println()
+	return 0
+}
+
+func cmdStatus(fs *flag.FlagSet, args []string) int {
+	dir := configDirFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if ok, code := parse(fs, args); !ok {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := supervisor.GetStatus(ctx, *dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mcpgate:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+		return 0
+	}
+	act := ""
+	if st.Activated {
+		act = ", socket-activated"
+	}
+	fmt.Printf("mcpgate %s (build %s), pid %d, up since %s%s\nlisteners: %s\n\n", st.Version, st.BuildID, st.PID,
+		st.Started.Local().Format(time.DateTime), act, st.Listeners)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROXY\tPID\tSTATE\tBUILD\tVERSION\tCONFIG\tSTARTED\tCONNS")
+	for _, w := range st.Workers {
+		hash := w.ConfigHash
+		if len(hash) > 12 {
+			hash = hash[:12]
+		}
+		started := "-"
+		if !w.Started.IsZero() {
+			started = w.Started.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", w.Proxy, w.PID, w.State, w.BuildID, w.Version, hash, started, w.Connections)
+	}
+	tw.Flush()
+	if r := st.LastReload; r != nil {
+		verdict := "ok"
+		if len(r.Errors) > 0 {
+			verdict = fmt.Sprintf("rejected (%d config errors)", len(r.Errors))
+		} else if !r.OK {
+			verdict = fmt.Sprintf("partly failed (%d proxies)", len(r.Failed))
+		}
+		trigger := r.Trigger
+		if trigger == "" {
+			trigger = "start"
+		}
+		fmt.Printf("\nlast reload: %s at %s (%s)\n", verdict, r.At.Local().Format(time.DateTime), trigger)
 	}
 	return 0
 }

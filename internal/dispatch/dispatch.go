@@ -45,8 +45,33 @@ type Dispatcher struct {
 	// or request head.
 	PeekTimeout time.Duration
 
-	table atomic.Pointer[Table]
-	wg    sync.WaitGroup
+	table  atomic.Pointer[Table]
+	wg     sync.WaitGroup
+	paused atomic.Bool
+}
+
+type deadliner interface{ SetDeadline(time.Time) error }
+
+// Pause makes the accept loops on ls return without closing the sockets:
+// connections wait in the kernel's backlog (a supervisor upgrade hands the
+// sockets to the next binary meanwhile).
+func (d *Dispatcher) Pause(ls []net.Listener) {
+	d.paused.Store(true)
+	for _, l := range ls {
+		if dl, ok := l.(deadliner); ok {
+			dl.SetDeadline(time.Unix(1, 0))
+		}
+	}
+}
+
+// Resume undoes Pause; the caller starts the accept loops again.
+func (d *Dispatcher) Resume(ls []net.Listener) {
+	for _, l := range ls {
+		if dl, ok := l.(deadliner); ok {
+			dl.SetDeadline(time.Time{})
+		}
+	}
+	d.paused.Store(false)
 }
 
 // SetTable switches routing for new connections.
@@ -69,7 +94,7 @@ func (d *Dispatcher) serve(l net.Listener, kind byte) error {
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || d.paused.Load() {
 				return nil
 			}
 			// Out of descriptors and the like: back off instead of spinning,
@@ -139,7 +164,20 @@ func (d *Dispatcher) route(c Conn, kind byte) {
 		log.Error("building PROXY header", "err", err)
 		return
 	}
-	if err := t.Deliver(kind, c, header, peeked); err != nil {
+	err = t.Deliver(kind, c, header, peeked)
+	if errors.Is(err, ErrRetired) {
+		// A reload replaced the target between lookup and hand-off: the
+		// current table has its successor.
+		t2 := d.table.Load().Lookup(host)
+		if t2 == nil || t2 == t {
+			log.Info("no proxy for host after reload", "listener", listenerName(kind), "host", host)
+			d.refuse(c, kind, alertUnrecognizedName, notFoundResponse)
+			return
+		}
+		t = t2
+		err = t.Deliver(kind, c, header, peeked)
+	}
+	if err != nil {
 		log.Warn("hand-off failed", "proxy", t.Name(), "host", host, "err", err)
 		d.refuse(c, kind, alertInternalError, unavailableResponse)
 	}

@@ -6,8 +6,13 @@
 package dispatch
 
 import (
+	"errors"
 	"strings"
 )
+
+// ErrRetired is returned by a Target that no longer takes connections
+// because a reload replaced it; the connection is routed again.
+var ErrRetired = errors.New("dispatch: target retired")
 
 // Target receives connections for the hostnames it owns.
 type Target interface {

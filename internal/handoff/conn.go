@@ -125,7 +125,9 @@ func Header(remote, local net.Addr, authority string, offeredALPN []string) ([]b
 	return h.Format()
 }
 
-// Listener is a net.Listener fed with handed-off connections.
+// Listener is a net.Listener fed with handed-off connections. Connections
+// queued before Close are still returned by Accept, so a drain request
+// that follows some connections on the hand-off socket never loses them.
 type Listener struct {
 	ch     chan net.Conn
 	addr   net.Addr
@@ -135,13 +137,23 @@ type Listener struct {
 
 // NewListener makes a Listener reporting addr as its address.
 func NewListener(addr net.Addr) *Listener {
-	return &Listener{ch: make(chan net.Conn), addr: addr, closed: make(chan struct{})}
+	return &Listener{ch: make(chan net.Conn, 256), addr: addr, closed: make(chan struct{})}
 }
 
-// Deliver hands a connection to whoever calls Accept. It gives up (and
-// closes the connection) if the listener is closed or nobody accepts in
-// time.
+// Deliver queues a connection for Accept, in order. It gives up (and closes
+// the connection) if the listener is closed or the queue stays full.
 func (l *Listener) Deliver(c net.Conn, timeout time.Duration) error {
+	select {
+	case <-l.closed:
+		c.Close()
+		return net.ErrClosed
+	default:
+	}
+	select {
+	case l.ch <- c:
+		return nil
+	default:
+	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
@@ -156,17 +168,28 @@ func (l *Listener) Deliver(c net.Conn, timeout time.Duration) error {
 	}
 }
 
-// Accept implements net.Listener.
+// Accept implements net.Listener: queued connections first, then ErrClosed
+// once closed.
 func (l *Listener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ch:
 		return c, nil
+	default:
+	}
+	select {
+	case c := <-l.ch:
+		return c, nil
 	case <-l.closed:
-		return nil, net.ErrClosed
+		select {
+		case c := <-l.ch:
+			return c, nil
+		default:
+			return nil, net.ErrClosed
+		}
 	}
 }
 
-// Close implements net.Listener.
+// Close implements net.Listener. Queued connections stay acceptable.
 func (l *Listener) Close() error {
 	l.once.Do(func() { close(l.closed) })
 	return nil

@@ -168,5 +168,18 @@ func IsClosed(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
+// Inheritable returns a duplicate of the socket's descriptor without
+// close-on-exec, for a supervisor that re-executes itself.
+func (c *Conn) Inheritable() (int, error) {
+	rc, err := c.uc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	rc.Control(func(orig uintptr) { fd, derr = syscall.Dup(int(orig)) })
+	return fd, derr
+}
+
 // Close closes this end.
 func (c *Conn) Close() error { return c.uc.Close() }

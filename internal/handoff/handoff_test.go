@@ -143,3 +143,20 @@ func TestListenerDeliverAfterClose(t *testing.T) {
 		t.Fatal("Accept on a closed listener succeeded")
 	}
 }
+
+func TestListenerKeepsQueuedAfterClose(t *testing.T) {
+	l := NewListener(&net.UnixAddr{Name: "x", Net: "unixpacket"})
+	a, b := net.Pipe()
+	defer b.Close()
+	if err := l.Deliver(a, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	c, err := l.Accept()
+	if err != nil || c != a {
+		t.Fatalf("Accept after Close = %v, %v; want the queued conn", c, err)
+	}
+	if _, err := l.Accept(); err == nil {
+		t.Fatal("second Accept after Close succeeded")
+	}
+}

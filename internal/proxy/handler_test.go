@@ -346,3 +346,59 @@ func TestWebSocketUpgradePassesThrough(t *testing.T) {
 		t.Fatalf("read %q, %v", line, err)
 	}
 }
+
+// TestEndStreams: at the drain deadline an open SSE stream ends as a
+// complete response (clean EOF for the client), not an aborted one.
+func TestEndStreams(t *testing.T) {
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		t.Run(proto, func(t *testing.T) {
+			b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, "id: 1\ndata: one\n\n")
+				w.(http.Flusher).Flush()
+				<-r.Context().Done()
+			}))
+			defer b.Close()
+			p := &config.Proxy{Name: "notes", Target: upstreamOf(t, b.URL), Timeouts: config.Timeouts{Connect: time.Second, ResponseHeader: time.Second}}
+			h, err := New(p, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewUnstartedServer(h)
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			defer srv.Close()
+			c := srv.Client()
+			if proto == "HTTP/1.1" {
+				c.Transport.(*http.Transport).ForceAttemptHTTP2 = false
+				c.Transport.(*http.Transport).TLSClientConfig.NextProtos = []string{"http/1.1"}
+			}
+			res, err := c.Get(srv.URL + "/sse")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			if res.Proto != proto {
+				t.Fatalf("proto %s, want %s", res.Proto, proto)
+			}
+			br := bufio.NewReader(res.Body)
+			if line, _ := br.ReadString('\n'); line != "id: 1\n" {
+				t.Fatalf("first line %q", line)
+			}
+			h.EndStreams()
+			done := make(chan error, 1)
+			go func() {
+				_, err := io.ReadAll(br)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("stream ended with %v, want a clean end", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("stream still open after EndStreams")
+			}
+		})
+	}
+}

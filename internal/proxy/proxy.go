@@ -30,6 +30,9 @@ type Handler struct {
 	def     *upstream
 	routes  []routeUp // longest prefix first
 	headers config.Headers
+
+	endCtx     context.Context // done when open streams must end
+	endStreams context.CancelFunc
 }
 
 type routeUp struct {
@@ -46,6 +49,7 @@ type upstream struct {
 // New builds the handler for p.
 func New(p *config.Proxy, log *slog.Logger) (*Handler, error) {
 	h := &Handler{name: p.Name, cfg: p, log: log, headers: p.Headers}
+	h.endCtx, h.endStreams = context.WithCancel(context.Background())
 	var err error
 	if h.def, err = h.newUpstream(p.Target); err != nil {
 		return nil, err
@@ -86,7 +90,7 @@ func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 	up := &upstream{url: u, tr: tr}
 	up.rp = &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, up) },
-		Transport:      tr,
+		Transport:      &endTransport{rt: tr, endCtx: h.endCtx},
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
 		ErrorLog:       slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
@@ -197,6 +201,9 @@ func WriteJSONError(w http.ResponseWriter, status int, code, msg, proxy string) 
 		Proxy   string `json:"proxy"`
 	}{code, msg, proxy})
 }
+
+// EndStreams ends every open streaming response cleanly (drain deadline).
+func (h *Handler) EndStreams() { h.endStreams() }
 
 // CloseIdle closes idle upstream connections (on drain).
 func (h *Handler) CloseIdle() {

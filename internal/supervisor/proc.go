@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,7 +19,8 @@ import (
 // proc is one running worker process.
 type proc struct {
 	name    string
-	cmd     *exec.Cmd
+	process *os.Process
+	spec    worker.Spec
 	hc      *handoff.Conn
 	started time.Time
 	log     *slog.Logger
@@ -28,6 +30,7 @@ type proc struct {
 
 	mu      sync.Mutex
 	ready   worker.Ready // guarded by mu; set before readyCh closes
+	stats   worker.Stats // guarded by mu
 	waitErr error        // guarded by mu; set before exited closes
 }
 
@@ -65,15 +68,7 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 		hc.Close()
 		return nil, fmt.Errorf("starting worker %s: %w", name, err)
 	}
-	p := &proc{
-		name:    name,
-		cmd:     cmd,
-		hc:      hc,
-		started: time.Now(),
-		log:     s.log.With("proxy", name, "pid", cmd.Process.Pid),
-		readyCh: make(chan struct{}),
-		exited:  make(chan struct{}),
-	}
+	p := newProc(name, cmd.Process, spec, hc, time.Now(), s.log)
 	go p.wait()
 	go p.readMessages()
 	// The spec is small, far below the pipe buffer, so this cannot block on
@@ -104,8 +99,26 @@ func workerEnv(env []string) []string {
 	return out
 }
 
+func newProc(name string, process *os.Process, spec worker.Spec, hc *handoff.Conn, started time.Time, log *slog.Logger) *proc {
+	return &proc{
+		name:    name,
+		process: process,
+		spec:    spec,
+		hc:      hc,
+		started: started,
+		log:     log.With("proxy", name, "pid", process.Pid),
+		readyCh: make(chan struct{}),
+		exited:  make(chan struct{}),
+	}
+}
+
 func (p *proc) wait() {
-	err := p.cmd.Wait()
+	// Process.Wait rather than Cmd.Wait: a worker adopted across a
+	// supervisor upgrade has no Cmd, only its pid.
+	state, err := p.process.Wait()
+	if err == nil && !state.Success() {
+		err = errors.New(state.String())
+	}
 	p.mu.Lock()
 	p.waitErr = err
 	p.mu.Unlock()
@@ -133,6 +146,13 @@ func (p *proc) readMessages() {
 			if !already {
 				close(p.readyCh)
 			}
+		case handoff.KindStats:
+			var st worker.Stats
+			if json.Unmarshal(m.Payload, &st) == nil {
+				p.mu.Lock()
+				p.stats = st
+				p.mu.Unlock()
+			}
 		}
 		if m.File != nil {
 			m.File.Close()
@@ -146,16 +166,22 @@ func (p *proc) info() worker.Ready {
 	return p.ready
 }
 
+func (p *proc) connections() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats.Connections
+}
+
 func (p *proc) exitErr() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.waitErr
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *proc) pid() int { return p.process.Pid }
 
 func (p *proc) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.process.Signal(syscall.SIGKILL)
 }
 
 // drain asks the worker to finish its requests and exit, and kills it if it

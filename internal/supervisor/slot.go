@@ -27,32 +27,43 @@ const (
 // backoff when it dies, and drains it when told to stop. It is the
 // dispatch.Target for that proxy's hostnames.
 type slot struct {
-	spec    worker.Spec
-	spawner *spawner
-	log     *slog.Logger
+	spec         worker.Spec
+	spawner      *spawner
+	log          *slog.Logger
+	readyTimeout time.Duration
 
+	// sendMu orders hand-offs before the drain message: Deliver holds it
+	// shared while sending, retire holds it exclusively while it detaches
+	// the worker, so no connection is sent after the worker was told to
+	// drain.
+	sendMu  sync.RWMutex
 	mu      sync.Mutex
 	cur     *proc         // guarded by mu; the ready worker, or nil
+	retired bool          // guarded by mu; no more connections for this slot
 	changed chan struct{} // guarded by mu; closed and replaced when cur changes
+	last    *proc         // guarded by mu; the latest worker started, ready or not
+	adopted *proc         // a ready worker inherited across an upgrade; run starts with it
 
 	stop      chan struct{}
 	done      chan struct{}
 	firstOnce sync.Once
 	first     chan struct{} // closed after the first start attempt settled
 	firstOK   bool          // written before first closes
+	firstErr  string        // written before first closes, when !firstOK
 }
 
 var _ dispatch.Target = (*slot)(nil)
 
 func newSlot(spec worker.Spec, sp *spawner, log *slog.Logger) *slot {
 	return &slot{
-		spec:    spec,
-		spawner: sp,
-		log:     log.With("proxy", spec.Proxy.Name),
-		changed: make(chan struct{}),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		first:   make(chan struct{}),
+		spec:         spec,
+		readyTimeout: readyTimeout,
+		spawner:      sp,
+		log:          log.With("proxy", spec.Proxy.Name),
+		changed:      make(chan struct{}),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
+		first:        make(chan struct{}),
 	}
 }
 
@@ -61,30 +72,50 @@ func (sl *slot) Name() string { return sl.spec.Proxy.Name }
 var errNotRunning = errors.New("worker not running")
 
 // Deliver hands a connection to the current worker, waiting briefly when
-// the worker is being restarted so clients see a delay, not an error.
+// the worker is being restarted so clients see a delay, not an error. A
+// retired slot answers dispatch.ErrRetired, and the dispatcher routes the
+// connection again with the current table.
 func (sl *slot) Deliver(kind byte, c dispatch.Conn, header, peeked []byte) error {
 	deadline := time.NewTimer(deliverWait)
 	defer deadline.Stop()
 	for {
+		sl.sendMu.RLock()
 		sl.mu.Lock()
-		p, changed := sl.cur, sl.changed
+		p, changed, retired := sl.cur, sl.changed, sl.retired
 		sl.mu.Unlock()
+		if retired {
+			sl.sendMu.RUnlock()
+			return dispatch.ErrRetired
+		}
 		if p != nil {
 			err := p.hc.SendConn(kind, c, header, peeked)
+			sl.sendMu.RUnlock()
 			if err == nil {
 				return nil
 			}
 			// The worker died under us; wait for its successor.
 			sl.setCur(p, nil)
+		} else {
+			sl.sendMu.RUnlock()
 		}
 		select {
 		case <-changed:
 		case <-deadline.C:
 			return errNotRunning
-		case <-sl.stop:
-			return errNotRunning
 		}
 	}
+}
+
+// retire stops routing to the slot; connections already sent stay ordered
+// before anything sent to the worker afterwards.
+func (sl *slot) retire() {
+	sl.sendMu.Lock()
+	sl.mu.Lock()
+	sl.retired = true
+	close(sl.changed)
+	sl.changed = make(chan struct{})
+	sl.mu.Unlock()
+	sl.sendMu.Unlock()
 }
 
 // setCur replaces old with p as the current worker (if old is current).
@@ -105,9 +136,16 @@ func (sl *slot) current() *proc {
 	return sl.cur
 }
 
-func (sl *slot) settleFirst(ok bool) {
+func (sl *slot) latest() *proc {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.last
+}
+
+func (sl *slot) settleFirst(ok bool, reason string) {
 	sl.firstOnce.Do(func() {
 		sl.firstOK = ok
+		sl.firstErr = reason
 		close(sl.first)
 	})
 }
@@ -115,22 +153,33 @@ func (sl *slot) settleFirst(ok bool) {
 // run keeps a worker going until stop is closed.
 func (sl *slot) run() {
 	defer close(sl.done)
-	defer sl.settleFirst(false)
+	defer sl.settleFirst(false, "stopped before it was ready")
 	backoff := minBackoff
 	for gen := uint64(1); ; gen++ {
 		spec := sl.spec
 		spec.Generation = gen
-		p, err := sl.spawner.start(spec)
+		var p *proc
+		var err error
+		if sl.adopted != nil {
+			p, sl.adopted = sl.adopted, nil
+		} else {
+			p, err = sl.spawner.start(spec)
+		}
+		if err == nil {
+			sl.mu.Lock()
+			sl.last = p
+			sl.mu.Unlock()
+		}
 		if err != nil {
 			sl.log.Error("cannot start worker", "err", err, "retry_in", backoff)
-			sl.settleFirst(false)
+			sl.settleFirst(false, err.Error())
 			if !sl.sleep(&backoff) {
 				return
 			}
 			continue
 		}
-		if !sl.awaitReady(p) {
-			sl.settleFirst(false)
+		if reason := sl.awaitReady(p); reason != "" {
+			sl.settleFirst(false, reason)
 			select {
 			case <-sl.stop:
 				return
@@ -144,7 +193,7 @@ func (sl *slot) run() {
 		info := p.info()
 		sl.log.Info("worker ready", "pid", p.pid(), "build_id", info.BuildID, "version", info.Version, "generation", gen)
 		sl.setCur(nil, p)
-		sl.settleFirst(true)
+		sl.settleFirst(true, "")
 		select {
 		case <-p.exited:
 			sl.setCur(p, nil)
@@ -157,6 +206,7 @@ func (sl *slot) run() {
 				return
 			}
 		case <-sl.stop:
+			sl.retire()
 			sl.setCur(p, nil)
 			sl.log.Info("draining worker", "pid", p.pid())
 			p.drain(sl.spec.DrainTimeout)
@@ -166,24 +216,28 @@ func (sl *slot) run() {
 	}
 }
 
-// awaitReady waits for p to become ready, and kills it if it does not.
-func (sl *slot) awaitReady(p *proc) bool {
-	t := time.NewTimer(readyTimeout)
+// awaitReady waits for p to become ready, and kills it if it does not. It
+// returns why p failed, or "" when it is ready.
+func (sl *slot) awaitReady(p *proc) string {
+	t := time.NewTimer(sl.readyTimeout)
 	defer t.Stop()
 	select {
 	case <-p.readyCh:
-		return true
+		return ""
 	case <-p.exited:
-		sl.log.Error("worker exited before it was ready", "pid", p.pid(), "err", describeExit(p.exitErr()))
+		reason := "worker exited before it was ready: " + describeExit(p.exitErr())
+		sl.log.Error(reason, "pid", p.pid())
+		return reason
 	case <-t.C:
-		sl.log.Error("worker not ready in time; killing it", "pid", p.pid(), "timeout", readyTimeout)
+		sl.log.Error("worker not ready in time; killing it", "pid", p.pid(), "timeout", sl.readyTimeout.String())
 		p.kill()
 		<-p.exited
+		return "worker not ready within " + sl.readyTimeout.String()
 	case <-sl.stop:
 		p.kill()
 		<-p.exited
+		return "stopped before it was ready"
 	}
-	return false
 }
 
 // sleep waits out the backoff (doubling it) unless told to stop.
@@ -199,8 +253,9 @@ func (sl *slot) sleep(backoff *time.Duration) bool {
 	}
 }
 
-// shutdown stops the slot and waits until its worker has exited.
+// shutdown retires the slot, drains its worker and waits until it exited.
 func (sl *slot) shutdown() {
+	sl.retire()
 	select {
 	case <-sl.stop:
 	default:

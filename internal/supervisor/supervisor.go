@@ -1,6 +1,7 @@
 // Package supervisor is `mcpgate serve`: it owns the listening sockets,
 // starts one worker process per enabled proxy, routes connections to them,
-// restarts workers that die and drains them on shutdown.
+// restarts workers that die, reloads (new workers from the binary on disk,
+// then drain the old ones) and drains everything on shutdown.
 package supervisor
 
 import (
@@ -11,6 +12,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -30,7 +33,8 @@ import (
 type Options struct {
 	ConfigDir string
 	// Executable is the binary workers are started from; default: this
-	// process's executable as it is on disk now.
+	// process's executable as it is on disk now (os.Executable follows a
+	// replaced file, so after a package upgrade it is the new version).
 	Executable string
 	Log        *slog.Logger
 	// Notify sends a systemd notification; default: sd_notify.
@@ -39,16 +43,27 @@ type Options struct {
 
 // Supervisor is a running `mcpgate serve`.
 type Supervisor struct {
-	opts    Options
-	log     *slog.Logger
-	notify  func(string)
-	sockets *activation.Sockets
-	disp    *dispatch.Dispatcher
-	spawner *spawner
+	opts      Options
+	log       *slog.Logger
+	notify    func(string)
+	sockets   *activation.Sockets
+	activated bool
+	disp      *dispatch.Dispatcher
+	spawner   *spawner
+	started   time.Time
+	control   net.Listener
 
-	mu    sync.Mutex
-	cfg   *config.Config   // guarded by mu
-	slots map[string]*slot // guarded by mu
+	mu         sync.Mutex
+	cfg        *config.Config     // guarded by mu; the configuration being served
+	slots      map[string]*slot   // guarded by mu; the proxies being served
+	draining   map[*slot]struct{} // guarded by mu; retired slots still draining
+	lastReload *ReloadResult      // guarded by mu
+
+	reqMu   sync.Mutex
+	pending []reloadRequest // guarded by reqMu; requests not yet taken by a reload
+	wake    chan struct{}   // capacity 1: "pending is not empty"
+
+	accepting sync.WaitGroup // the accept loops
 }
 
 // Run starts the supervisor and blocks until ctx is done or SIGTERM/SIGINT
@@ -68,11 +83,18 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Executable = exe
 	}
 	log := opts.Log
+	handover, err := takeHandover()
+	if err != nil {
+		return err
+	}
 
 	// Take the sockets before anything can fail: go-systemd reads the
 	// activation variables once.
-	sockets, activated, err := activation.FromSystemd()
-	if err != nil {
+	var sockets *activation.Sockets
+	activated := false
+	if handover != nil {
+		sockets, activated = handover.sockets, handover.Activated
+	} else if sockets, activated, err = activation.FromSystemd(); err != nil {
 		return err
 	}
 	cfg, err := config.Load(opts.ConfigDir)
@@ -82,7 +104,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		return err
 	}
-	if !activated {
+	if sockets == nil {
 		sockets, err = activation.Bind(cfg.Server.HTTPS, cfg.Server.HTTP)
 		if err != nil {
 			return fmt.Errorf("binding listeners: %w", err)
@@ -92,42 +114,54 @@ func Run(ctx context.Context, opts Options) error {
 	if len(sockets.Stream[activation.HTTPS]) == 0 && len(sockets.Stream[activation.HTTP]) == 0 {
 		return errors.New("no listening sockets: configure [server] https/http or use socket activation")
 	}
+	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	control, err := listenControl(filepath.Join(cfg.Server.StateDir, controlSocketName))
+	if err != nil {
+		return err
+	}
+	defer control.Close()
 
 	s := &Supervisor{
-		opts:    opts,
-		log:     log,
-		notify:  opts.Notify,
-		sockets: sockets,
-		disp:    &dispatch.Dispatcher{Log: log.With("component", "dispatch")},
-		spawner: &spawner{exe: opts.Executable, configDir: opts.ConfigDir, stderr: os.Stderr, log: log},
-		cfg:     cfg,
+		opts:      opts,
+		log:       log,
+		notify:    opts.Notify,
+		sockets:   sockets,
+		activated: activated,
+		disp:      &dispatch.Dispatcher{Log: log.With("component", "dispatch")},
+		spawner:   &spawner{exe: opts.Executable, configDir: opts.ConfigDir, stderr: os.Stderr, log: log},
+		started:   time.Now(),
+		control:   control,
+		cfg:       cfg,
+		slots:     map[string]*slot{},
+		draining:  map[*slot]struct{}{},
+		wake:      make(chan struct{}, 1),
 	}
 	log.Info("mcpgate starting", "version", buildinfo.Version(), "build_id", buildinfo.ID(), "pid", os.Getpid(),
-		"socket_activated", activated, "config_dir", opts.ConfigDir, "listeners", s.describeListeners())
+		"socket_activated", activated, "upgraded", handover != nil, "config_dir", opts.ConfigDir, "listeners", s.describeListeners())
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 
-	s.startSlots(cfg)
-	var serveWG sync.WaitGroup
-	for name, ls := range sockets.Stream {
-		for _, l := range ls {
-			serveWG.Add(1)
-			go func() {
-				defer serveWG.Done()
-				if name == activation.HTTPS {
-					s.disp.ServeTLS(l)
-				} else {
-					s.disp.ServeHTTP(l)
-				}
-			}()
-		}
+	if handover != nil {
+		// Serve at once with the workers the previous binary left running,
+		// then replace them with workers of this binary.
+		s.adopt(handover)
+		s.startAccepting()
+		go s.serveControl(control)
+		res := s.reload("upgrade")
+		handover.reply(res)
+	} else {
+		res := s.apply(cfg)
+		s.setLastReload(&res)
+		s.startAccepting()
+		go s.serveControl(control)
 	}
-
+	go s.reloader(ctx)
 	// READY=1 once every worker has started or failed its first start, so
 	// systemd's start job finishes with the proxies actually serving.
-	s.awaitFirstStarts(ctx)
 	s.notify("READY=1\nSTATUS=" + s.status())
 	log.Info("mcpgate ready", "status", s.status())
 
@@ -137,14 +171,16 @@ func Run(ctx context.Context, opts Options) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return s.shutdown(&serveWG)
+			return s.shutdown()
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
-				log.Warn("SIGHUP received: configuration reload is not available in this version; restart the service to apply changes")
+				s.enqueueReload("SIGHUP", nil)
+			case syscall.SIGUSR2:
+				s.enqueueUpgrade("SIGUSR2", nil)
 			default:
 				log.Info("signal received; shutting down", "signal", sig.String())
-				return s.shutdown(&serveWG)
+				return s.shutdown()
 			}
 		case <-statusTick.C:
 			if st := s.status(); st != lastStatus {
@@ -155,39 +191,131 @@ func Run(ctx context.Context, opts Options) error {
 	}
 }
 
-func (s *Supervisor) startSlots(cfg *config.Config) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.slots = map[string]*slot{}
-	table := dispatch.NewTable()
-	for _, p := range cfg.Enabled() {
-		sl := newSlot(worker.Spec{
-			Proxy:        p,
-			StateDir:     cfg.Server.StateDir,
-			DrainTimeout: cfg.Server.DrainTimeout,
-			HTTPSPort:    s.httpsPort(),
-		}, s.spawner, s.log)
-		s.slots[p.Name] = sl
-		for _, h := range p.Hostnames {
-			table.Add(h, sl)
-		}
-		go sl.run()
+func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
+	return worker.Spec{
+		Proxy:        p,
+		StateDir:     cfg.Server.StateDir,
+		DrainTimeout: cfg.Server.DrainTimeout,
+		HTTPSPort:    s.httpsPort(),
 	}
-	s.disp.SetTable(table)
 }
 
-func (s *Supervisor) awaitFirstStarts(ctx context.Context) {
+// apply starts fresh workers for every enabled proxy of cfg, waits for
+// them, switches routing to the ready ones and drains the workers they
+// replace. A proxy whose new worker fails keeps its old worker.
+func (s *Supervisor) apply(cfg *config.Config) ReloadResult {
 	s.mu.Lock()
-	slots := make([]*slot, 0, len(s.slots))
-	for _, sl := range s.slots {
-		slots = append(slots, sl)
-	}
+	old := s.slots
 	s.mu.Unlock()
-	for _, sl := range slots {
-		select {
-		case <-sl.first:
-		case <-ctx.Done():
-			return
+
+	fresh := map[string]*slot{}
+	for _, p := range cfg.Enabled() {
+		sl := newSlot(s.spec(cfg, p), s.spawner, s.log)
+		fresh[p.Name] = sl
+		go sl.run()
+	}
+	for _, sl := range fresh {
+		<-sl.first
+	}
+
+	var res ReloadResult
+	final := map[string]*slot{}
+	var kept []*slot
+	for _, name := range sortedNames(fresh) {
+		sl := fresh[name]
+		if sl.firstOK {
+			final[name] = sl
+			res.Started = append(res.Started, name)
+			continue
+		}
+		if o, ok := old[name]; ok {
+			sl.shutdown()
+			final[name] = o
+			kept = append(kept, o)
+			res.Failed = append(res.Failed, fmt.Sprintf("%s: %s; the previous worker keeps serving", name, sl.firstErr))
+			continue
+		}
+		// A new proxy has nothing to fall back to: its slot keeps retrying.
+		final[name] = sl
+		res.Failed = append(res.Failed, fmt.Sprintf("%s: %s; retrying in the background", name, sl.firstErr))
+	}
+	table := buildTable(final, kept)
+	s.disp.SetTable(table)
+
+	s.mu.Lock()
+	s.slots = final
+	s.cfg = cfg
+	s.mu.Unlock()
+	for _, name := range sortedNames(old) {
+		o := old[name]
+		if final[name] == o {
+			continue
+		}
+		if _, still := final[name]; !still {
+			res.Removed = append(res.Removed, name)
+		}
+		s.retire(o)
+	}
+	res.OK = len(res.Failed) == 0
+	res.BuildID = buildinfo.ID()
+	return res
+}
+
+// buildTable routes every hostname of the slots. Kept old workers serve
+// their old hostnames, unless a fresh proxy took one over: Add keeps the
+// first owner, and the kept ones come last.
+func buildTable(slots map[string]*slot, kept []*slot) *dispatch.Table {
+	table := dispatch.NewTable()
+	for _, name := range sortedNames(slots) {
+		if sl := slots[name]; !slices.Contains(kept, sl) {
+			for _, h := range sl.spec.Proxy.Hostnames {
+				table.Add(h, sl)
+			}
+		}
+	}
+	for _, sl := range kept {
+		for _, h := range sl.spec.Proxy.Hostnames {
+			table.Add(h, sl)
+		}
+	}
+	return table
+}
+
+// retire drains a replaced slot in the background, visible in status until
+// its worker has exited.
+func (s *Supervisor) retire(sl *slot) {
+	s.mu.Lock()
+	s.draining[sl] = struct{}{}
+	s.mu.Unlock()
+	go func() {
+		sl.shutdown()
+		s.mu.Lock()
+		delete(s.draining, sl)
+		s.mu.Unlock()
+	}()
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (s *Supervisor) startAccepting() {
+	for name, ls := range s.sockets.Stream {
+		for _, l := range ls {
+			s.accepting.Add(1)
+			go func() {
+				defer s.accepting.Done()
+				if name == activation.HTTPS {
+					s.disp.ServeTLS(l)
+				} else {
+					s.disp.ServeHTTP(l)
+				}
+			}()
 		}
 	}
 }
@@ -206,31 +334,47 @@ func (s *Supervisor) status() string {
 	}
 	sort.Strings(up)
 	sort.Strings(down)
-	if len(up) == 0 && len(down) == 0 {
-		return "no proxies configured"
+	var st string
+	switch {
+	case len(up) == 0 && len(down) == 0:
+		st = "no proxies configured"
+	default:
+		st = fmt.Sprintf("serving %d proxies", len(up))
+		if len(up) > 0 {
+			st += ": " + strings.Join(up, ", ")
+		}
+		if len(down) > 0 {
+			st += fmt.Sprintf("; %d not running: %s", len(down), strings.Join(down, ", "))
+		}
 	}
-	st := fmt.Sprintf("serving %d proxies", len(up))
-	if len(up) > 0 {
-		st += ": " + strings.Join(up, ", ")
+	if len(s.draining) > 0 {
+		st += fmt.Sprintf("; %d draining", len(s.draining))
 	}
-	if len(down) > 0 {
-		st += fmt.Sprintf("; %d not running: %s", len(down), strings.Join(down, ", "))
+	if r := s.lastReload; r != nil && len(r.Errors) > 0 {
+		st += fmt.Sprintf("; last reload rejected (%d config errors, see journal), serving the previous configuration", len(r.Errors))
 	}
 	return st
 }
 
-func (s *Supervisor) shutdown(serveWG *sync.WaitGroup) error {
+func (s *Supervisor) shutdown() error {
 	s.notify("STOPPING=1\nSTATUS=draining")
+	s.control.Close()
 	// Stop accepting. Under socket activation systemd keeps its own copy of
 	// the sockets, so new connections wait in the backlog for the next start.
 	s.sockets.Close()
-	serveWG.Wait()
+	s.accepting.Wait()
 	s.disp.Wait()
 	s.mu.Lock()
-	slots := s.slots
+	var all []*slot
+	for _, sl := range s.slots {
+		all = append(all, sl)
+	}
+	for sl := range s.draining {
+		all = append(all, sl)
+	}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, sl := range slots {
+	for _, sl := range all {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -36,3 +36,8 @@ type Ready struct {
 	ConfigHash string    `json:"config_hash"`
 	Started    time.Time `json:"started"`
 }
+
+// Stats is what a worker reports while it runs.
+type Stats struct {
+	Connections int64 `json:"connections"`
+}

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,6 +64,8 @@ type Worker struct {
 	https, http *http.Server
 	proxy       *proxy.Handler
 
+	serving   sync.WaitGroup // the Serve loops; done once every queued connection was accepted
+	conns     atomic.Int64   // open client connections
 	drainOnce sync.Once
 	drained   chan struct{}
 }
@@ -104,7 +107,8 @@ func (w *Worker) run() error {
 	w.httpL = handoff.NewListener(&net.UnixAddr{Name: "handoff-http", Net: "unixpacket"})
 
 	w.https = &http.Server{
-		Handler: logging.Access(w.log, w.handler()),
+		Handler:   logging.Access(w.log, w.handler()),
+		ConnState: w.countConns,
 		TLSConfig: &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{cert},
@@ -116,13 +120,14 @@ func (w *Worker) run() error {
 	}
 	w.http = &http.Server{
 		Handler:           logging.Access(w.log, http.HandlerFunc(w.redirect)),
+		ConnState:         w.countConns,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
 	}
-	serveErr := make(chan error, 2)
-	go func() { serveErr <- w.https.ServeTLS(w.tlsL, "", "") }()
-	go func() { serveErr <- w.http.Serve(w.httpL) }()
+	w.serving.Add(2)
+	go func() { defer w.serving.Done(); w.https.ServeTLS(w.tlsL, "", "") }()
+	go func() { defer w.serving.Done(); w.http.Serve(w.httpL) }()
 
 	// SIGTERM straight to a worker (e.g. systemd's stop when the supervisor
 	// is gone) means the same as a drain request.
@@ -142,6 +147,7 @@ func (w *Worker) run() error {
 	w.log.Info("worker serving", "build_id", buildinfo.ID(), "generation", w.spec.Generation)
 
 	go w.receive()
+	go w.reportStats()
 	go func() {
 		<-sigs
 		w.drain()
@@ -180,7 +186,11 @@ func (w *Worker) receive() {
 			if m.Kind == handoff.KindHTTP {
 				l = w.httpL
 			}
-			go l.Deliver(c, 10*time.Second)
+			// In order, before any later drain message closes the
+			// listener: a connection sent before the drain is served.
+			if err := l.Deliver(c, 10*time.Second); err != nil {
+				w.log.Warn("connection dropped", "err", err)
+			}
 		case handoff.KindDrain:
 			go w.drain()
 		default:
@@ -197,32 +207,87 @@ func (w *Worker) exitNow() {
 	os.Exit(1)
 }
 
-// drain stops taking connections, lets requests finish, and closes what is
-// still open at the drain deadline.
+// streamEndGrace is how long handlers get to finish the responses whose
+// streams were ended at the drain deadline.
+const streamEndGrace = 2 * time.Second
+
+// drain stops taking connections, lets requests finish, ends open streams
+// cleanly at the drain deadline and closes whatever is left after that.
 func (w *Worker) drain() {
 	w.drainOnce.Do(func() {
-		w.log.Info("draining", "timeout", w.spec.DrainTimeout)
+		start := time.Now()
+		w.log.Info("draining", "timeout", w.spec.DrainTimeout.String(), "connections", w.conns.Load())
 		w.tlsL.Close()
 		w.httpL.Close()
+		// Queued connections are accepted before Serve returns, so
+		// Shutdown below waits for them too.
+		w.serving.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), w.spec.DrainTimeout)
 		defer cancel()
-		var wg sync.WaitGroup
-		for _, srv := range []*http.Server{w.https, w.http} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				// Shutdown sends HTTP/2 GOAWAY and closes idle connections,
-				// but waits forever on streams that never go idle: bound it.
-				if err := srv.Shutdown(ctx); err != nil {
-					srv.Close()
-				}
-			}()
+		// Shutdown sends HTTP/2 GOAWAY and closes idle connections, but
+		// waits forever on streams that never go idle: bound it.
+		err := shutdownAll(ctx, w.https, w.http)
+		if err != nil {
+			w.log.Info("drain deadline reached; ending open streams", "connections", w.conns.Load())
+			w.proxy.EndStreams()
+			grace, cancel := context.WithTimeout(context.Background(), streamEndGrace)
+			defer cancel()
+			if shutdownAll(grace, w.https, w.http) != nil {
+				w.https.Close()
+				w.http.Close()
+			}
 		}
-		wg.Wait()
 		w.proxy.CloseIdle()
-		w.log.Info("drained")
+		w.log.Info("drained", "took", time.Since(start).Round(time.Millisecond).String())
 		close(w.drained)
 	})
+}
+
+func shutdownAll(ctx context.Context, srvs ...*http.Server) error {
+	errs := make(chan error, len(srvs))
+	for _, srv := range srvs {
+		go func() { errs <- srv.Shutdown(ctx) }()
+	}
+	var first error
+	for range srvs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (w *Worker) countConns(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		w.conns.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		w.conns.Add(-1)
+	}
+}
+
+// reportStats tells the supervisor the open connection count when it
+// changes, for `mcpgate status`.
+func (w *Worker) reportStats() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := int64(-1)
+	for {
+		select {
+		case <-t.C:
+		case <-w.drained:
+			return
+		}
+		n := w.conns.Load()
+		if n == last {
+			continue
+		}
+		last = n
+		b, _ := json.Marshal(Stats{Connections: n})
+		if err := w.hc.Send(handoff.KindStats, b); err != nil {
+			return
+		}
+	}
 }
 
 // certificate loads the configured key pair or the self-signed one.

@@ -1,0 +1,78 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"mime"
+	"net/http"
+	"sync/atomic"
+)
+
+// endTransport lets a draining worker end open streams cleanly: when
+// endCtx is done, the upstream request of every streaming response is
+// canceled and its body reports io.EOF, so ReverseProxy finishes the
+// response normally (final chunk, or HTTP/2 END_STREAM) instead of
+// aborting it. SSE clients then reconnect with Last-Event-ID.
+type endTransport struct {
+	rt     http.RoundTripper
+	endCtx context.Context
+}
+
+func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	ended := new(atomic.Bool)
+	stop := context.AfterFunc(t.endCtx, func() {
+		ended.Store(true)
+		cancel()
+	})
+	res, err := t.rt.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		stop()
+		cancel()
+		return nil, err
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// ReverseProxy needs the upgraded body's Write; a drain ends with
+		// the worker's process. The context is released with the inbound
+		// request's.
+		stop()
+		return res, nil
+	}
+	if !isStreaming(res) {
+		// Only streams are cut at the drain deadline; ordinary responses
+		// keep the context until their body is closed.
+		stop()
+		res.Body = &endableBody{ReadCloser: res.Body, ended: new(atomic.Bool), release: cancel}
+		return res, nil
+	}
+	res.Body = &endableBody{ReadCloser: res.Body, ended: ended, release: func() { stop(); cancel() }}
+	return res, nil
+}
+
+// isStreaming matches the responses ReverseProxy flushes immediately.
+func isStreaming(res *http.Response) bool {
+	if ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); ct == "text/event-stream" {
+		return true
+	}
+	return res.ContentLength == -1
+}
+
+type endableBody struct {
+	io.ReadCloser
+	ended   *atomic.Bool
+	release func()
+}
+
+func (b *endableBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.ended.Load() {
+		return n, io.EOF
+	}
+	return n, err
+}
+
+func (b *endableBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
