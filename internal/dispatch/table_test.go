@@ -5,7 +5,7 @@ import "testing"
 type fakeTarget string
 
 func (f fakeTarget) Deliver(byte, Conn, []byte, []byte) error { return nil }
-func (f fakeTarget) Name() string                            { return string(f) }
+func (f fakeTarget) Name() string                             { return string(f) }
 
 func TestTableLookup(t *testing.T) {
 	tb := NewTable()

@@ -32,9 +32,6 @@ type handoverState struct {
 	Control   int                 `json:"control_fd,omitempty"` // fd of the `mcpgate upgrade` caller, or 0
 	Started   time.Time           `json:"started"`
 	sockets   *activation.Sockets `json:"-"`
-	conns     []net.Conn          `json:"-"`
-	adopted   []*proc             `json:"-"`
-	draining  []bool              `json:"-"`
 }
 
 type handoverListener struct {

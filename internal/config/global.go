@@ -1,0 +1,183 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// global loads mcpgate.toml. It always returns the settings (defaults where
+// the file is absent or wrong) so that proxy files are still checked.
+func (l *loader) global() *Server {
+	name := filepath.Join(l.dir, GlobalFile)
+	var g globalFile
+	present, err := exists(name)
+	if err != nil {
+		l.errs = append(l.errs, ioError(name, err))
+	}
+	var f *file
+	if present {
+		var doc map[string]any
+		f, doc = readFile(name, &l.errs)
+		if f != nil {
+			f.bind(nil, doc, reflect.ValueOf(&g).Elem())
+		}
+	}
+	srv := l.server(f, g.Server)
+	if present {
+		srv.File = filepath.Join(l.abs, GlobalFile)
+	}
+	return srv
+}
+
+// server converts [server], applying the documented defaults. f is nil when
+// there is no usable mcpgate.toml; then s is nil too.
+func (l *loader) server(f *file, s *serverTable) *Server {
+	srv := &Server{
+		HTTPS:        slices.Clone(DefaultHTTPS),
+		HTTP:         slices.Clone(DefaultHTTP),
+		StateDir:     DefaultStateDir,
+		DrainTimeout: DefaultDrainTimeout,
+	}
+	// systemd's StateDirectory= sets this; it may list several, colon-separated.
+	if env, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); env != "" {
+		srv.StateDir = l.path(env)
+	}
+	if s == nil {
+		return srv
+	}
+	p := keyPath{}.key("server")
+	if s.HTTPS != nil {
+		srv.HTTPS = f.listenAddrs(p.key("https"), *s.HTTPS)
+	}
+	if s.HTTP != nil {
+		srv.HTTP = f.listenAddrs(p.key("http"), *s.HTTP)
+	}
+	f.checkDuplicateAddrs(p, s)
+	if s.StateDir != nil {
+		if *s.StateDir == "" {
+			f.errorf(p.key("state_dir"), "must not be empty")
+		} else {
+			srv.StateDir = l.path(*s.StateDir)
+		}
+	}
+	if s.DrainTimeout != nil {
+		srv.DrainTimeout = f.positive(p.key("drain_timeout"), *s.DrainTimeout, DefaultDrainTimeout)
+	}
+	return srv
+}
+
+// listenAddrs checks host:port listen addresses. It returns a non-nil slice
+// so that an explicit [] stays "none" rather than "default".
+func (f *file) listenAddrs(p keyPath, addrs []string) []string {
+	out := make([]string, 0, len(addrs))
+	for i, a := range addrs {
+		if f.isBad(p.at(i)) {
+			continue
+		}
+		if err := checkListenAddr(a); err != nil {
+			f.errorf(p.at(i), "%q: %v", a, err)
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func checkListenAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		msg := err.Error()
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			msg = ae.Err
+		}
+		return fmt.Errorf("not host:port (%s)", msg)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("invalid port %q (use a number from 0 to 65535)", port)
+	}
+	if _, err := netip.ParseAddr(host); host == "" || err == nil {
+		return nil
+	}
+	if _, err := normalizeHostname(host); err != nil {
+		return fmt.Errorf("invalid host: %v", err)
+	}
+	return nil
+}
+
+// checkDuplicateAddrs rejects an address listed twice in https and http
+// together; the second listener could never bind. A clash with a default is
+// reported at the explicit entry, since the default is written nowhere.
+func (f *file) checkDuplicateAddrs(p keyPath, s *serverTable) {
+	type list struct {
+		key   string
+		addrs *[]string
+		dflt  []string
+	}
+	lists := []list{{"https", s.HTTPS, DefaultHTTPS}, {"http", s.HTTP, DefaultHTTP}}
+	seen := map[string]keyPath{} // canonical address -> where it was listed
+	for _, l := range lists {
+		if l.addrs == nil {
+			continue
+		}
+		for i, a := range *l.addrs {
+			ep := p.key(l.key).at(i)
+			canon, ok := canonicalAddr(a)
+			if !ok {
+				continue
+			}
+			if first, dup := seen[canon]; dup {
+				f.errorf(ep, "%q is also listed in %s", a, first)
+				continue
+			}
+			seen[canon] = ep
+		}
+	}
+	for _, l := range lists {
+		if l.addrs != nil {
+			continue
+		}
+		for _, a := range l.dflt {
+			canon, _ := canonicalAddr(a)
+			if first, dup := seen[canon]; dup {
+				f.errorf(first, "%q is also the default for %s (set %s explicitly)", a, p.key(l.key), l.key)
+			}
+		}
+	}
+}
+
+// canonicalAddr spells an address one way, so "[::1]:08443" and
+// "[::1]:8443" are recognised as the same.
+func canonicalAddr(a string) (string, bool) {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return "", false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return "", false
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		host = ip.String()
+	}
+	return net.JoinHostPort(strings.ToLower(host), strconv.FormatUint(n, 10)), true
+}
+
+// exists reports whether name is present in the directory at all; a
+// dangling symlink counts, so that it is reported rather than ignored.
+func exists(name string) (bool, error) {
+	_, err := os.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}

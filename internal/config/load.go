@@ -1,0 +1,198 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+)
+
+// Load reads the configuration directory dir: mcpgate.toml (optional) and
+// one <name>.toml per proxy. If anything is wrong it returns an ErrorList
+// with every problem in every file, sorted by file and line.
+func Load(dir string) (*Config, error) {
+	l, err := newLoader(dir)
+	if err != nil {
+		return nil, err
+	}
+	srv := l.global()
+	proxies := l.proxies()
+	if len(l.errs) > 0 {
+		l.errs.sort()
+		return nil, l.errs
+	}
+	cfg := &Config{Dir: l.abs, Server: *srv, Proxies: make([]*Proxy, len(proxies))}
+	for i, lp := range proxies {
+		lp.proxy.Hash = lp.proxy.hash()
+		cfg.Proxies[i] = lp.proxy
+	}
+	return cfg, nil
+}
+
+// LoadGlobal reads only mcpgate.toml from dir. It lets a caller find the
+// state directory even when a proxy file is broken.
+func LoadGlobal(dir string) (*Server, error) {
+	l, err := newLoader(dir)
+	if err != nil {
+		return nil, err
+	}
+	srv := l.global()
+	if len(l.errs) > 0 {
+		l.errs.sort()
+		return nil, l.errs
+	}
+	return srv, nil
+}
+
+// loader holds what one Load call has found so far.
+type loader struct {
+	dir  string // as passed in; errors name files below it
+	abs  string // absolute; relative paths in values are resolved against it
+	errs ErrorList
+}
+
+func newLoader(dir string) (*loader, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, ErrorList{{File: dir, Msg: err.Error(), err: err}}
+	}
+	// Checked up front so that a mistyped directory is an error even for
+	// LoadGlobal, rather than a silent "no mcpgate.toml, all defaults".
+	info, err := os.Stat(dir)
+	if err != nil {
+		return nil, ErrorList{ioError(dir, err)}
+	}
+	if !info.IsDir() {
+		return nil, ErrorList{{File: dir, Msg: "not a directory"}}
+	}
+	return &loader{dir: dir, abs: abs}, nil
+}
+
+// path resolves a path from a config value against the config directory.
+func (l *loader) path(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(l.abs, p)
+}
+
+// proxyName is what a proxy file may be called (without .toml): the name
+// ends up in process titles and logs, so it must be plain.
+var proxyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// loadedProxy is a proxy with what cross-file checks need to know about
+// where it came from.
+type loadedProxy struct {
+	proxy     *Proxy
+	file      *file
+	hostLines []int // line of each of proxy.Hostnames
+}
+
+// proxies loads every proxy file in the directory, in name order, and checks
+// that no two enabled proxies claim the same hostname.
+func (l *loader) proxies() []*loadedProxy {
+	entries, err := os.ReadDir(l.dir)
+	if err != nil {
+		l.errs = append(l.errs, ioError(l.dir, err))
+		return nil
+	}
+	var out []*loadedProxy
+	for _, e := range entries { // ReadDir sorts by name
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".toml") || name == GlobalFile {
+			continue
+		}
+		display := filepath.Join(l.dir, name)
+		if !e.Type().IsRegular() {
+			// Follow symlinks (e.g. into a sites-available directory); a
+			// dangling one is reported, anything else not a file ignored.
+			info, err := os.Stat(display)
+			if err != nil {
+				l.errs = append(l.errs, ioError(display, err))
+				continue
+			}
+			if !info.Mode().IsRegular() {
+				continue
+			}
+		}
+		base := strings.TrimSuffix(name, ".toml")
+		if !proxyName.MatchString(base) {
+			l.errs = append(l.errs, &Error{File: display, Msg: fmt.Sprintf(
+				"%q is not a valid proxy name: use letters, digits, '_', '.' and '-', starting with a letter or digit", base)})
+			continue
+		}
+		f, doc := readFile(display, &l.errs)
+		if f == nil {
+			continue
+		}
+		var pf proxyFile
+		f.bind(nil, doc, reflect.ValueOf(&pf).Elem())
+		out = append(out, l.proxy(f, base, filepath.Join(l.abs, name), &pf))
+	}
+	l.checkHostnameConflicts(out)
+	return out
+}
+
+// checkHostnameConflicts reports a hostname claimed by two enabled proxies at
+// the later file, naming the earlier one, so the operator sees both places.
+func (l *loader) checkHostnameConflicts(proxies []*loadedProxy) {
+	type claim struct {
+		file string
+		line int
+	}
+	claimed := map[string]claim{}
+	for _, lp := range proxies {
+		if !lp.proxy.Enabled {
+			continue
+		}
+		for i, h := range lp.proxy.Hostnames {
+			if c, ok := claimed[h]; ok {
+				where := c.file
+				if c.line > 0 {
+					where = fmt.Sprintf("%s:%d", c.file, c.line)
+				}
+				l.errs = append(l.errs, &Error{
+					File: lp.file.name,
+					Line: lp.hostLines[i],
+					Key:  "hostnames",
+					Msg:  fmt.Sprintf("%q is also claimed by %s", h, where),
+				})
+				continue
+			}
+			claimed[h] = claim{lp.file.name, lp.hostLines[i]}
+		}
+	}
+}
+
+// hash identifies the proxy's effective configuration, so a reload can tell
+// which workers need restarting. encoding/json sorts map keys, which keeps
+// it stable.
+func (p *Proxy) hash() string {
+	c := *p
+	c.Hash = ""
+	b, err := json.Marshal(&c)
+	if err != nil {
+		panic("config: marshal proxy: " + err.Error()) // only plain types inside
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Summary describes the proxy on one line, for `mcpgate check`.
+func (p *Proxy) Summary() string {
+	tls := "files"
+	if p.TLS.SelfSigned {
+		tls = "self-signed"
+	}
+	s := fmt.Sprintf("%s: %s -> %s (routes: %d, tls: %s)",
+		p.Name, strings.Join(p.Hostnames, ", "), p.Target.Raw, len(p.Routes), tls)
+	if !p.Enabled {
+		s += " (disabled)"
+	}
+	return s
+}
