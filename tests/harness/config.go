@@ -1,0 +1,99 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Proxy describes one proxy file, <Name>.toml.
+type Proxy struct {
+	Name      string
+	Hostnames []string // the first one without a wildcard is used for health checks
+	Target    string
+	// Keys is raw TOML placed at top level after hostnames and target,
+	// e.g. `preserve_host = true`.
+	Keys string
+	// Tables is raw TOML appended after the [tls] table, e.g. "[timeouts]\n
+	// response_header = \"1s\"" or [[routes]] entries.
+	Tables string
+}
+
+// Options configure Start and WriteConfig.
+type Options struct {
+	Proxies []Proxy
+	// DrainTimeout is [server] drain_timeout; "2s" when empty so that
+	// shutdown at cleanup is quick.
+	DrainTimeout string
+	// ServerTOML is raw TOML appended inside [server].
+	ServerTOML string
+	// Env is added to the gateway's environment.
+	Env []string
+}
+
+// HealthHost is the hostname used to reach p: its first plain hostname, or
+// a name under its first wildcard.
+func (p Proxy) HealthHost() string {
+	for _, h := range p.Hostnames {
+		if !strings.HasPrefix(h, "*.") {
+			return h
+		}
+	}
+	if len(p.Hostnames) > 0 {
+		return "health." + strings.TrimPrefix(p.Hostnames[0], "*.")
+	}
+	return ""
+}
+
+// WriteConfig writes mcpgate.toml and one <name>.toml per proxy into dir,
+// issuing each proxy a certificate for its hostnames from pki. stateDir
+// becomes [server] state_dir.
+func WriteConfig(t testing.TB, dir, stateDir string, pki *PKI, o Options) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	drain := o.DrainTimeout
+	if drain == "" {
+		drain = "2s"
+	}
+	// No https/http keys: under socket activation they are not used, and
+	// leaving them out is what a systemd deployment would do.
+	global := fmt.Sprintf("[server]\nstate_dir = %s\ndrain_timeout = %s\n%s\n",
+		quote(stateDir), quote(drain), o.ServerTOML)
+	writeFile(t, filepath.Join(dir, "mcpgate.toml"), global)
+
+	for _, p := range o.Proxies {
+		cert, key := pki.Leaf(t, p.Name, p.Hostnames...)
+		var b strings.Builder
+		fmt.Fprintf(&b, "hostnames = [")
+		for i, h := range p.Hostnames {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(quote(h))
+		}
+		fmt.Fprintf(&b, "]\ntarget = %s\n", quote(p.Target))
+		if p.Keys != "" {
+			fmt.Fprintf(&b, "%s\n", p.Keys)
+		}
+		fmt.Fprintf(&b, "\n[tls]\ncert_file = %s\nkey_file = %s\n", quote(cert), quote(key))
+		if p.Tables != "" {
+			fmt.Fprintf(&b, "\n%s\n", p.Tables)
+		}
+		writeFile(t, filepath.Join(dir, p.Name+".toml"), b.String())
+	}
+}
+
+// quote renders s as a TOML basic string. Go's %q escapes are valid TOML
+// for the printable ASCII paths and names used here.
+func quote(s string) string { return fmt.Sprintf("%q", s) }
+
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
