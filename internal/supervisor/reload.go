@@ -89,7 +89,7 @@ func (s *Supervisor) reloader(ctx context.Context) {
 			}
 		}
 		if len(reloads) > 0 {
-			res := s.reload(strings.Join(triggers, ", "))
+			res := s.runReload(strings.Join(triggers, ", "))
 			for _, r := range reloads {
 				if r.reply != nil {
 					r.reply <- res

@@ -64,6 +64,9 @@ type Supervisor struct {
 	wake    chan struct{}   // capacity 1: "pending is not empty"
 
 	accepting sync.WaitGroup // the accept loops
+
+	// runReload performs one reload; s.reload, replaceable in tests.
+	runReload func(trigger string) ReloadResult
 }
 
 // Run starts the supervisor and blocks until ctx is done or SIGTERM/SIGINT
@@ -138,6 +141,7 @@ func Run(ctx context.Context, opts Options) error {
 		draining:  map[*slot]struct{}{},
 		wake:      make(chan struct{}, 1),
 	}
+	s.runReload = s.reload
 	log.Info("mcpgate starting", "version", buildinfo.Version(), "build_id", buildinfo.ID(), "pid", os.Getpid(),
 		"socket_activated", activated, "upgraded", handover != nil, "config_dir", opts.ConfigDir, "listeners", s.describeListeners())
 
