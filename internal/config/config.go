@@ -29,7 +29,89 @@ const GlobalFile = "mcpgate.toml"
 type Config struct {
 	Dir     string   `json:"dir"`
 	Server  Server   `json:"server"`
-	Proxies []*Proxy `json:"proxies"` // sorted by Name; includes disabled ones
+	OAuth   *OAuth   `json:"oauth,omitempty"` // nil when mcpgate.toml has no [oauth]
+	Proxies []*Proxy `json:"proxies"`         // sorted by Name; includes disabled ones
+}
+
+// OAuth defaults.
+var (
+	DefaultAccessTokenTTL    = time.Hour
+	DefaultRefreshTokenTTL   = 720 * time.Hour
+	DefaultRefreshReuseGrace = 5 * time.Second
+	MaxRefreshReuseGrace     = 10 * time.Second
+	DefaultAuthScopes        = []string{"mcp"}
+	DefaultResourcePath      = "/mcp"
+)
+
+// OAuth is [oauth] with its identity provider: the authorization server
+// that every proxy host runs (issuer https://<hostname>).
+type OAuth struct {
+	// CallbackURL is the one redirect URL registered at the identity
+	// provider; the proxy owning its host serves it.
+	CallbackURL       string        `json:"callback_url"`
+	AccessTokenTTL    time.Duration `json:"access_token_ttl"`
+	RefreshTokenTTL   time.Duration `json:"refresh_token_ttl"`
+	RefreshReuseGrace time.Duration `json:"refresh_reuse_grace"`
+	Users             Users         `json:"users"`
+	// AllowedOrigins are browser origins, besides each proxy's own, that
+	// may call the MCP endpoints and the OAuth endpoints.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+	// DynamicRegistration enables RFC 7591 registration (default true).
+	DynamicRegistration bool `json:"dynamic_registration"`
+	// ClientMetadataDocuments enables https client_id URLs (default true).
+	ClientMetadataDocuments bool `json:"client_metadata_documents"`
+	// MetadataDocumentPrivateAddrs lets metadata documents be fetched from
+	// private and loopback addresses (tests and labs only; default false).
+	MetadataDocumentPrivateAddrs bool           `json:"metadata_document_private_addresses,omitempty"`
+	Clients                      []StaticClient `json:"clients,omitempty"`
+	GitHub                       *GitHubIDP     `json:"github,omitempty"` // exactly one of GitHub, OIDC
+	OIDC                         *OIDCIDP       `json:"oidc,omitempty"`
+}
+
+// Users are the user lists deciding who may log in and which scopes they
+// get. "*" matches everyone the provider authenticated. In a proxy's
+// [auth], a nil list inherits the global one.
+type Users struct {
+	Allowed []string `json:"allowed_users"`
+	Admin   []string `json:"admin_users"`
+	User    []string `json:"user_users"`
+	MCP     []string `json:"mcp_users"`
+}
+
+// GitHubIDP is [idp.github].
+type GitHubIDP struct {
+	ClientID string `json:"client_id"`
+	// SecretFile is the absolute path of the file holding the client
+	// secret: client_secret_file, or $CREDENTIALS_DIRECTORY/<credential>.
+	SecretFile   string   `json:"secret_file"`
+	AuthorizeURL string   `json:"authorize_url"`
+	TokenURL     string   `json:"token_url"`
+	APIURL       string   `json:"api_url"`
+	AllowedOrgs  []string `json:"allowed_orgs,omitempty"`  // lower-case
+	AllowedTeams []string `json:"allowed_teams,omitempty"` // "org/team", lower-case
+}
+
+// OIDCIDP is [idp.oidc].
+type OIDCIDP struct {
+	Issuer        string   `json:"issuer"`
+	ClientID      string   `json:"client_id"`
+	SecretFile    string   `json:"secret_file"`
+	Scopes        []string `json:"scopes"`
+	GroupsClaim   string   `json:"groups_claim"`
+	AllowedGroups []string `json:"allowed_groups,omitempty"`
+}
+
+// StaticClient is one [[oauth.clients]]: a pre-registered client.
+type StaticClient struct {
+	ID   string `json:"client_id"`
+	Name string `json:"name"`
+	// SecretFile holds the client secret of a confidential client; "" for
+	// a public client.
+	SecretFile   string   `json:"secret_file,omitempty"`
+	RedirectURIs []string `json:"redirect_uris"`
+	// Consent: static clients are trusted by the operator, so no consent
+	// page unless this is set.
+	RequireConsent bool `json:"require_consent,omitempty"`
 }
 
 // Server holds the [server] table of mcpgate.toml.
@@ -54,6 +136,7 @@ type Proxy struct {
 	TLS          TLS      `json:"tls"`
 	Headers      Headers  `json:"headers"`
 	Timeouts     Timeouts `json:"timeouts"`
+	Auth         Auth     `json:"auth"`
 	// Hash identifies this proxy's effective configuration (hex sha256).
 	Hash string `json:"hash"`
 }
@@ -87,6 +170,22 @@ type Headers struct {
 	Response       map[string]string `json:"response,omitempty"` // canonical names; set (replace)
 	RemoveRequest  []string          `json:"remove_request,omitempty"`
 	RemoveResponse []string          `json:"remove_response,omitempty"`
+}
+
+// Auth is a proxy's [auth]: what a request needs to reach the backend.
+type Auth struct {
+	// Required: a valid bearer token is needed (default true). A proxy
+	// that requires auth while mcpgate.toml has no [oauth] is an error.
+	Required bool `json:"required"`
+	// Scopes a token must carry to reach the backend (default ["mcp"]).
+	Scopes []string `json:"scopes"`
+	// ResourcePath: the protected resource is https://<hostname><path>
+	// (default "/mcp").
+	ResourcePath string `json:"resource_path"`
+	// PublicPaths are reachable without a token (segment-boundary prefixes).
+	PublicPaths []string `json:"public_paths,omitempty"`
+	// Users override the global lists where set (nil: inherit).
+	Users Users `json:"users"`
 }
 
 // Timeouts bound the upstream connection. Streams have no read timeout.
