@@ -22,6 +22,27 @@ import (
 // client-supplied header with it is removed on ingress.
 const IdentityPrefix = "X-Mcpgate-"
 
+// Identity is who the resource server verified; the backend receives it as
+// X-MCPGate-User, X-MCPGate-Scopes and X-MCPGate-Client-ID.
+type Identity struct {
+	User     string
+	Scopes   string // space-separated
+	ClientID string
+}
+
+type identityKey struct{}
+
+// WithIdentity attaches the verified identity to a request's context.
+func WithIdentity(ctx context.Context, id Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// IdentityFrom returns the identity attached by WithIdentity.
+func IdentityFrom(ctx context.Context) (Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(Identity)
+	return id, ok
+}
+
 // Handler proxies one proxy's requests.
 type Handler struct {
 	name    string
@@ -140,6 +161,11 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 		if strings.HasPrefix(k, IdentityPrefix) {
 			delete(out, k)
 		}
+	}
+	if id, ok := IdentityFrom(pr.In.Context()); ok {
+		out.Set(IdentityPrefix+"User", id.User)
+		out.Set(IdentityPrefix+"Scopes", id.Scopes)
+		out.Set(IdentityPrefix+"Client-Id", id.ClientID)
 	}
 	if h.cfg.PreserveHost {
 		pr.Out.Host = pr.In.Host

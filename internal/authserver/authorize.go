@@ -1,0 +1,282 @@
+package authserver
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+const (
+	continuePath = "/oauth/continue"
+	consentPath  = "/oauth/consent"
+	// flowCookie binds a flow to the browser that started it, so a login
+	// finished elsewhere (login CSRF) cannot be continued.
+	flowCookie = "__Host-mcpgate-flow"
+	csrfCookie = "__Host-mcpgate-csrf"
+)
+
+// authorize handles the authorization request. Errors that cannot be
+// sent to a verified redirect URI are shown to the user instead.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		s.errorPage(w, http.StatusMethodNotAllowed, "Method not allowed", "Use GET.")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		s.errorPage(w, http.StatusBadRequest, "Bad request", "The authorization request could not be read.")
+		return
+	}
+	q := r.Form
+	c, err := s.lookupClient(r.Context(), q.Get("client_id"))
+	if err != nil {
+		s.errorPage(w, http.StatusBadRequest, "Unknown application",
+			"The application that sent you here is not registered with this server.")
+		return
+	}
+	redirectURI := q.Get("redirect_uri")
+	if redirectURI == "" && len(c.RedirectURIs) == 1 {
+		redirectURI = c.RedirectURIs[0]
+	}
+	if redirectURI == "" || !matchRedirect(c.RedirectURIs, redirectURI) {
+		s.errorPage(w, http.StatusBadRequest, "Invalid redirect",
+			"The application asked to return to an address it did not register, so the request was stopped.")
+		return
+	}
+	iss := issuer(r)
+	state := q.Get("state")
+	fail := func(e *oauthError) { redirectError(w, r, redirectURI, state, iss, e) }
+	if q.Get("response_type") != "code" {
+		fail(&oauthError{http.StatusBadRequest, "unsupported_response_type", "only response_type=code is supported"})
+		return
+	}
+	challenge, method := q.Get("code_challenge"), q.Get("code_challenge_method")
+	switch {
+	case challenge == "":
+		fail(errInvalidRequest("PKCE is required: send code_challenge with code_challenge_method=S256"))
+		return
+	case method != "S256":
+		fail(errInvalidRequest("code_challenge_method must be S256"))
+		return
+	case len(challenge) != 43 || strings.ContainsAny(challenge, "+/="):
+		fail(errInvalidRequest("code_challenge must be a base64url SHA-256 hash"))
+		return
+	}
+	resources := q["resource"]
+	if len(resources) > 1 {
+		fail(errInvalidTarget("one resource per request"))
+		return
+	}
+	var requested string
+	if len(resources) == 1 {
+		requested = resources[0]
+	}
+	resource, _, oe := s.resolveResource(requested, r)
+	if oe != nil {
+		fail(oe)
+		return
+	}
+	p := &store.Pending{
+		ID:                  randomToken(),
+		Host:                canonicalHost(r.Host),
+		ClientID:            c.ID,
+		RedirectURI:         redirectURI,
+		State:               state,
+		CodeChallenge:       challenge,
+		CodeChallengeMethod: method,
+		Scope:               strings.Join(strings.Fields(q.Get("scope")), " "),
+		Resource:            resource,
+		ExpiresAt:           s.now().Add(pendingTTL),
+	}
+	if err := s.o.Store.PutPending(r.Context(), p); err != nil {
+		s.log.Error("storing authorization request", "err", err)
+		fail(errServer("try again"))
+		return
+	}
+	setCookie(w, flowCookie, hashHex(p.ID), int(pendingTTL.Seconds()))
+	// The client's resource is never forwarded upstream: the provider
+	// authenticates the user for mcpgate, not for the MCP server.
+	http.Redirect(w, r, s.o.IDP.AuthCodeURL(p.ID, s.o.OAuth.CallbackURL), http.StatusFound)
+}
+
+// callback is the single URL registered at the identity provider. It logs
+// the user in, decides what they may get, and sends the browser back to
+// the host the flow started on.
+func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	p, err := s.o.Store.GetPending(r.Context(), q.Get("state"))
+	if err != nil {
+		s.errorPage(w, http.StatusBadRequest, "Sign-in expired",
+			"This sign-in is unknown or has expired. Start again from your application.")
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		s.o.Store.TakePending(r.Context(), p.ID)
+		redirectError(w, r, p.RedirectURI, p.State, "https://"+p.Host, &oauthError{Code: "access_denied", Desc: "the identity provider did not sign the user in"})
+		return
+	}
+	id, err := s.o.IDP.Login(r.Context(), q.Get("code"), s.o.OAuth.CallbackURL)
+	if err != nil {
+		s.log.Warn("upstream login failed", "err", err)
+		s.errorPage(w, http.StatusBadGateway, "Sign-in failed",
+			"The identity provider could not confirm who you are. Start again from your application.")
+		return
+	}
+	_, proxy, oe := s.resolveResource(p.Resource, r)
+	if oe != nil {
+		s.errorPage(w, http.StatusBadRequest, "Unknown resource", "The requested server is no longer configured.")
+		return
+	}
+	if !s.allowed(proxy, id) {
+		s.log.Info("login refused: user not allowed", "user", id.Login, "proxy", proxy.Name)
+		s.errorPage(w, http.StatusForbidden, "Access denied",
+			"You signed in as "+id.Login+", but that account may not use "+proxy.Name+". Ask the administrator to add you.")
+		return
+	}
+	granted := s.grant(proxy, id.Login, strings.Fields(p.Scope))
+	if len(granted) == 0 {
+		s.log.Info("login refused: no scope for user", "user", id.Login, "proxy", proxy.Name)
+		s.errorPage(w, http.StatusForbidden, "No access",
+			"You signed in as "+id.Login+", but that account has no permissions on "+proxy.Name+". Ask the administrator to add you.")
+		return
+	}
+	p.Subject, p.Login, p.Granted = id.Subject, id.Login, strings.Join(granted, " ")
+	if err := s.o.Store.UpdatePending(r.Context(), p); err != nil {
+		s.log.Error("storing login", "err", err)
+		s.errorPage(w, http.StatusInternalServerError, "Sign-in failed", "Try again.")
+		return
+	}
+	u := url.URL{Scheme: "https", Host: p.Host, Path: continuePath, RawQuery: url.Values{"flow": {p.ID}}.Encode()}
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+// continueFlow runs on the originating host after the login: consent if
+// needed, else the code.
+func (s *Server) continueFlow(w http.ResponseWriter, r *http.Request) {
+	p, c, ok := s.flowFromRequest(w, r, r.URL.Query().Get("flow"))
+	if !ok {
+		return
+	}
+	if c.needsConsent() {
+		cons, err := s.o.Store.GetConsent(r.Context(), p.Subject, c.ID)
+		if err != nil || !covers(cons.Scope, p.Granted) {
+			s.consentPage(w, r, p, c)
+			return
+		}
+	}
+	s.issueCode(w, r, p)
+}
+
+// consent handles the consent form.
+func (s *Server) consent(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		s.errorPage(w, http.StatusMethodNotAllowed, "Method not allowed", "Use the form.")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		s.errorPage(w, http.StatusBadRequest, "Bad request", "The form could not be read.")
+		return
+	}
+	ck, err := r.Cookie(csrfCookie)
+	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.PostForm.Get("csrf"))) != 1 {
+		s.errorPage(w, http.StatusForbidden, "Request refused", "The form was not submitted from this site. Start again from your application.")
+		return
+	}
+	p, c, ok := s.flowFromRequest(w, r, r.PostForm.Get("flow"))
+	if !ok {
+		return
+	}
+	clearCookie(w, csrfCookie)
+	if r.PostForm.Get("decision") != "approve" {
+		s.o.Store.TakePending(r.Context(), p.ID)
+		redirectError(w, r, p.RedirectURI, p.State, issuer(r), &oauthError{Code: "access_denied", Desc: "the user denied the request"})
+		return
+	}
+	if err := s.o.Store.PutConsent(r.Context(), &store.Consent{Subject: p.Subject, ClientID: c.ID, Scope: p.Granted, GrantedAt: s.now()}); err != nil {
+		s.log.Error("storing consent", "err", err)
+	}
+	s.issueCode(w, r, p)
+}
+
+// flowFromRequest loads a logged-in flow for this browser and host.
+func (s *Server) flowFromRequest(w http.ResponseWriter, r *http.Request, flow string) (*store.Pending, *client, bool) {
+	ck, err := r.Cookie(flowCookie)
+	if flow == "" || err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(hashHex(flow))) != 1 {
+		s.errorPage(w, http.StatusForbidden, "Sign-in not recognised",
+			"This sign-in was not started in this browser. Start again from your application.")
+		return nil, nil, false
+	}
+	p, err := s.o.Store.GetPending(r.Context(), flow)
+	if err != nil || p.Subject == "" || p.Host != canonicalHost(r.Host) {
+		s.errorPage(w, http.StatusBadRequest, "Sign-in expired", "This sign-in is unknown or has expired. Start again from your application.")
+		return nil, nil, false
+	}
+	c, err := s.lookupClient(r.Context(), p.ClientID)
+	if err != nil {
+		s.errorPage(w, http.StatusBadRequest, "Unknown application", "The application is no longer registered.")
+		return nil, nil, false
+	}
+	return p, c, true
+}
+
+func covers(have, want string) bool {
+	h := strings.Fields(have)
+	for _, s := range strings.Fields(want) {
+		if !slices.Contains(h, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// issueCode ends the flow: a single-use code bound to client, redirect
+// URI, PKCE challenge and resource, returned with state and iss.
+func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, p *store.Pending) {
+	if _, err := s.o.Store.TakePending(r.Context(), p.ID); err != nil {
+		s.errorPage(w, http.StatusBadRequest, "Sign-in expired", "This sign-in was already used. Start again from your application.")
+		return
+	}
+	clearCookie(w, flowCookie)
+	code := randomToken()
+	err := s.o.Store.CreateAuthCode(r.Context(), &store.AuthCode{
+		CodeHash: hashHex(code), GrantID: randomToken(), ClientID: p.ClientID, RedirectURI: p.RedirectURI,
+		CodeChallenge: p.CodeChallenge, Resource: p.Resource, Scope: p.Granted, Subject: p.Subject,
+		Login: p.Login, Host: p.Host, ExpiresAt: s.now().Add(codeTTL),
+	})
+	if err != nil {
+		s.log.Error("storing code", "err", err)
+		redirectError(w, r, p.RedirectURI, p.State, "https://"+p.Host, errServer("try again"))
+		return
+	}
+	u, err := url.Parse(p.RedirectURI)
+	if err != nil {
+		s.errorPage(w, http.StatusBadRequest, "Invalid redirect", "The application's address is invalid.")
+		return
+	}
+	qv := u.Query()
+	qv.Set("code", code)
+	if p.State != "" {
+		qv.Set("state", p.State)
+	}
+	qv.Set("iss", "https://"+p.Host)
+	u.RawQuery = qv.Encode()
+	s.log.Info("authorization granted", "user", p.Login, "client_id", p.ClientID, "scope", p.Granted, "resource", p.Resource)
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+func setCookie(w http.ResponseWriter, name, value string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{
+		Name: name, Value: value, Path: "/", MaxAge: maxAge,
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+func clearCookie(w http.ResponseWriter, name string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+}

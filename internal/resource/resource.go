@@ -1,0 +1,280 @@
+// Package resource makes a proxy an OAuth 2.0 protected resource as the MCP
+// authorization spec requires: RFC 9728 metadata, the bearer check with
+// RFC 6750 challenges, audience binding (RFC 8707), Origin validation and
+// CORS. A request that passes reaches the backend without the client's
+// token, carrying the identity mcpgate vouches for instead.
+package resource
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/proxy"
+)
+
+// TokenInfo is what a verified access token says.
+type TokenInfo struct {
+	Subject  string
+	Login    string
+	ClientID string
+	Scopes   []string
+	Expiry   time.Time
+}
+
+// Verifier checks an access token for an audience (the canonical resource
+// URI). Any error means the token is unusable here.
+type Verifier interface {
+	VerifyAccess(raw, audience string) (*TokenInfo, error)
+}
+
+// MetadataPath is where RFC 9728 metadata lives (plus the resource path
+// as a suffix).
+const MetadataPath = "/.well-known/oauth-protected-resource"
+
+// Guard protects one proxy.
+type Guard struct {
+	auth           config.Auth
+	verifier       Verifier
+	allowedOrigins []string
+	name           string
+}
+
+// New returns the guard for p. verifier may be nil only when auth is not
+// required.
+func New(p *config.Proxy, verifier Verifier, allowedOrigins []string) *Guard {
+	return &Guard{auth: p.Auth, verifier: verifier, allowedOrigins: allowedOrigins, name: p.Name}
+}
+
+// CanonicalHost lower-cases a Host header and drops the default port, so
+// https://h:443/mcp and https://h/mcp name one resource.
+func CanonicalHost(hostport string) string {
+	h := strings.TrimSuffix(strings.ToLower(hostport), ":443")
+	return strings.TrimSuffix(h, ".")
+}
+
+// ResourceURL is the canonical resource URI of this proxy at host.
+func (g *Guard) ResourceURL(host string) string {
+	return "https://" + CanonicalHost(host) + g.auth.ResourcePath
+}
+
+// MetadataURL is the path-suffixed RFC 9728 metadata URL.
+func (g *Guard) MetadataURL(host string) string {
+	suffix := g.auth.ResourcePath
+	if suffix == "/" {
+		suffix = ""
+	}
+	return "https://" + CanonicalHost(host) + MetadataPath + suffix
+}
+
+// Wrap returns next guarded.
+func (g *Guard) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.serveMetadata(w, r) {
+			return
+		}
+		origin := r.Header.Get("Origin")
+		if origin != "" {
+			if !g.originAllowed(origin, r.Host) {
+				// DNS rebinding and cross-site calls: an Origin that is not
+				// ours or allowed never reaches the MCP server.
+				writeError(w, http.StatusForbidden, "forbidden_origin", "this origin may not call this MCP server")
+				return
+			}
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Expose-Headers", exposeHeaders)
+			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+				preflight(w)
+				return
+			}
+		}
+		if !g.auth.Required {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			// A preflight without Origin is not a browser's; answer it anyway
+			// without a token, as CORS demands.
+			preflight(w)
+			return
+		}
+		if g.isPublic(r.URL.Path) {
+			r.Header.Del("Authorization")
+			next.ServeHTTP(w, r)
+			return
+		}
+		raw, err := bearer(r)
+		if err != nil {
+			g.challenge(w, r, http.StatusBadRequest, "invalid_request", err.Error())
+			return
+		}
+		if raw == "" {
+			g.challenge(w, r, http.StatusUnauthorized, "", "")
+			return
+		}
+		info, err := g.verifier.VerifyAccess(raw, g.ResourceURL(r.Host))
+		if err != nil {
+			g.challenge(w, r, http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired, revoked or not for this resource")
+			return
+		}
+		for _, s := range g.auth.Scopes {
+			if !slices.Contains(info.Scopes, s) {
+				g.challenge(w, r, http.StatusForbidden, "insufficient_scope", "the access token lacks a required scope")
+				return
+			}
+		}
+		// No token passthrough: the backend gets mcpgate's word for who
+		// this is, never the client's credential.
+		r.Header.Del("Authorization")
+		ctx := proxy.WithIdentity(r.Context(), proxy.Identity{User: info.Login, Scopes: strings.Join(info.Scopes, " "), ClientID: info.ClientID})
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+const exposeHeaders = "WWW-Authenticate, Mcp-Session-Id, Mcp-Protocol-Version"
+
+func preflight(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID")
+	h.Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (g *Guard) isPublic(path string) bool {
+	for _, p := range g.auth.PublicPaths {
+		if proxy.MatchPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *Guard) originAllowed(origin, host string) bool {
+	o := strings.ToLower(origin)
+	if o == "https://"+CanonicalHost(host) || o == "https://"+strings.ToLower(host) {
+		return true
+	}
+	return slices.Contains(g.allowedOrigins, o)
+}
+
+var errMultipleTokens = errors.New("more than one access token in the request")
+
+// bearer extracts the token from the Authorization header; tokens in the
+// query string or form are refused (RFC 6750 §2.3 is insecure for MCP).
+func bearer(r *http.Request) (string, error) {
+	if r.URL.Query().Has("access_token") {
+		return "", errors.New("access tokens are accepted only in the Authorization header")
+	}
+	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return "", nil
+	}
+	if len(vals) > 1 {
+		return "", errMultipleTokens
+	}
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(vals[0]), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		// Another scheme (Basic, …) is a request without a bearer token.
+		return "", nil
+	}
+	tok = strings.TrimSpace(tok)
+	if tok == "" || strings.ContainsAny(tok, " \t,") {
+		return "", errors.New("malformed bearer token")
+	}
+	return tok, nil
+}
+
+// challenge writes a 400/401/403 with the RFC 6750 / RFC 9728 challenge.
+func (g *Guard) challenge(w http.ResponseWriter, r *http.Request, status int, code, desc string) {
+	var b strings.Builder
+	b.WriteString("Bearer ")
+	if code != "" {
+		b.WriteString(`error="` + code + `", `)
+		if desc != "" {
+			b.WriteString(`error_description="` + desc + `", `)
+		}
+	}
+	b.WriteString(`resource_metadata="` + g.MetadataURL(r.Host) + `"`)
+	if len(g.auth.Scopes) > 0 {
+		b.WriteString(`, scope="` + strings.Join(g.auth.Scopes, " ") + `"`)
+	}
+	h := w.Header()
+	h.Set("WWW-Authenticate", b.String())
+	if h.Get("Access-Control-Allow-Origin") == "" {
+		// Browser clients must be able to read the challenge to start the
+		// flow; without credentials a wildcard is safe.
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Expose-Headers", exposeHeaders)
+	}
+	if code == "" {
+		code = "unauthorized"
+		desc = "an access token is required"
+	}
+	writeError(w, status, code, desc)
+}
+
+func writeError(w http.ResponseWriter, status int, code, desc string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}
+
+// Metadata is the RFC 9728 document.
+type Metadata struct {
+	Resource               string   `json:"resource"`
+	AuthorizationServers   []string `json:"authorization_servers"`
+	ScopesSupported        []string `json:"scopes_supported,omitempty"`
+	BearerMethodsSupported []string `json:"bearer_methods_supported"`
+	ResourceName           string   `json:"resource_name,omitempty"`
+}
+
+// serveMetadata answers the two RFC 9728 URLs. The path-suffixed one names
+// the MCP endpoint's resource; the root one names the origin, which the
+// authorization server maps to the same resource.
+func (g *Guard) serveMetadata(w http.ResponseWriter, r *http.Request) bool {
+	if !g.auth.Required {
+		return false
+	}
+	host := CanonicalHost(r.Host)
+	var resource string
+	switch r.URL.Path {
+	case MetadataPath + g.auth.ResourcePath:
+		resource = g.ResourceURL(r.Host)
+	case MetadataPath, MetadataPath + "/":
+		resource = "https://" + host
+		if g.auth.ResourcePath == "/" {
+			resource = g.ResourceURL(r.Host)
+		}
+	default:
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	if r.Method == http.MethodOptions {
+		preflight(w)
+		return true
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h.Set("Allow", "GET, HEAD, OPTIONS")
+		writeError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET")
+		return true
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "public, max-age=300")
+	json.NewEncoder(w).Encode(Metadata{
+		Resource:               resource,
+		AuthorizationServers:   []string{"https://" + host},
+		ScopesSupported:        g.auth.Scopes,
+		BearerMethodsSupported: []string{"header"},
+		ResourceName:           g.name,
+	})
+	return true
+}
