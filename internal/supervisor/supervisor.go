@@ -201,6 +201,8 @@ func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
 		StateDir:     cfg.Server.StateDir,
 		DrainTimeout: cfg.Server.DrainTimeout,
 		HTTPSPort:    s.httpsPort(),
+		OAuth:        cfg.OAuth,
+		Gateway:      cfg.Enabled(),
 	}
 }
 

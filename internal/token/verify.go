@@ -290,3 +290,24 @@ func (v *Verifier) classify(tok *jwt.Token, err, keyErr error) error {
 	}
 	return fmt.Errorf("%w: invalid", ErrMalformed)
 }
+
+// VerifyAnyAudience checks what Verify checks except the audience and the
+// revocation hook: for revocation and introspection at the authorization
+// server, which serves every resource of the gateway and decides about
+// revocation itself. It does not use the cache.
+func (v *Verifier) VerifyAnyAudience(raw string) (*Claims, error) {
+	if raw == "" || len(raw) > MaxSize {
+		return nil, fmt.Errorf("%w: empty or longer than %d bytes", ErrMalformed, MaxSize)
+	}
+	c, _, _, err := v.verify(raw)
+	if err != nil {
+		return nil, err
+	}
+	if !v.now().Before(c.ExpiresAt.Add(v.leeway)) {
+		return nil, fmt.Errorf("%w at %s", ErrExpired, c.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if !v.accept(c.Issuer) {
+		return nil, fmt.Errorf("%w: %q", ErrIssuer, c.Issuer)
+	}
+	return c, nil
+}

@@ -25,6 +25,11 @@ type Spec struct {
 	HTTPSPort int `json:"https_port,omitempty"`
 	// Generation counts the workers started for this proxy; for logs.
 	Generation uint64 `json:"generation"`
+	// OAuth is the gateway's authorization server configuration, nil when
+	// there is none. Gateway lists every enabled proxy: any host may issue
+	// tokens for any of the gateway's resources.
+	OAuth   *config.OAuth   `json:"oauth,omitempty"`
+	Gateway []*config.Proxy `json:"gateway,omitempty"`
 }
 
 // Ready is the worker's first message: it serves from now on.

@@ -63,6 +63,7 @@ type Worker struct {
 	tlsL, httpL *handoff.Listener
 	https, http *http.Server
 	proxy       *proxy.Handler
+	oauth       *oauth
 
 	serving   sync.WaitGroup // the Serve loops; done once every queued connection was accepted
 	conns     atomic.Int64   // open client connections
@@ -103,6 +104,10 @@ func (w *Worker) run() error {
 		return fmt.Errorf("worker %s: %w", p.Name, err)
 	}
 	w.proxy = ph
+	if w.oauth, err = w.setupOAuth(); err != nil {
+		return fmt.Errorf("worker %s: oauth: %w", p.Name, err)
+	}
+	defer w.oauth.close()
 	w.tlsL = handoff.NewListener(&net.UnixAddr{Name: "handoff-https", Net: "unixpacket"})
 	w.httpL = handoff.NewListener(&net.UnixAddr{Name: "handoff-http", Net: "unixpacket"})
 
@@ -299,8 +304,10 @@ func (w *Worker) certificate() (tls.Certificate, error) {
 	return tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 }
 
-// handler is the HTTPS request chain: host check, health, then the proxy.
+// handler is the HTTPS request chain: host check, health, the OAuth
+// endpoints, then the bearer check in front of the proxy.
 func (w *Worker) handler() http.Handler {
+	protected := w.oauth.guard.Wrap(w.proxy)
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if !w.ownsHost(r.Host) {
 			// Coalesced HTTP/2 connections and domain fronting carry a Host
@@ -313,7 +320,10 @@ func (w *Worker) handler() http.Handler {
 			w.health(rw, r)
 			return
 		}
-		w.proxy.ServeHTTP(rw, r)
+		if w.oauth.server != nil && w.oauth.server.Handle(rw, r) {
+			return
+		}
+		protected.ServeHTTP(rw, r)
 	})
 }
 
