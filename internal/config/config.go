@@ -41,6 +41,15 @@ var (
 	MaxRefreshReuseGrace     = 10 * time.Second
 	DefaultAuthScopes        = []string{"mcp"}
 	DefaultResourcePath      = "/mcp"
+	// MaxAccessTokenTTL bounds access_token_ttl: an access token cannot be
+	// called back from a client, so it must not live long.
+	MaxAccessTokenTTL = 24 * time.Hour
+
+	DefaultGitHubAuthorizeURL = "https://github.com/login/oauth/authorize"
+	DefaultGitHubTokenURL     = "https://github.com/login/oauth/access_token"
+	DefaultGitHubAPIURL       = "https://api.github.com"
+	DefaultOIDCScopes         = []string{"openid", "profile", "email"}
+	DefaultOIDCGroupsClaim    = "groups"
 )
 
 // OAuth is [oauth] with its identity provider: the authorization server
@@ -48,13 +57,19 @@ var (
 type OAuth struct {
 	// CallbackURL is the one redirect URL registered at the identity
 	// provider; the proxy owning its host serves it.
-	CallbackURL       string        `json:"callback_url"`
-	AccessTokenTTL    time.Duration `json:"access_token_ttl"`
-	RefreshTokenTTL   time.Duration `json:"refresh_token_ttl"`
+	CallbackURL     string        `json:"callback_url"`
+	AccessTokenTTL  time.Duration `json:"access_token_ttl"`  // > 0, <= MaxAccessTokenTTL
+	RefreshTokenTTL time.Duration `json:"refresh_token_ttl"` // > AccessTokenTTL
+	// RefreshReuseGrace is how long a just-rotated refresh token is still
+	// accepted (concurrent refreshes); 0..MaxRefreshReuseGrace.
 	RefreshReuseGrace time.Duration `json:"refresh_reuse_grace"`
-	Users             Users         `json:"users"`
+	// Users are the global lists, never nil. Allowed has no default that
+	// lets everyone in: it is ["*"] when omitted only if the provider
+	// restricts logins (allowed_orgs, allowed_teams or allowed_groups).
+	Users Users `json:"users"`
 	// AllowedOrigins are browser origins, besides each proxy's own, that
-	// may call the MCP endpoints and the OAuth endpoints.
+	// may call the MCP endpoints and the OAuth endpoints. Each is
+	// scheme://host[:port], lower-case, without a default port.
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 	// DynamicRegistration enables RFC 7591 registration (default true).
 	DynamicRegistration bool `json:"dynamic_registration"`
@@ -70,7 +85,10 @@ type OAuth struct {
 
 // Users are the user lists deciding who may log in and which scopes they
 // get. "*" matches everyone the provider authenticated. In a proxy's
-// [auth], a nil list inherits the global one.
+// [auth], a nil list inherits the global one (Config.EffectiveUsers); an
+// empty one means nobody. Names are kept as written (no spaces, no
+// duplicates); GitHub logins are case-insensitive, so compare them with
+// strings.EqualFold.
 type Users struct {
 	Allowed []string `json:"allowed_users"`
 	Admin   []string `json:"admin_users"`
@@ -83,9 +101,10 @@ type GitHubIDP struct {
 	ClientID string `json:"client_id"`
 	// SecretFile is the absolute path of the file holding the client
 	// secret: client_secret_file, or $CREDENTIALS_DIRECTORY/<credential>.
-	SecretFile   string   `json:"secret_file"`
-	AuthorizeURL string   `json:"authorize_url"`
-	TokenURL     string   `json:"token_url"`
+	SecretFile   string `json:"secret_file"`
+	AuthorizeURL string `json:"authorize_url"`
+	TokenURL     string `json:"token_url"`
+	// APIURL has no trailing slash, so "/user" can be appended.
 	APIURL       string   `json:"api_url"`
 	AllowedOrgs  []string `json:"allowed_orgs,omitempty"`  // lower-case
 	AllowedTeams []string `json:"allowed_teams,omitempty"` // "org/team", lower-case
@@ -93,6 +112,8 @@ type GitHubIDP struct {
 
 // OIDCIDP is [idp.oidc].
 type OIDCIDP struct {
+	// Issuer is kept exactly as written (a trailing slash included): the
+	// provider's discovery document must name the same string.
 	Issuer        string   `json:"issuer"`
 	ClientID      string   `json:"client_id"`
 	SecretFile    string   `json:"secret_file"`
@@ -104,10 +125,12 @@ type OIDCIDP struct {
 // StaticClient is one [[oauth.clients]]: a pre-registered client.
 type StaticClient struct {
 	ID   string `json:"client_id"`
-	Name string `json:"name"`
+	Name string `json:"name"` // the client_id when not set
+
 	// SecretFile holds the client secret of a confidential client; "" for
 	// a public client.
-	SecretFile   string   `json:"secret_file,omitempty"`
+	SecretFile string `json:"secret_file,omitempty"`
+	// RedirectURIs are as written; each passed CheckRedirectURI.
 	RedirectURIs []string `json:"redirect_uris"`
 	// Consent: static clients are trusted by the operator, so no consent
 	// page unless this is set.
@@ -180,9 +203,10 @@ type Auth struct {
 	// Scopes a token must carry to reach the backend (default ["mcp"]).
 	Scopes []string `json:"scopes"`
 	// ResourcePath: the protected resource is https://<hostname><path>
-	// (default "/mcp").
+	// (default "/mcp"; no trailing slash except for "/"). See ResourceURL.
 	ResourcePath string `json:"resource_path"`
-	// PublicPaths are reachable without a token (segment-boundary prefixes).
+	// PublicPaths are reachable without a token (segment-boundary prefixes,
+	// without a trailing slash, never "/" and never covering ResourcePath).
 	PublicPaths []string `json:"public_paths,omitempty"`
 	// Users override the global lists where set (nil: inherit).
 	Users Users `json:"users"`
@@ -230,4 +254,37 @@ func MatchHostname(names []string, host string) bool {
 		}
 	}
 	return false
+}
+
+// EffectiveUsers returns the user lists that apply on p: each of p's
+// [auth] lists where set, else the global one from [oauth] (nil lists
+// when there is no [oauth]).
+func (c *Config) EffectiveUsers(p *Proxy) Users {
+	var g Users
+	if c.OAuth != nil {
+		g = c.OAuth.Users
+	}
+	pick := func(own, global []string) []string {
+		if own != nil {
+			return own
+		}
+		return global
+	}
+	u := p.Auth.Users
+	return Users{
+		Allowed: pick(u.Allowed, g.Allowed),
+		Admin:   pick(u.Admin, g.Admin),
+		User:    pick(u.User, g.User),
+		MCP:     pick(u.MCP, g.MCP),
+	}
+}
+
+// ResourceURL is the canonical URI of p's protected resource when reached
+// as host: "https://" + host + Auth.ResourcePath, with host lower-cased
+// and without a trailing dot or the default port ":443". It is the
+// audience of tokens for p and the "resource" of its RFC 9728 metadata.
+func (p *Proxy) ResourceURL(host string) string {
+	h := strings.TrimSuffix(strings.ToLower(host), ":443")
+	h = strings.TrimSuffix(h, ".")
+	return "https://" + h + p.Auth.ResourcePath
 }

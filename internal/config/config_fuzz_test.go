@@ -15,7 +15,15 @@ import (
 func FuzzLoad(f *testing.F) {
 	seeds := []struct{ proxy, global string }{
 		{okProxy, ""},
-		{okProxy, "[server]\nhttps = []\nhttp = [\"127.0.0.1:0\"]\nstate_dir = \"state\"\ndrain_timeout = \"1s\"\n"},
+		{openProxy, ""},
+		{openProxy, "[server]\nhttps = []\nhttp = [\"127.0.0.1:0\"]\nstate_dir = \"state\"\ndrain_timeout = \"1s\"\n"},
+		{okProxy + "[auth]\nscopes = [\"mcp\", \"admin\"]\nresource_path = \"/\"\npublic_paths = [\"/docs/\"]\nmcp_users = []\n",
+			"[oauth]\ncallback_url = \"https://ok.example.com/cb\"\nallowed_users = [\"*\"]\nrefresh_reuse_grace = \"0s\"\n" +
+				"allowed_origins = [\"https://app.example.com:443\"]\n" +
+				"[[oauth.clients]]\nclient_id = \"cli\"\nredirect_uris = [\"http://127.0.0.1/cb\", \"cursor://x/cb\"]\n" +
+				"[idp.github]\nclient_id = \"x\"\nclient_secret_file = \"fuzz.toml\"\nallowed_orgs = [\"Acme\"]\n"},
+		{okProxy + "[auth]\nrequired = true\n",
+			"[oauth]\ncallback_url = \"http://ok.example.com\"\nclient_secret = 1\n[idp.oidc]\nissuer = \"https://x/?q\"\nclient_secret_credential = \"a/b\"\nscopes = [\"a b\"]\n[idp.github]\n"},
 		{`hostnames = ["a.example.com", "*.a.example.com"]
 target = "unix:app.sock"
 preserve_host = true
@@ -45,6 +53,7 @@ target = "https://127.0.0.1:4000/v1"
 		f.Add([]byte(s.proxy), []byte(s.global))
 	}
 	f.Setenv("STATE_DIRECTORY", "")
+	f.Setenv("CREDENTIALS_DIRECTORY", "")
 	f.Fuzz(func(t *testing.T, proxy, global []byte) {
 		dir := t.TempDir()
 		files := map[string][]byte{"fuzz.toml": proxy, GlobalFile: global}

@@ -19,14 +19,44 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
-// okProxy is a minimal valid proxy file.
+// okProxy is a minimal proxy file. It requires authentication (the
+// default), so it is valid only with [oauth]; openProxy is valid without.
 const okProxy = `hostnames = ["ok.example.com"]
 target = "http://127.0.0.1:3000"
 [tls]
 self_signed = true
 `
+
+// authOff is the [auth] table of a proxy open to everyone.
+const authOff = "\n[auth]\nrequired = false\n"
+
+// openProxy is okProxy without authentication.
+const openProxy = okProxy + authOff
+
+// withAuthOff returns files with authOff appended to every proxy file that
+// parses and has no [auth], so that tests about other things need not
+// mention authentication. Appending keeps the line numbers.
+func withAuthOff(files map[string]string) map[string]string {
+	out := make(map[string]string, len(files))
+	for name, content := range files {
+		out[name] = content
+		if !strings.HasSuffix(name, ".toml") || name == GlobalFile || strings.Contains(name, "/") {
+			continue
+		}
+		var doc map[string]any
+		if _, err := toml.Decode(content, &doc); err != nil {
+			continue
+		}
+		if _, ok := doc["auth"]; !ok {
+			out[name] = content + authOff
+		}
+	}
+	return out
+}
 
 // writeFiles creates files (relative names) below dir.
 func writeFiles(t *testing.T, dir string, files map[string]string) {
@@ -75,9 +105,11 @@ func writeCert(t *testing.T, dir string) {
 	writeFiles(t, dir, map[string]string{"tls/notes.crt": string(cert), "tls/notes.key": string(key)})
 }
 
-// noEnv keeps the caller's STATE_DIRECTORY from leaking into expectations.
+// noEnv keeps the caller's STATE_DIRECTORY and CREDENTIALS_DIRECTORY from
+// leaking into expectations.
 func noEnv(t *testing.T) {
 	t.Setenv("STATE_DIRECTORY", "")
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
 }
 
 func TestLoadErrors(t *testing.T) {
@@ -122,10 +154,13 @@ strip = true
 		},
 		{
 			name:  "unknown global tables and keys",
-			files: map[string]string{"mcpgate.toml": "[server]\nport = 8443\n\n[oauth]\nissuer = \"x\"\n\n[idp.github]\nclient_id = \"x\"\n"},
+			files: map[string]string{"mcpgate.toml": "[server]\nport = 8443\n\n[oauth]\nissuer = \"x\"\n\n[idp.gitlab]\nclient_id = \"x\"\n\n[logging]\n"},
 			want: `$DIR/mcpgate.toml:2: server.port: unknown key
-$DIR/mcpgate.toml:4: oauth: unknown key
-$DIR/mcpgate.toml:7: idp: unknown key`,
+$DIR/mcpgate.toml:4: oauth.callback_url: required: the redirect URL registered at the identity provider, as in "https://auth.example.com/oauth/callback"
+$DIR/mcpgate.toml:5: oauth.issuer: unknown key
+$DIR/mcpgate.toml:7: idp: [oauth] needs an identity provider: add [idp.github] or [idp.oidc]
+$DIR/mcpgate.toml:7: idp.gitlab: unknown key
+$DIR/mcpgate.toml:10: logging: unknown key`,
 		},
 		{
 			name: "wrong types",
@@ -381,7 +416,7 @@ $DIR/my proxy.toml: "my proxy" is not a valid proxy name: use letters, digits, '
 		{
 			name: "errors in several files at once",
 			files: map[string]string{
-				"mcpgate.toml":  "[server]\nhttp = [\"nope\"]\n[oauth]\n",
+				"mcpgate.toml":  "[server]\nhttp = [\"nope\"]\n[oauth2]\n",
 				"a.toml":        "hostnames = [\"a.example.com\"\n",
 				"b.toml":        "hostnames = [\"a.example.com\", \"10.0.0.1\"]\ntarget = \"http://127.0.0.1:1\"\nextra = 1\n[tls]\nself_signed = true\n",
 				"c.toml":        "hostnames = [\"c.example.com\"]\ntarget = \"http://127.0.0.1:1\"\n[tls]\nself_signed = true\n[timeouts]\nconnect = \"soon\"\n",
@@ -395,7 +430,7 @@ $DIR/bad name.toml: "bad name" is not a valid proxy name: use letters, digits, '
 $DIR/c.toml:6: timeouts.connect: invalid duration "soon" (use a number with a unit, such as "30s" or "5m")
 $DIR/d.toml:1: hostnames: "a.example.com" is also claimed by $DIR/b.toml:1
 $DIR/mcpgate.toml:2: server.http[0]: "nope": not host:port (missing port in address)
-$DIR/mcpgate.toml:3: oauth: unknown key`,
+$DIR/mcpgate.toml:3: oauth2: unknown key`,
 		},
 	}
 	for _, tt := range tests {
@@ -403,7 +438,7 @@ $DIR/mcpgate.toml:3: oauth: unknown key`,
 			noEnv(t)
 			dir := t.TempDir()
 			writeCert(t, dir)
-			writeFiles(t, dir, tt.files)
+			writeFiles(t, dir, withAuthOff(tt.files))
 			cfg, err := Load(dir)
 			if err == nil {
 				t.Fatalf("Load succeeded with %d proxies, want errors", len(cfg.Proxies))
@@ -462,6 +497,9 @@ target = "unix:run/admin.sock"
 [[routes]]
 path = "/z"
 target = "unix:///run/z.sock"
+
+[auth]
+required = false
 `,
 		"legacy.toml": `enabled = false
 hostnames = ["notes.example.com"]
@@ -503,6 +541,8 @@ key_file = "/nonexistent/legacy.key"
 				Target:    Upstream{Raw: "unix:/run/legacy.sock", Scheme: "http", Host: "legacy", Socket: "/run/legacy.sock"},
 				TLS:       TLS{CertFile: "/nonexistent/legacy.crt", KeyFile: "/nonexistent/legacy.key"},
 				Timeouts:  Timeouts{Connect: DefaultConnectTimeout, ResponseHeader: DefaultResponseHeaderTimeout},
+				// Disabled, so it may require authentication without [oauth].
+				Auth: Auth{Required: true, Scopes: []string{"mcp"}, ResourcePath: "/mcp"},
 			},
 			{
 				Name:      "notes",
@@ -524,6 +564,7 @@ key_file = "/nonexistent/legacy.key"
 					RemoveResponse: []string{"Server"},
 				},
 				Timeouts: Timeouts{Connect: 2 * time.Second, ResponseHeader: 10 * time.Minute},
+				Auth:     Auth{Required: false, Scopes: []string{"mcp"}, ResourcePath: "/mcp"},
 			},
 		},
 	}
@@ -535,8 +576,8 @@ key_file = "/nonexistent/legacy.key"
 	}
 
 	wantSummaries := []string{
-		"legacy: notes.example.com -> unix:/run/legacy.sock (routes: 0, tls: files) (disabled)",
-		"notes: notes.example.com, *.notes.example.com -> http://127.0.0.1:3000/base/ (routes: 3, tls: files)",
+		"legacy: notes.example.com -> unix:/run/legacy.sock (routes: 0, tls: files, auth: mcp) (disabled)",
+		"notes: notes.example.com, *.notes.example.com -> http://127.0.0.1:3000/base/ (routes: 3, tls: files, auth: off)",
 	}
 	for i, p := range cfg.Proxies {
 		if got := p.Summary(); got != wantSummaries[i] {
@@ -557,7 +598,7 @@ func dump(t *testing.T, v any) string {
 func TestDefaults(t *testing.T) {
 	noEnv(t)
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{"notes.toml": okProxy})
+	writeFiles(t, dir, map[string]string{"notes.toml": openProxy})
 	cfg, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -582,8 +623,16 @@ func TestDefaults(t *testing.T) {
 	}
 	if !p.Enabled || p.PreserveHost || p.Routes != nil ||
 		!reflect.DeepEqual(p.Headers, Headers{}) ||
-		p.Timeouts != (Timeouts{DefaultConnectTimeout, DefaultResponseHeaderTimeout}) {
+		p.Timeouts != (Timeouts{DefaultConnectTimeout, DefaultResponseHeaderTimeout}) ||
+		!reflect.DeepEqual(p.Auth, Auth{Scopes: DefaultAuthScopes, ResourcePath: DefaultResourcePath}) {
 		t.Errorf("defaults not applied: %+v", p)
+	}
+	if cfg.OAuth != nil {
+		t.Errorf("OAuth = %+v without [oauth], want nil", cfg.OAuth)
+	}
+	p.Auth.Scopes[0] = "changed"
+	if DefaultAuthScopes[0] == "changed" {
+		t.Error("Auth.Scopes aliases DefaultAuthScopes")
 	}
 	if cfg.Proxy("missing") != nil {
 		t.Error(`Proxy("missing") != nil`)
@@ -625,7 +674,7 @@ func TestRelativePaths(t *testing.T) {
 	writeCert(t, filepath.Join(base, "etc"))
 	writeFiles(t, base, map[string]string{
 		"etc/mcpgate.toml": "[server]\nstate_dir = \"../var/./lib\"\n",
-		"etc/notes.toml":   "hostnames = [\"notes.example.com\"]\ntarget = \"unix:sock/../app.sock\"\n[tls]\ncert_file = \"tls/notes.crt\"\nkey_file = \"./tls/notes.key\"\n",
+		"etc/notes.toml":   "hostnames = [\"notes.example.com\"]\ntarget = \"unix:sock/../app.sock\"\n[tls]\ncert_file = \"tls/notes.crt\"\nkey_file = \"./tls/notes.key\"\n" + authOff,
 	})
 	t.Chdir(base)
 	cfg, err := Load("etc") // relative dir: values must still come out absolute
@@ -651,7 +700,8 @@ func TestRelativePaths(t *testing.T) {
 	// Errors name files with the directory exactly as passed in.
 	writeFiles(t, base, map[string]string{"etc/bad.toml": "x = 1\n"})
 	_, err = Load("etc")
-	want := `etc/bad.toml: hostnames: at least one hostname is required
+	want := `etc/bad.toml: auth: ` + noOAuthRequired + `
+etc/bad.toml: hostnames: at least one hostname is required
 etc/bad.toml: target: required, e.g. target = "http://127.0.0.1:3000"
 etc/bad.toml: tls: set cert_file and key_file, or self_signed = true
 etc/bad.toml:1: x: unknown key`
@@ -721,8 +771,10 @@ target = "http://127.0.0.1:3000"
 self_signed = true
 [headers]
 request = { "X-A" = "1", "X-B" = "2", "X-C" = "3" }
+[auth]
+required = false
 `
-	writeFiles(t, dir, map[string]string{"notes.toml": body, "other.toml": okProxy})
+	writeFiles(t, dir, map[string]string{"notes.toml": body, "other.toml": openProxy})
 	load := func() (notes, other string) {
 		t.Helper()
 		cfg, err := Load(dir)
@@ -756,7 +808,7 @@ request = { "X-A" = "1", "X-B" = "2", "X-C" = "3" }
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := cfg.Proxy("notes"); p.hash() != p.Hash {
+	if p := cfg.Proxy("notes"); p.hash(nil) != p.Hash {
 		t.Error("Hash is not the hash of the proxy with Hash empty")
 	}
 }
@@ -765,8 +817,8 @@ func TestDirectoryEntries(t *testing.T) {
 	noEnv(t)
 	dir := t.TempDir()
 	elsewhere := t.TempDir()
-	writeFiles(t, elsewhere, map[string]string{"linked.toml": okProxy})
-	writeFiles(t, dir, map[string]string{"a.toml": strings.Replace(okProxy, "ok.", "a.", 1)})
+	writeFiles(t, elsewhere, map[string]string{"linked.toml": openProxy})
+	writeFiles(t, dir, map[string]string{"a.toml": strings.Replace(openProxy, "ok.", "a.", 1)})
 	for _, l := range []struct{ target, name string }{
 		{filepath.Join(elsewhere, "linked.toml"), "linked.toml"}, // followed
 		{elsewhere, "dir.toml"},                                  // a directory: ignored

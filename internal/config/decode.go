@@ -128,6 +128,8 @@ func (f *file) bind(p keyPath, v any, dst reflect.Value) {
 		return
 	}
 	switch t.Kind() {
+	case reflect.Interface: // any: keep the value as decoded
+		dst.Set(reflect.ValueOf(v))
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {

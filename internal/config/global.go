@@ -14,28 +14,40 @@ import (
 	"strings"
 )
 
-// global loads mcpgate.toml. It always returns the settings (defaults where
-// the file is absent or wrong) so that proxy files are still checked.
-func (l *loader) global() *Server {
+// loadedGlobal is mcpgate.toml as decoded, for the conversions that need
+// the proxies first ([oauth]).
+type loadedGlobal struct {
+	server *Server
+	file   *file // nil when mcpgate.toml is absent or unusable
+	schema globalFile
+}
+
+// global loads mcpgate.toml and converts [server]. It always returns the
+// settings (defaults where the file is absent or wrong) so that proxy files
+// are still checked. It also decides l.noOAuth, which proxy files need.
+func (l *loader) global() *loadedGlobal {
 	name := filepath.Join(l.dir, GlobalFile)
-	var g globalFile
+	g := &loadedGlobal{}
 	present, err := exists(name)
 	if err != nil {
 		l.errs = append(l.errs, ioError(name, err))
 	}
-	var f *file
 	if present {
 		var doc map[string]any
-		f, doc = readFile(name, &l.errs)
-		if f != nil {
-			f.bind(nil, doc, reflect.ValueOf(&g).Elem())
+		g.file, doc = readFile(name, &l.errs)
+		if g.file != nil {
+			g.file.bind(nil, doc, reflect.ValueOf(&g.schema).Elem())
 		}
 	}
-	srv := l.server(f, g.Server)
+	// Only when it is certain that there is no [oauth]: a proxy must not
+	// be blamed for a broken mcpgate.toml.
+	oauthKey := keyPath{}.key("oauth")
+	l.noOAuth = err == nil && (!present || g.file != nil && g.schema.OAuth == nil && !g.file.isBad(oauthKey))
+	g.server = l.server(g.file, g.schema.Server)
 	if present {
-		srv.File = filepath.Join(l.abs, GlobalFile)
+		g.server.File = filepath.Join(l.abs, GlobalFile)
 	}
-	return srv
+	return g
 }
 
 // server converts [server], applying the documented defaults. f is nil when

@@ -20,33 +20,37 @@ func Load(dir string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := l.global()
+	g := l.global()
 	proxies := l.proxies()
+	oauth := l.oauth(g, proxies)
 	if len(l.errs) > 0 {
 		l.errs.sort()
 		return nil, l.errs
 	}
-	cfg := &Config{Dir: l.abs, Server: *srv, Proxies: make([]*Proxy, len(proxies))}
+	cfg := &Config{Dir: l.abs, Server: *g.server, OAuth: oauth, Proxies: make([]*Proxy, len(proxies))}
 	for i, lp := range proxies {
-		lp.proxy.Hash = lp.proxy.hash()
+		lp.proxy.Hash = lp.proxy.hash(oauth)
 		cfg.Proxies[i] = lp.proxy
 	}
 	return cfg, nil
 }
 
 // LoadGlobal reads only mcpgate.toml from dir. It lets a caller find the
-// state directory even when a proxy file is broken.
+// state directory even when a proxy file is broken. It reports keys that
+// cannot be decoded anywhere in the file, but checks [oauth] and [idp]
+// no further: those checks read secret files and $CREDENTIALS_DIRECTORY,
+// which an operator's shell (`mcpgate reload`) may not see.
 func LoadGlobal(dir string) (*Server, error) {
 	l, err := newLoader(dir)
 	if err != nil {
 		return nil, err
 	}
-	srv := l.global()
+	g := l.global()
 	if len(l.errs) > 0 {
 		l.errs.sort()
 		return nil, l.errs
 	}
-	return srv, nil
+	return g.server, nil
 }
 
 // loader holds what one Load call has found so far.
@@ -54,6 +58,9 @@ type loader struct {
 	dir  string // as passed in; errors name files below it
 	abs  string // absolute; relative paths in values are resolved against it
 	errs ErrorList
+	// noOAuth: mcpgate.toml certainly has no [oauth] (absent, or parsed
+	// without one), so proxies requiring auth are errors.
+	noOAuth bool
 }
 
 func newLoader(dir string) (*loader, error) {
@@ -170,12 +177,16 @@ func (l *loader) checkHostnameConflicts(proxies []*loadedProxy) {
 }
 
 // hash identifies the proxy's effective configuration, so a reload can tell
-// which workers need restarting. encoding/json sorts map keys, which keeps
-// it stable.
-func (p *Proxy) hash() string {
+// which workers need restarting. Every proxy host runs the authorization
+// server and inherits the global user lists, so [oauth] is part of it.
+// encoding/json sorts map keys, which keeps it stable.
+func (p *Proxy) hash(oauth *OAuth) string {
 	c := *p
 	c.Hash = ""
-	b, err := json.Marshal(&c)
+	b, err := json.Marshal(struct {
+		Proxy *Proxy `json:"proxy"`
+		OAuth *OAuth `json:"oauth"`
+	}{&c, oauth})
 	if err != nil {
 		panic("config: marshal proxy: " + err.Error()) // only plain types inside
 	}
@@ -189,8 +200,8 @@ func (p *Proxy) Summary() string {
 	if p.TLS.SelfSigned {
 		tls = "self-signed"
 	}
-	s := fmt.Sprintf("%s: %s -> %s (routes: %d, tls: %s)",
-		p.Name, strings.Join(p.Hostnames, ", "), p.Target.Raw, len(p.Routes), tls)
+	s := fmt.Sprintf("%s: %s -> %s (routes: %d, tls: %s, auth: %s)",
+		p.Name, strings.Join(p.Hostnames, ", "), p.Target.Raw, len(p.Routes), tls, p.Auth.summary())
 	if !p.Enabled {
 		s += " (disabled)"
 	}

@@ -51,6 +51,7 @@ func (l *loader) proxy(f *file, name, path string, pf *proxyFile) *loadedProxy {
 		p.Timeouts.ResponseHeader = f.positive(tp.key("response_header"), *d, DefaultResponseHeaderTimeout)
 	}
 	p.Headers = f.headers(root.key("headers"), &pf.Headers)
+	p.Auth = l.auth(f, root.key("auth"), pf.Auth, p.Enabled)
 	return lp
 }
 

@@ -16,13 +16,18 @@ import (
 //     explicit [] means none).
 //   - Supported: string, bool, int64, slices, map[string]T, structs, and
 //     types implementing encoding.TextUnmarshaler from a TOML string.
+//   - A field of type any takes whatever value is written; it is used for
+//     keys that are errors whatever their value (client_secret), so the
+//     message can say why instead of "expected a string".
 //
-// To add a table to mcpgate.toml (e.g. [oauth]), add a field to globalFile
-// and convert it in global.go.
+// To add a table to mcpgate.toml, add a field to globalFile and convert it
+// in global.go (or oauth.go for [oauth] and [idp]).
 
 // globalFile is mcpgate.toml.
 type globalFile struct {
 	Server *serverTable `toml:"server"`
+	OAuth  *oauthTable  `toml:"oauth"`
+	IdP    *idpTable    `toml:"idp"`
 }
 
 type serverTable struct {
@@ -30,6 +35,96 @@ type serverTable struct {
 	HTTP         *[]string `toml:"http"`
 	StateDir     *string   `toml:"state_dir"`
 	DrainTimeout *duration `toml:"drain_timeout"`
+}
+
+// oauthTable is [oauth]: the authorization server every proxy host runs.
+type oauthTable struct {
+	CallbackURL       *string   `toml:"callback_url"`
+	AccessTokenTTL    *duration `toml:"access_token_ttl"`
+	RefreshTokenTTL   *duration `toml:"refresh_token_ttl"`
+	RefreshReuseGrace *duration `toml:"refresh_reuse_grace"`
+
+	AllowedUsers *[]string `toml:"allowed_users"`
+	AdminUsers   *[]string `toml:"admin_users"`
+	UserUsers    *[]string `toml:"user_users"`
+	MCPUsers     *[]string `toml:"mcp_users"`
+
+	AllowedOrigins                   []string      `toml:"allowed_origins"`
+	DynamicRegistration              *bool         `toml:"dynamic_registration"`
+	ClientMetadataDocuments          *bool         `toml:"client_metadata_documents"`
+	MetadataDocumentPrivateAddresses bool          `toml:"metadata_document_private_addresses"`
+	Clients                          []clientTable `toml:"clients"`
+}
+
+func (t *oauthTable) users() userKeys {
+	return userKeys{t.AllowedUsers, t.AdminUsers, t.UserUsers, t.MCPUsers}
+}
+
+// clientTable is one [[oauth.clients]]: a pre-registered client.
+type clientTable struct {
+	ClientID               *string   `toml:"client_id"`
+	Name                   *string   `toml:"name"`
+	ClientSecretFile       *string   `toml:"client_secret_file"`
+	ClientSecretCredential *string   `toml:"client_secret_credential"`
+	ClientSecret           any       `toml:"client_secret"` // always an error
+	RedirectURIs           *[]string `toml:"redirect_uris"`
+	RequireConsent         bool      `toml:"require_consent"`
+}
+
+func (t *clientTable) secret() secretKeys {
+	return secretKeys{t.ClientSecretFile, t.ClientSecretCredential, t.ClientSecret}
+}
+
+// idpTable is [idp]; exactly one provider is set when [oauth] is. Any
+// other [idp.x] is an unknown key.
+type idpTable struct {
+	GitHub *githubTable `toml:"github"`
+	OIDC   *oidcTable   `toml:"oidc"`
+}
+
+type githubTable struct {
+	ClientID               *string  `toml:"client_id"`
+	ClientSecretFile       *string  `toml:"client_secret_file"`
+	ClientSecretCredential *string  `toml:"client_secret_credential"`
+	ClientSecret           any      `toml:"client_secret"` // always an error
+	AuthorizeURL           *string  `toml:"authorize_url"`
+	TokenURL               *string  `toml:"token_url"`
+	APIURL                 *string  `toml:"api_url"`
+	AllowedOrgs            []string `toml:"allowed_orgs"`
+	AllowedTeams           []string `toml:"allowed_teams"`
+}
+
+func (t *githubTable) secret() secretKeys {
+	return secretKeys{t.ClientSecretFile, t.ClientSecretCredential, t.ClientSecret}
+}
+
+type oidcTable struct {
+	Issuer                 *string   `toml:"issuer"`
+	ClientID               *string   `toml:"client_id"`
+	ClientSecretFile       *string   `toml:"client_secret_file"`
+	ClientSecretCredential *string   `toml:"client_secret_credential"`
+	ClientSecret           any       `toml:"client_secret"` // always an error
+	Scopes                 *[]string `toml:"scopes"`
+	GroupsClaim            *string   `toml:"groups_claim"`
+	AllowedGroups          []string  `toml:"allowed_groups"`
+}
+
+func (t *oidcTable) secret() secretKeys {
+	return secretKeys{t.ClientSecretFile, t.ClientSecretCredential, t.ClientSecret}
+}
+
+// secretKeys are the ways a table names a secret: a file, a systemd
+// credential, or (always rejected) the secret itself.
+type secretKeys struct {
+	File       *string
+	Credential *string
+	Inline     any
+}
+
+// userKeys are the user lists of [oauth] and of a proxy's [auth]; nil
+// where the key is omitted.
+type userKeys struct {
+	Allowed, Admin, User, MCP *[]string
 }
 
 // proxyFile is <name>.toml.
@@ -42,6 +137,24 @@ type proxyFile struct {
 	Timeouts     timeoutsTable `toml:"timeouts"`
 	Headers      headersTable  `toml:"headers"`
 	Routes       []routeTable  `toml:"routes"`
+	Auth         *authTable    `toml:"auth"`
+}
+
+// authTable is a proxy's [auth].
+type authTable struct {
+	Required     *bool     `toml:"required"`
+	Scopes       *[]string `toml:"scopes"`
+	ResourcePath *string   `toml:"resource_path"`
+	PublicPaths  []string  `toml:"public_paths"`
+
+	AllowedUsers *[]string `toml:"allowed_users"`
+	AdminUsers   *[]string `toml:"admin_users"`
+	UserUsers    *[]string `toml:"user_users"`
+	MCPUsers     *[]string `toml:"mcp_users"`
+}
+
+func (t *authTable) users() userKeys {
+	return userKeys{t.AllowedUsers, t.AdminUsers, t.UserUsers, t.MCPUsers}
 }
 
 type tlsTable struct {
