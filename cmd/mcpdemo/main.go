@@ -42,8 +42,19 @@ func main() {
 	anyHost := flag.Bool("allow-any-host", false,
 		"accept any Host header on a loopback listener (disables the SDK's DNS-rebinding protection; "+
 			"needed only when the gateway forwards the client's Host)")
+	connect := flag.String("connect", "", "instead of serving, connect to this MCP endpoint through mcpgate's OAuth flow")
+	caFile := flag.String("ca", "", "with -connect: PEM file of a CA or certificate to trust")
+	login := flag.String("login", "alice", "with -connect: the user name to sign in as at the development identity provider")
 	flag.Parse()
 
+	if *connect != "" {
+		fmt.Printf("connecting to %s as %s\n", *connect, *login)
+		if err := runClient(*connect, *caFile, *login); err != nil {
+			fmt.Fprintln(os.Stderr, "mcpdemo:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if err := run(*listen, *name, *anyHost, log); err != nil {
 		log.Error("mcpdemo failed", "err", err)
