@@ -1,0 +1,208 @@
+package authserver
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/config"
+)
+
+func TestMatchRedirect(t *testing.T) {
+	reg := []string{"http://127.0.0.1:33418/callback", "https://app.example.com/cb", "cursor://anysphere.cursor-retrieval/oauth/callback", "http://localhost/cb"}
+	tests := []struct {
+		uri  string
+		want bool
+	}{
+		{"https://app.example.com/cb", true},
+		{"https://app.example.com/cb/", false},
+		{"https://app.example.com:444/cb", false},
+		{"http://127.0.0.1:5555/callback", true}, // loopback: any port (RFC 8252 §7.3)
+		{"http://127.0.0.1/callback", true},
+		{"http://127.0.0.1:5555/other", false},
+		{"http://localhost:9999/cb", true},
+		{"http://[::1]:9999/callback", false}, // another loopback host is another URI
+		{"cursor://anysphere.cursor-retrieval/oauth/callback", true},
+		{"cursor://anysphere.cursor-retrieval/oauth/callback?x=1", false},
+		{"https://evil.example.com/cb", false},
+	}
+	for _, tt := range tests {
+		if got := matchRedirect(reg, tt.uri); got != tt.want {
+			t.Errorf("matchRedirect(%q) = %v, want %v", tt.uri, got, tt.want)
+		}
+	}
+}
+
+func TestCheckRedirectURI(t *testing.T) {
+	ok := []string{"https://a.example/cb", "http://127.0.0.1:1/cb", "http://[::1]/cb", "http://localhost/cb", "vscode://x/cb", "cursor://anysphere.cursor-retrieval/oauth/callback", "com.example.app:/cb"}
+	bad := []string{"javascript:alert(1)", "data:text/html,x", "http://example.com/cb", "https://a.example/cb#frag", "https://u:p@a.example/cb", "file:///etc/passwd", "relative/cb", "https:///nohost"}
+	for _, u := range ok {
+		if err := checkRedirectURI(u); err != nil {
+			t.Errorf("checkRedirectURI(%q) = %v, want ok", u, err)
+		}
+	}
+	for _, u := range bad {
+		if err := checkRedirectURI(u); err == nil {
+			t.Errorf("checkRedirectURI(%q) accepted", u)
+		}
+	}
+}
+
+func testServer() *Server {
+	return &Server{o: Options{
+		OAuth: &config.OAuth{Users: config.Users{Allowed: []string{"*"}, User: []string{"*"}, MCP: []string{"alice"}, Admin: []string{"root"}}},
+		Proxies: []*config.Proxy{
+			{Name: "notes", Hostnames: []string{"notes.test"}, Auth: config.Auth{Required: true, ResourcePath: "/mcp"}},
+			{Name: "wild", Hostnames: []string{"*.wild.test"}, Auth: config.Auth{Required: true, ResourcePath: "/api/mcp", Users: config.Users{MCP: []string{"bob"}}}},
+			{Name: "open", Hostnames: []string{"open.test"}, Auth: config.Auth{Required: false, ResourcePath: "/mcp"}},
+		},
+	}}
+}
+
+func TestResolveResource(t *testing.T) {
+	s := testServer()
+	tests := []struct {
+		requested, host, want, wantErr string
+	}{
+		{"", "notes.test:8443", "https://notes.test:8443/mcp", ""},
+		{"", "NOTES.test:443", "https://notes.test/mcp", ""},
+		{"https://notes.test/mcp", "notes.test", "https://notes.test/mcp", ""},
+		{"https://NOTES.TEST/mcp/", "notes.test", "https://notes.test/mcp", ""},
+		{"https://notes.test/", "a.wild.test", "https://notes.test/mcp", ""}, // origin means the host's resource
+		{"https://notes.test", "a.wild.test", "https://notes.test/mcp", ""},
+		{"https://x.wild.test/api/mcp", "notes.test", "https://x.wild.test/api/mcp", ""},
+		{"https://notes.test/other", "notes.test", "", "invalid_target"},
+		{"https://open.test/mcp", "notes.test", "", "invalid_target"}, // not protected
+		{"https://elsewhere.test/mcp", "notes.test", "", "invalid_target"},
+		{"http://notes.test/mcp", "notes.test", "", "invalid_target"},
+		{"https://notes.test/mcp?x=1", "notes.test", "", "invalid_target"},
+		{"", "open.test", "", "invalid_target"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("GET", "https://"+tt.host+"/authorize", nil)
+		r.Host = tt.host
+		got, _, oe := s.resolveResource(tt.requested, r)
+		gotErr := ""
+		if oe != nil {
+			gotErr = oe.Code
+		}
+		if got != tt.want || gotErr != tt.wantErr {
+			t.Errorf("resolveResource(%q) at %s = %q, %q; want %q, %q", tt.requested, tt.host, got, gotErr, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestGrant(t *testing.T) {
+	s := testServer()
+	notes, wild := s.o.Proxies[0], s.o.Proxies[1]
+	tests := []struct {
+		p         *config.Proxy
+		login     string
+		requested []string
+		want      []string
+	}{
+		{notes, "alice", nil, []string{"user", "mcp"}},
+		{notes, "ALICE", nil, []string{"user", "mcp"}}, // GitHub logins are case-insensitive
+		{notes, "root", nil, []string{"admin", "user"}},
+		{notes, "carol", nil, []string{"user"}},
+		{notes, "alice", []string{"mcp"}, []string{"mcp"}},
+		{notes, "alice", []string{"openid", "offline_access"}, []string{"user", "mcp"}}, // unknown scopes: not a restriction
+		{notes, "carol", []string{"mcp"}, nil},
+		{wild, "bob", nil, []string{"user", "mcp"}}, // per-proxy mcp_users override
+		{wild, "alice", nil, []string{"user"}},
+	}
+	for _, tt := range tests {
+		if got := s.grant(tt.p, tt.login, tt.requested); !slices.Equal(got, tt.want) {
+			t.Errorf("grant(%s, %s, %v) = %v, want %v", tt.p.Name, tt.login, tt.requested, got, tt.want)
+		}
+	}
+}
+
+func TestAllowedOrgs(t *testing.T) {
+	s := testServer()
+	s.o.OAuth.GitHub = &config.GitHubIDP{AllowedOrgs: []string{"acme"}, AllowedTeams: []string{"other/admins"}}
+	p := s.o.Proxies[0]
+	for _, tt := range []struct {
+		id   Identity
+		want bool
+	}{
+		{Identity{Login: "a", Orgs: []string{"acme"}}, true},
+		{Identity{Login: "a", Orgs: []string{"Acme"}}, true},
+		{Identity{Login: "a", Orgs: []string{"evil"}}, false},
+		{Identity{Login: "a", Teams: []string{"other/admins"}}, true},
+		{Identity{Login: "a"}, false},
+	} {
+		if got := s.allowed(p, &tt.id); got != tt.want {
+			t.Errorf("allowed(%+v) = %v, want %v", tt.id, got, tt.want)
+		}
+	}
+	s.o.OAuth.Users.Allowed = []string{"bob"}
+	if s.allowed(p, &Identity{Login: "a", Orgs: []string{"acme"}}) {
+		t.Error("allowed_users and allowed_orgs must both hold")
+	}
+}
+
+func TestPKCE(t *testing.T) {
+	verifier := "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+	sum := sha256.Sum256([]byte(verifier))
+	challenge := base64.RawURLEncoding.EncodeToString(sum[:])
+	if challenge != "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM" {
+		t.Fatalf("RFC 7636 appendix B example: got %s", challenge)
+	}
+	if !validVerifier(verifier) || !pkceMatches(verifier, challenge) {
+		t.Error("the RFC 7636 example does not verify")
+	}
+	if pkceMatches(verifier+"x", challenge) || validVerifier("short") || validVerifier(verifier+"!") {
+		t.Error("bad verifiers accepted")
+	}
+}
+
+func TestPublicAddr(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"8.8.8.8": true, "2606:4700::1111": true,
+		"127.0.0.1": false, "10.1.2.3": false, "192.168.1.1": false, "172.16.0.1": false,
+		"169.254.169.254": false, "::1": false, "fe80::1": false, "fc00::1": false, "100.64.0.1": false,
+		"::ffff:127.0.0.1": false, "0.0.0.0": false, "224.0.0.1": false,
+	} {
+		if got := publicAddr(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("publicAddr(%s) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestCacheLifetime(t *testing.T) {
+	for cc, want := range map[string]time.Duration{
+		"":                  cimdMinCache,
+		"max-age=3600":      time.Hour,
+		"no-store":          cimdMinCache,
+		"public, max-age=5": cimdMinCache,
+		"max-age=999999999": cimdMaxCache,
+	} {
+		if got := cacheLifetime(cc); got != want {
+			t.Errorf("cacheLifetime(%q) = %v, want %v", cc, got, want)
+		}
+	}
+}
+
+func TestRateLimiter(t *testing.T) {
+	l := newRateLimiter(3, time.Minute)
+	now := time.Now()
+	for i := range 3 {
+		if !l.allow("192.0.2.1:1000", now) {
+			t.Fatalf("request %d refused", i)
+		}
+	}
+	if l.allow("192.0.2.1:2000", now) {
+		t.Error("fourth request from one address allowed")
+	}
+	if !l.allow("192.0.2.2:1000", now) {
+		t.Error("another address refused")
+	}
+	if !l.allow("192.0.2.1:1000", now.Add(2*time.Minute)) {
+		t.Error("not allowed again after the window")
+	}
+}
