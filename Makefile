@@ -13,7 +13,7 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := ./internal/peek:FuzzClientHello ./internal/peek:FuzzParseClientHello \
 	./internal/peek:FuzzHTTPHost ./internal/config:FuzzLoad
 
-.PHONY: help build demo test lint unit e2e fuzz bench clean
+.PHONY: help build demo test lint unit integration e2e fuzz bench clean package package-deps package-test package-golden-update systemtest systemtest-clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ build: ## build bin/mcpgate and the demo MCP server bin/mcpdemo
 demo: build ## run mcpgate on loopback (https://localhost:8443/mcp) in front of a demo MCP server
 	@./etc/demo/run.sh $(BIN)
 
-test: lint unit e2e fuzz ## everything CI runs first: vet, staticcheck, unit, integration, short fuzzing
+test: lint unit integration fuzz ## vet, staticcheck, unit and integration tests, short fuzzing
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -36,7 +36,7 @@ lint: ## gofmt, go vet, staticcheck
 unit: ## unit tests with the race detector
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
 
-e2e: ## integration tests: the real binary, real sockets, real MCP clients and servers
+integration: ## the real binary, real sockets, real Go MCP SDK clients and servers, a fake GitHub
 	$(GO) test -count=1 -timeout 15m ./tests/...
 
 fuzz: ## run every fuzz target for FUZZTIME (default 10s; e.g. make fuzz FUZZTIME=5m)
@@ -51,3 +51,46 @@ bench: ## Go benchmarks of the hot paths
 
 clean: ## remove build output and demo state
 	rm -rf $(BIN) dist .demo
+
+# ---------------------------------------------------------------------------
+# Packages and the system test (issue 5): .deb/.rpm from nfpm.yaml, golden
+# package metadata, and a Debian 12 booted with systemd-nspawn.
+
+NFPM        := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+DIST        ?= dist
+# A version deb and rpm accept, from git (packaging/version.sh).
+PKG_VERSION ?= $(shell packaging/version.sh)
+PKG_ARCH    ?= $(shell $(GO) env GOARCH)
+PKG_LDFLAGS  = -s -w -X $(PKG)/internal/buildinfo.version=$(PKG_VERSION) $(if $(BUILD_ID),-X $(PKG)/internal/buildinfo.buildID=$(BUILD_ID))
+# The system test and package tests install these Debian packages if missing.
+SYSTEMTEST_APT := systemd-container debootstrap rpm jq man-db
+
+package: ## build dist/mcpgate_VERSION_ARCH.deb and .rpm (VERSION from git; PKG_VERSION=, BUILD_ID= to override)
+	@set -euo pipefail; v='$(PKG_VERSION)'; a='$(PKG_ARCH)'; \
+	  case "$$a" in amd64) ra=x86_64;; arm64) ra=aarch64;; 386) ra=i386;; *) ra=$$a;; esac; \
+	  work=$(DIST)/.build/$$v; rm -rf "$$work"; mkdir -p "$$work"; \
+	  echo "package: mcpgate $$v ($$a) build id: $(or $(BUILD_ID),from the Go build id)"; \
+	  export SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)}; \
+	  CGO_ENABLED=0 GOARCH=$$a $(GO) build -trimpath -ldflags '$(PKG_LDFLAGS)' -o "$$work/mcpgate" ./cmd/mcpgate; \
+	  packaging/gen-docs.sh "$$work/mcpgate" "$$work/docs"; \
+	  export PKG_VERSION="$$v" PKG_ARCH="$$a" PKG_BIN="$$work/mcpgate" PKG_DOCS="$$work/docs"; \
+	  $(GO) run $(NFPM) package --config nfpm.yaml --packager deb --target "$(DIST)/mcpgate_$${v}_$${a}.deb"; \
+	  $(GO) run $(NFPM) package --config nfpm.yaml --packager rpm --target "$(DIST)/mcpgate_$${v}_$${ra}.rpm"; \
+	  rm -rf "$$work"; rmdir $(DIST)/.build 2>/dev/null || true
+
+package-deps: ## install the Debian packages the package and system tests need (root)
+	@missing=; for p in $(SYSTEMTEST_APT); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+
+package-test: package-deps ## golden package contents and metadata (deb and rpm), systemd-analyze verify/security of the units
+	MCPGATE_PACKAGE_TEST=1 $(GO) test -count=1 -v -timeout 10m ./tests/system/
+
+package-golden-update: package-deps ## regenerate tests/system/testdata/*.golden after a packaging change (review the diff)
+	MCPGATE_PACKAGE_TEST=1 $(GO) test -count=1 -timeout 10m ./tests/system/ -run Golden -update
+
+systemtest: package-deps ## boot Debian 12 with systemd-nspawn: install the .deb, reload, upgrade under load, purge (root)
+	@tests/system/systemtest.sh
+
+systemtest-clean: ## remove the cached Debian root of the system test (.cache/systemtest)
+	rm -rf .cache/systemtest

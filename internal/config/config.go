@@ -4,6 +4,7 @@
 package config
 
 import (
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -144,6 +145,9 @@ type Server struct {
 	HTTP         []string      `json:"http"`
 	StateDir     string        `json:"state_dir"` // absolute
 	DrainTimeout time.Duration `json:"drain_timeout"`
+	// ProxyProtocolFrom: connections from these load balancers must start
+	// with a PROXY protocol (v1 or v2) header; from elsewhere one is refused.
+	ProxyProtocolFrom []netip.Prefix `json:"proxy_protocol_from,omitempty"`
 }
 
 // Proxy is one proxied MCP server, from one <name>.toml file.

@@ -317,6 +317,15 @@ self_signed = true
 $DIR/e.toml:1: hostnames: "y.example.com" is also claimed by $DIR/b.toml:2`,
 		},
 		{
+			name: "bad proxy_protocol_from",
+			files: map[string]string{
+				"mcpgate.toml": "[server]\nproxy_protocol_from = [\n  \"10.0.0.0/8\",\n  \"10.0.0.1/8\",\n  \"lb.example.com\",\n  \"2001:db8::/32\",\n  \"10.0.0.0/8\",\n]\n",
+			},
+			want: `$DIR/mcpgate.toml:4: server.proxy_protocol_from[1]: "10.0.0.1/8": has host bits set; did you mean 10.0.0.0/8?
+$DIR/mcpgate.toml:5: server.proxy_protocol_from[2]: "lb.example.com": not an IP address or CIDR prefix
+$DIR/mcpgate.toml:7: server.proxy_protocol_from[4]: "10.0.0.0/8" is listed more than once`,
+		},
+		{
 			name: "bad durations",
 			files: map[string]string{
 				"mcpgate.toml": "[server]\ndrain_timeout = \"30\"\n",
@@ -935,5 +944,20 @@ func TestKeyPathString(t *testing.T) {
 	x, y := base.key("x"), base.key("y")
 	if x.String() != "a.x" || y.String() != "a.y" {
 		t.Errorf("aliasing: %s %s", x, y)
+	}
+}
+
+func TestParsePrefix(t *testing.T) {
+	for raw, want := range map[string]string{
+		"192.0.2.1":        "192.0.2.1/32",
+		"::ffff:192.0.2.1": "192.0.2.1/32",
+		"2001:db8::1":      "2001:db8::1/128",
+		"10.0.0.0/8":       "10.0.0.0/8",
+		"2001:db8::/32":    "2001:db8::/32",
+	} {
+		got, err := parsePrefix(raw)
+		if err != nil || got.String() != want {
+			t.Errorf("parsePrefix(%q) = %v, %v; want %s", raw, got, err, want)
+		}
 	}
 }

@@ -84,6 +84,18 @@ func (l *loader) server(f *file, s *serverTable) *Server {
 	if s.DrainTimeout != nil {
 		srv.DrainTimeout = f.positive(p.key("drain_timeout"), *s.DrainTimeout, DefaultDrainTimeout)
 	}
+	for i, raw := range s.ProxyProtocolFrom {
+		pfx, err := parsePrefix(raw)
+		if err != nil {
+			f.errorf(p.key("proxy_protocol_from").at(i), "%q: %v", raw, err)
+			continue
+		}
+		if slices.Contains(srv.ProxyProtocolFrom, pfx) {
+			f.errorf(p.key("proxy_protocol_from").at(i), "%q is listed more than once", raw)
+			continue
+		}
+		srv.ProxyProtocolFrom = append(srv.ProxyProtocolFrom, pfx)
+	}
 	return srv
 }
 
@@ -192,4 +204,24 @@ func exists(name string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// parsePrefix accepts a CIDR prefix or a single address (IPv4 or IPv6).
+func parsePrefix(raw string) (netip.Prefix, error) {
+	if strings.Contains(raw, "/") {
+		pfx, err := netip.ParsePrefix(raw)
+		if err != nil {
+			return netip.Prefix{}, errors.New("not a CIDR prefix such as 10.0.0.0/8 or 2001:db8::/32")
+		}
+		if pfx != pfx.Masked() {
+			return netip.Prefix{}, fmt.Errorf("has host bits set; did you mean %s?", pfx.Masked())
+		}
+		return pfx, nil
+	}
+	a, err := netip.ParseAddr(raw)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, errors.New("not an IP address or CIDR prefix")
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -35,6 +35,9 @@ type serverTable struct {
 	HTTP         *[]string `toml:"http"`
 	StateDir     *string   `toml:"state_dir"`
 	DrainTimeout *duration `toml:"drain_timeout"`
+	// ProxyProtocolFrom lists the load balancers (CIDR prefixes or single
+	// addresses) whose connections start with a PROXY protocol header.
+	ProxyProtocolFrom []string `toml:"proxy_protocol_from"`
 }
 
 // oauthTable is [oauth]: the authorization server every proxy host runs.

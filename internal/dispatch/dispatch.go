@@ -1,15 +1,20 @@
 package dispatch
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pires/go-proxyproto"
 
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/peek"
@@ -45,9 +50,37 @@ type Dispatcher struct {
 	// or request head.
 	PeekTimeout time.Duration
 
-	table  atomic.Pointer[Table]
-	wg     sync.WaitGroup
-	paused atomic.Bool
+	table   atomic.Pointer[Table]
+	trusted atomic.Pointer[[]netip.Prefix]
+	wg      sync.WaitGroup
+	paused  atomic.Bool
+}
+
+// SetTrustedProxies sets the load balancers whose connections start with a
+// PROXY protocol header (v1 or v2). Connections from them without one are
+// dropped; a header from anyone else is refused.
+func (d *Dispatcher) SetTrustedProxies(p []netip.Prefix) { d.trusted.Store(&p) }
+
+func (d *Dispatcher) isTrusted(a net.Addr) bool {
+	p := d.trusted.Load()
+	if p == nil || len(*p) == 0 {
+		return false
+	}
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, pfx := range *p {
+		if pfx.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 type deadliner interface{ SetDeadline(time.Time) error }
@@ -128,7 +161,29 @@ func (d *Dispatcher) route(c Conn, kind byte) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	// One deadline covers the PROXY header and the ClientHello or request
+	// head: a slow client cannot hold a routing goroutine for longer.
 	c.SetReadDeadline(time.Now().Add(timeout))
+	src, dst := c.RemoteAddr(), c.LocalAddr()
+	var (
+		r      io.Reader = c
+		lbTLVs []proxyproto.TLV
+	)
+	if d.isTrusted(src) {
+		var (
+			h   *proxyproto.Header
+			err error
+		)
+		h, r, err = readProxyHeader(c)
+		if err != nil {
+			d.Log.Warn("load balancer connection without a valid PROXY header; dropped", "peer", src.String(), "err", err)
+			return
+		}
+		if h.Command == proxyproto.PROXY && h.SourceAddr != nil && h.DestinationAddr != nil {
+			src, dst = h.SourceAddr, h.DestinationAddr
+		}
+		lbTLVs = forwardableTLVs(h)
+	}
 	var (
 		host   string
 		alpn   []string
@@ -137,14 +192,18 @@ func (d *Dispatcher) route(c Conn, kind byte) {
 	)
 	if kind == handoff.KindTLS {
 		var info peek.ClientHelloInfo
-		info, peeked, err = peek.ClientHello(c, maxHelloBytes)
+		info, peeked, err = peek.ClientHello(r, maxHelloBytes)
 		host, alpn = info.ServerName, info.ALPN
 	} else {
-		host, peeked, err = peek.HTTPHost(c, maxHeadBytes)
+		host, peeked, err = peek.HTTPHost(r, maxHeadBytes)
 	}
 	c.SetReadDeadline(time.Time{})
-	log := d.Log.With("client", c.RemoteAddr().String())
+	log := d.Log.With("client", src.String())
 	if err != nil {
+		if hasProxySignature(peeked) {
+			log.Warn("PROXY header from an address not in proxy_protocol_from; refused", "peer", c.RemoteAddr().String())
+			return
+		}
 		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			log.Debug("connection refused before routing", "listener", listenerName(kind), "err", err)
 		}
@@ -159,7 +218,7 @@ func (d *Dispatcher) route(c Conn, kind byte) {
 		d.refuse(c, kind, alertUnrecognizedName, notFoundResponse)
 		return
 	}
-	header, err := handoff.Header(c.RemoteAddr(), c.LocalAddr(), host, alpn)
+	header, err := handoff.Header(src, dst, host, alpn, lbTLVs...)
 	if err != nil {
 		log.Error("building PROXY header", "err", err)
 		return
@@ -212,4 +271,44 @@ func listenerName(kind byte) string {
 		return "https"
 	}
 	return "http"
+}
+
+// readProxyHeader reads a PROXY v1 or v2 header from c and returns a reader
+// that yields whatever was read past it, then the rest of c.
+func readProxyHeader(c net.Conn) (*proxyproto.Header, io.Reader, error) {
+	br := bufio.NewReaderSize(c, 512)
+	h, err := proxyproto.Read(br)
+	if err != nil {
+		return nil, nil, err
+	}
+	rest, _ := br.Peek(br.Buffered())
+	return h, io.MultiReader(bytes.NewReader(bytes.Clone(rest)), c), nil
+}
+
+// forwardableTLVs keeps the load balancer's TLVs for the worker, except the
+// authority (mcpgate sets its own from the SNI or Host it routed by) and
+// mcpgate's private range, which only the supervisor may set.
+func forwardableTLVs(h *proxyproto.Header) []proxyproto.TLV {
+	tlvs, err := h.TLVs()
+	if err != nil {
+		return nil
+	}
+	var out []proxyproto.TLV
+	for _, t := range tlvs {
+		if t.Type == proxyproto.PP2_TYPE_AUTHORITY || (t.Type >= proxyproto.PP2_TYPE_MIN_CUSTOM && t.Type <= proxyproto.PP2_TYPE_MAX_CUSTOM) {
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// hasProxySignature: the routing read stops at the first bytes that are not
+// TLS or HTTP, so only a prefix of the signature may have been read.
+func hasProxySignature(b []byte) bool {
+	if bytes.HasPrefix(b, []byte("PROXY")) {
+		return true
+	}
+	n := min(len(b), len(proxyproto.SIGV2))
+	return n >= 4 && bytes.Equal(b[:n], proxyproto.SIGV2[:n])
 }

@@ -99,10 +99,11 @@ const (
 	TLVOfferedALPN proxyproto.PP2Type = 0xE0
 )
 
-// Header builds the PROXY v2 header the supervisor sends with a connection.
-func Header(remote, local net.Addr, authority string, offeredALPN []string) ([]byte, error) {
+// Header builds the PROXY v2 header the supervisor sends with a connection;
+// extra carries TLVs a load balancer sent (unique id, ALPN, …).
+func Header(remote, local net.Addr, authority string, offeredALPN []string, extra ...proxyproto.TLV) ([]byte, error) {
 	h := proxyproto.HeaderProxyFromAddrs(2, remote, local)
-	var tlvs []proxyproto.TLV
+	tlvs := extra
 	if authority != "" {
 		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(authority)})
 	}

@@ -246,6 +246,7 @@ func (s *Supervisor) apply(cfg *config.Config) ReloadResult {
 		res.Failed = append(res.Failed, fmt.Sprintf("%s: %s; retrying in the background", name, sl.firstErr))
 	}
 	table := buildTable(final, kept)
+	s.disp.SetTrustedProxies(cfg.Server.ProxyProtocolFrom)
 	s.disp.SetTable(table)
 
 	s.mu.Lock()

@@ -278,6 +278,7 @@ func (s *Supervisor) adopt(st *handoverState) {
 	}
 	s.mu.Lock()
 	s.disp.SetTable(buildTable(s.slots, nil))
+	s.disp.SetTrustedProxies(s.cfg.Server.ProxyProtocolFrom)
 	s.mu.Unlock()
 	s.log.Info("upgrade: serving with inherited workers", "workers", len(st.Workers))
 }
