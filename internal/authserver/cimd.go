@@ -167,4 +167,3 @@ func cacheLifetime(cc string) time.Duration {
 	}
 	return min(max(d, cimdMinCache), cimdMaxCache)
 }
-

@@ -97,7 +97,7 @@ func (s *Server) allowed(p *config.Proxy, id *Identity) bool {
 			return false
 		}
 	}
-	if oc := s.o.OAuth.OIDC; oc != nil && len(oc.AllowedGroups) > 0 && !intersects(id.Groups, oc.AllowedGroups) {
+	if oc := s.o.OAuth.OIDC; oc != nil && len(oc.AllowedGroups) > 0 && !intersects(id.Orgs, oc.AllowedGroups) {
 		return false
 	}
 	return true

@@ -30,15 +30,16 @@ import (
 type Identity struct {
 	Subject string
 	Login   string
-	Orgs    []string
-	Teams   []string
-	Groups  []string
+	Orgs    []string // GitHub organizations, or OpenID Connect groups
+	Teams   []string // GitHub "org/team"
 }
 
 // Provider is the upstream identity provider.
 type Provider interface {
 	AuthCodeURL(state, redirectURI string) string
-	Login(ctx context.Context, code, redirectURI string) (*Identity, error)
+	// Login redeems the provider's code; state is the value given to
+	// AuthCodeURL.
+	Login(ctx context.Context, code, state, redirectURI string) (*Identity, error)
 }
 
 // AccessToken is an access token's content.
