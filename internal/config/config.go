@@ -140,9 +140,12 @@ type StaticClient struct {
 
 // Server holds the [server] table of mcpgate.toml.
 type Server struct {
-	File         string        `json:"file,omitempty"` // "" when mcpgate.toml is absent
-	HTTPS        []string      `json:"https"`          // used only without socket activation
-	HTTP         []string      `json:"http"`
+	File  string   `json:"file,omitempty"` // "" when mcpgate.toml is absent
+	HTTPS []string `json:"https"`          // used only without socket activation
+	HTTP  []string `json:"http"`
+	// QUIC are UDP addresses for HTTP/3, used only when not
+	// socket-activated; none by default.
+	QUIC         []string      `json:"quic,omitempty"`
 	StateDir     string        `json:"state_dir"` // absolute
 	DrainTimeout time.Duration `json:"drain_timeout"`
 	// ProxyProtocolFrom: connections from these load balancers must start
@@ -158,12 +161,14 @@ type Proxy struct {
 	Hostnames []string `json:"hostnames"` // lower-case; "*.example.com" wildcards allowed
 	Target    Upstream `json:"target"`
 	// Routes send path prefixes to other upstreams; sorted longest prefix first.
-	Routes       []Route  `json:"routes,omitempty"`
-	PreserveHost bool     `json:"preserve_host,omitempty"`
-	TLS          TLS      `json:"tls"`
-	Headers      Headers  `json:"headers"`
-	Timeouts     Timeouts `json:"timeouts"`
-	Auth         Auth     `json:"auth"`
+	Routes       []Route `json:"routes,omitempty"`
+	PreserveHost bool    `json:"preserve_host,omitempty"`
+	// HTTP3: serve HTTP/3 when the gateway has a QUIC socket (default true).
+	HTTP3    bool     `json:"http3"`
+	TLS      TLS      `json:"tls"`
+	Headers  Headers  `json:"headers"`
+	Timeouts Timeouts `json:"timeouts"`
+	Auth     Auth     `json:"auth"`
 	// Hash identifies this proxy's effective configuration (hex sha256).
 	Hash string `json:"hash"`
 }

@@ -547,6 +547,7 @@ key_file = "/nonexistent/legacy.key"
 				File:      filepath.Join(dir, "legacy.toml"),
 				Enabled:   false,
 				Hostnames: []string{"notes.example.com"},
+				HTTP3:     true,
 				Target:    Upstream{Raw: "unix:/run/legacy.sock", Scheme: "http", Host: "legacy", Socket: "/run/legacy.sock"},
 				TLS:       TLS{CertFile: "/nonexistent/legacy.crt", KeyFile: "/nonexistent/legacy.key"},
 				Timeouts:  Timeouts{Connect: DefaultConnectTimeout, ResponseHeader: DefaultResponseHeaderTimeout},
@@ -565,6 +566,7 @@ key_file = "/nonexistent/legacy.key"
 					{Path: "/z", Target: Upstream{Raw: "unix:///run/z.sock", Scheme: "http", Host: "notes", Socket: "/run/z.sock"}},
 				},
 				PreserveHost: true,
+				HTTP3:        true,
 				TLS:          TLS{CertFile: filepath.Join(dir, "tls/notes.crt"), KeyFile: filepath.Join(dir, "tls/notes.key")},
 				Headers: Headers{
 					Request:        map[string]string{"X-Env": "prod", "X-Team": "core"},

@@ -73,6 +73,9 @@ func (l *loader) server(f *file, s *serverTable) *Server {
 	if s.HTTP != nil {
 		srv.HTTP = f.listenAddrs(p.key("http"), *s.HTTP)
 	}
+	if s.QUIC != nil {
+		srv.QUIC = f.listenAddrs(p.key("quic"), *s.QUIC)
+	}
 	f.checkDuplicateAddrs(p, s)
 	if s.StateDir != nil {
 		if *s.StateDir == "" {

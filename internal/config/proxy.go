@@ -24,6 +24,7 @@ func (l *loader) proxy(f *file, name, path string, pf *proxyFile) *loadedProxy {
 		File:         path,
 		Enabled:      true,
 		PreserveHost: pf.PreserveHost,
+		HTTP3:        pf.HTTP3 == nil || *pf.HTTP3,
 		Timeouts: Timeouts{
 			Connect:        DefaultConnectTimeout,
 			ResponseHeader: DefaultResponseHeaderTimeout,

@@ -33,6 +33,7 @@ type globalFile struct {
 type serverTable struct {
 	HTTPS        *[]string `toml:"https"`
 	HTTP         *[]string `toml:"http"`
+	QUIC         *[]string `toml:"quic"`
 	StateDir     *string   `toml:"state_dir"`
 	DrainTimeout *duration `toml:"drain_timeout"`
 	// ProxyProtocolFrom lists the load balancers (CIDR prefixes or single
@@ -136,6 +137,7 @@ type proxyFile struct {
 	Hostnames    []string      `toml:"hostnames"`
 	Target       *string       `toml:"target"`
 	PreserveHost bool          `toml:"preserve_host"`
+	HTTP3        *bool         `toml:"http3"`
 	TLS          *tlsTable     `toml:"tls"`
 	Timeouts     timeoutsTable `toml:"timeouts"`
 	Headers      headersTable  `toml:"headers"`

@@ -232,6 +232,11 @@ func (s *Supervisor) apply(cfg *config.Config) ReloadResult {
 		if sl.firstOK {
 			final[name] = sl
 			res.Started = append(res.Started, name)
+			if p := sl.current(); p != nil && res.BuildID == "" {
+				// The build the fresh workers run: after a package upgrade
+				// it differs from the supervisor's own.
+				res.BuildID = p.info().BuildID
+			}
 			continue
 		}
 		if o, ok := old[name]; ok {
@@ -264,7 +269,9 @@ func (s *Supervisor) apply(cfg *config.Config) ReloadResult {
 		s.retire(o)
 	}
 	res.OK = len(res.Failed) == 0
-	res.BuildID = buildinfo.ID()
+	if res.BuildID == "" {
+		res.BuildID = buildinfo.ID()
+	}
 	return res
 }
 

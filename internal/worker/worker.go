@@ -67,6 +67,8 @@ type Worker struct {
 
 	serving   sync.WaitGroup // the Serve loops; done once every queued connection was accepted
 	conns     atomic.Int64   // open client connections
+	fresh     atomic.Int64   // connections that have not started a request yet
+	newConns  sync.Map       // net.Conn → struct{}: the fresh ones
 	drainOnce sync.Once
 	drained   chan struct{}
 }
@@ -112,8 +114,9 @@ func (w *Worker) run() error {
 	w.httpL = handoff.NewListener(&net.UnixAddr{Name: "handoff-http", Net: "unixpacket"})
 
 	w.https = &http.Server{
-		Handler:   logging.Access(w.log, w.handler()),
-		ConnState: w.countConns,
+		Handler:     logging.Access(w.log, w.handler()),
+		ConnState:   w.countConns,
+		ConnContext: connContext,
 		TLSConfig: &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{cert},
@@ -126,6 +129,7 @@ func (w *Worker) run() error {
 	w.http = &http.Server{
 		Handler:           logging.Access(w.log, http.HandlerFunc(w.redirect)),
 		ConnState:         w.countConns,
+		ConnContext:       connContext,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
@@ -227,6 +231,11 @@ func (w *Worker) drain() {
 		// Queued connections are accepted before Serve returns, so
 		// Shutdown below waits for them too.
 		w.serving.Wait()
+		// A connection handed over just before the drain may not have sent
+		// its first request yet; HTTP/2's GOAWAY would refuse that request
+		// (last stream 0), and not every client retries. Let fresh
+		// connections start their first request first, briefly.
+		w.awaitFresh(min(time.Second, w.spec.DrainTimeout/4))
 		ctx, cancel := context.WithTimeout(context.Background(), w.spec.DrainTimeout)
 		defer cancel()
 		// Shutdown sends HTTP/2 GOAWAY and closes idle connections, but
@@ -262,12 +271,42 @@ func shutdownAll(ctx context.Context, srvs ...*http.Server) error {
 	return first
 }
 
-func (w *Worker) countConns(_ net.Conn, st http.ConnState) {
+// countConns tracks open connections, and those that have not reached a
+// handler yet ("fresh"; HTTP/2 leaves StateNew at the preface, before its
+// first request, so the state alone does not tell).
+func (w *Worker) countConns(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew:
 		w.conns.Add(1)
+		w.fresh.Add(1)
+		w.newConns.Store(c, struct{}{})
 	case http.StateClosed, http.StateHijacked:
 		w.conns.Add(-1)
+		w.markUsed(c)
+	}
+}
+
+type connKey struct{}
+
+// connContext makes the connection known to handlers, for markUsed.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// markUsed records that a connection has started a request.
+func (w *Worker) markUsed(c any) {
+	if c == nil {
+		return
+	}
+	if _, was := w.newConns.LoadAndDelete(c); was {
+		w.fresh.Add(-1)
+	}
+}
+
+func (w *Worker) awaitFresh(max time.Duration) {
+	deadline := time.Now().Add(max)
+	for w.fresh.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -309,6 +348,7 @@ func (w *Worker) certificate() (tls.Certificate, error) {
 func (w *Worker) handler() http.Handler {
 	protected := w.oauth.guard.Wrap(w.proxy)
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w.markUsed(r.Context().Value(connKey{}))
 		if !w.ownsHost(r.Host) {
 			// Coalesced HTTP/2 connections and domain fronting carry a Host
 			// this worker does not serve.
@@ -361,6 +401,7 @@ func (w *Worker) health(rw http.ResponseWriter, r *http.Request) {
 
 // redirect answers the plain-HTTP listener: 308 to the same URL on HTTPS.
 func (w *Worker) redirect(rw http.ResponseWriter, r *http.Request) {
+	w.markUsed(r.Context().Value(connKey{}))
 	host := stripPort(r.Host)
 	if !w.ownsHost(host) {
 		http.Error(rw, "no proxy is set up for this host", http.StatusNotFound)
