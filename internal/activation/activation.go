@@ -80,8 +80,12 @@ func FromSystemd() (*Sockets, bool, error) {
 	return s, true, nil
 }
 
-// Bind listens on the configured addresses.
-func Bind(https, http []string) (*Sockets, error) {
+// quicBuffer is the socket buffer size quic-go wants for its UDP socket.
+const quicBuffer = 7 << 20
+
+// Bind listens on the configured addresses: TCP for https and http, UDP
+// for quic.
+func Bind(https, http, quic []string) (*Sockets, error) {
 	s := &Sockets{Stream: map[string][]net.Listener{}, Packet: map[string][]net.PacketConn{}}
 	bind := func(name string, addrs []string) error {
 		for _, a := range addrs {
@@ -100,6 +104,19 @@ func Bind(https, http []string) (*Sockets, error) {
 	if err := bind(HTTP, http); err != nil {
 		s.Close()
 		return nil, err
+	}
+	for _, a := range quic {
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		if uc, ok := pc.(*net.UDPConn); ok {
+			// Best effort: the kernel caps it at net.core.rmem_max.
+			uc.SetReadBuffer(quicBuffer)
+			uc.SetWriteBuffer(quicBuffer)
+		}
+		s.Packet[QUIC] = append(s.Packet[QUIC], pc)
 	}
 	return s, nil
 }

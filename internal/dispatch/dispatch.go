@@ -97,6 +97,9 @@ func (d *Dispatcher) Pause(ls []net.Listener) {
 	}
 }
 
+// Paused reports whether Pause is in effect.
+func (d *Dispatcher) Paused() bool { return d.paused.Load() }
+
 // Resume undoes Pause; the caller starts the accept loops again.
 func (d *Dispatcher) Resume(ls []net.Listener) {
 	for _, l := range ls {

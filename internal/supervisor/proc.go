@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -28,6 +29,11 @@ type proc struct {
 	readyCh chan struct{} // closed when the worker said it is ready
 	exited  chan struct{} // closed when the process has been reaped
 
+	// With HTTP/3: the datagram socket to the worker, and what to release
+	// when it exits.
+	dgram  *net.UnixConn
+	onExit func()
+
 	mu      sync.Mutex
 	ready   worker.Ready // guarded by mu; set before readyCh closes
 	stats   worker.Stats // guarded by mu
@@ -40,6 +46,54 @@ type spawner struct {
 	configDir string
 	stderr    *os.File
 	log       *slog.Logger
+	// quic is the shared UDP socket, nil without HTTP/3.
+	quic *net.UDPConn
+
+	mu    sync.Mutex
+	byWID map[uint8]*proc // guarded by mu; live workers with HTTP/3, by worker id
+	next  uint8           // guarded by mu; where the id search starts
+}
+
+var errNoWorkerID = errors.New("no free QUIC worker id (more than 255 workers with HTTP/3)")
+
+// allocWID reserves a worker id; 0 is never used, so a zero id is "none".
+func (s *spawner) allocWID() (uint8, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byWID == nil {
+		s.byWID = map[uint8]*proc{}
+	}
+	for range 255 {
+		s.next++
+		if s.next == 0 {
+			s.next = 1
+		}
+		if _, used := s.byWID[s.next]; !used {
+			s.byWID[s.next] = nil
+			return s.next, nil
+		}
+	}
+	return 0, errNoWorkerID
+}
+
+func (s *spawner) setWID(wid uint8, p *proc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byWID == nil {
+		s.byWID = map[uint8]*proc{}
+	}
+	if p == nil {
+		delete(s.byWID, wid)
+		return
+	}
+	s.byWID[wid] = p
+}
+
+// byWorkerID returns the live worker with that id, or nil.
+func (s *spawner) byWorkerID(wid uint8) *proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byWID[wid]
 }
 
 // start re-executes the binary on disk as a worker for spec.Proxy.
@@ -57,6 +111,40 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 	name := spec.Proxy.Name
 	cmd := exec.Command(s.exe, "worker", name, "--config-dir", s.configDir)
 	cmd.ExtraFiles = []*os.File{specR, child} // fds 3 and 4: worker.FdSpec, worker.FdHandoff
+	var dgram *net.UnixConn
+	if spec.QUIC != nil {
+		wid, err := s.allocWID()
+		if err != nil {
+			specR.Close()
+			specW.Close()
+			hc.Close()
+			child.Close()
+			return nil, err
+		}
+		q := *spec.QUIC // the slot's spec is shared by its restarts
+		q.WorkerID = wid
+		spec.QUIC = &q
+		var dchild, udp *os.File
+		dgram, dchild, err = handoff.DatagramPair()
+		if err == nil {
+			udp, err = s.quic.File()
+		}
+		if err != nil {
+			s.setWID(wid, nil)
+			specR.Close()
+			specW.Close()
+			hc.Close()
+			child.Close()
+			if dgram != nil {
+				dgram.Close()
+				dchild.Close()
+			}
+			return nil, fmt.Errorf("starting worker %s: quic sockets: %w", name, err)
+		}
+		defer dchild.Close()
+		defer udp.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, dchild, udp) // fds 5 and 6: worker.FdQUICIn, worker.FdQUICConn
+	}
 	cmd.Env = workerEnv(os.Environ())
 	cmd.Stdout = s.stderr
 	cmd.Stderr = s.stderr
@@ -66,9 +154,21 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 	if err != nil {
 		specW.Close()
 		hc.Close()
+		if dgram != nil {
+			dgram.Close()
+			s.setWID(spec.QUIC.WorkerID, nil)
+		}
 		return nil, fmt.Errorf("starting worker %s: %w", name, err)
 	}
 	p := newProc(name, cmd.Process, spec, hc, time.Now(), s.log)
+	if dgram != nil {
+		p.dgram = dgram
+		p.onExit = func() {
+			s.setWID(spec.QUIC.WorkerID, nil)
+			dgram.Close()
+		}
+		s.setWID(spec.QUIC.WorkerID, p)
+	}
 	go p.wait()
 	go p.readMessages()
 	// The spec is small, far below the pipe buffer, so this cannot block on
@@ -123,6 +223,9 @@ func (p *proc) wait() {
 	p.waitErr = err
 	p.mu.Unlock()
 	p.hc.Close()
+	if p.onExit != nil {
+		p.onExit()
+	}
 	close(p.exited)
 }
 

@@ -64,6 +64,7 @@ type Supervisor struct {
 	wake    chan struct{}   // capacity 1: "pending is not empty"
 
 	accepting sync.WaitGroup // the accept loops
+	quic      *quicPath      // nil without a quic socket
 
 	// runReload performs one reload; s.reload, replaceable in tests.
 	runReload func(trigger string) ReloadResult
@@ -108,7 +109,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	if sockets == nil {
-		sockets, err = activation.Bind(cfg.Server.HTTPS, cfg.Server.HTTP)
+		sockets, err = activation.Bind(cfg.Server.HTTPS, cfg.Server.HTTP, cfg.Server.QUIC)
 		if err != nil {
 			return fmt.Errorf("binding listeners: %w", err)
 		}
@@ -148,6 +149,12 @@ func Run(ctx context.Context, opts Options) error {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
+
+	var quicKey *[16]byte
+	if handover != nil && handover.QUICKey != nil {
+		quicKey = handover.QUICKey
+	}
+	s.setupQUIC(quicKey)
 
 	if handover != nil {
 		// Serve at once with the workers the previous binary left running,
@@ -203,6 +210,7 @@ func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
 		HTTPSPort:    s.httpsPort(),
 		OAuth:        cfg.OAuth,
 		Gateway:      cfg.Enabled(),
+		QUIC:         s.quic.spec(p.HTTP3),
 	}
 }
 
@@ -319,6 +327,13 @@ func sortedNames[V any](m map[string]V) []string {
 }
 
 func (s *Supervisor) startAccepting() {
+	if s.quic != nil {
+		s.accepting.Add(1)
+		go func() {
+			defer s.accepting.Done()
+			s.quic.serve()
+		}()
+	}
 	for name, ls := range s.sockets.Stream {
 		for _, l := range ls {
 			s.accepting.Add(1)

@@ -31,17 +31,20 @@ type handoverState struct {
 	Workers   []handoverWorker    `json:"workers"`
 	Control   int                 `json:"control_fd,omitempty"` // fd of the `mcpgate upgrade` caller, or 0
 	Started   time.Time           `json:"started"`
+	QUICKey   *[16]byte           `json:"quic_key,omitempty"`
 	sockets   *activation.Sockets `json:"-"`
 }
 
 type handoverListener struct {
-	Name string `json:"name"`
-	FD   int    `json:"fd"`
+	Name   string `json:"name"`
+	FD     int    `json:"fd"`
+	Packet bool   `json:"packet,omitempty"` // a datagram socket (quic)
 }
 
 type handoverWorker struct {
 	PID      int          `json:"pid"`
 	FD       int          `json:"fd"`
+	DgramFD  int          `json:"dgram_fd,omitempty"` // QUIC datagram socket to the worker, or 0
 	Spec     worker.Spec  `json:"spec"`
 	Ready    worker.Ready `json:"ready"`
 	Started  time.Time    `json:"started"`
@@ -130,6 +133,26 @@ func (s *Supervisor) upgrade(reqs []reloadRequest) ReloadResult {
 			st.Listeners = append(st.Listeners, handoverListener{Name: name, FD: fd})
 		}
 	}
+	for name, pcs := range s.sockets.Packet {
+		for _, pc := range pcs {
+			sc, ok := pc.(syscall.Conn)
+			if !ok {
+				ferr = fmt.Errorf("socket %s is not a socket", name)
+				continue
+			}
+			fd, err := inheritable(sc)
+			if err != nil {
+				ferr = err
+				continue
+			}
+			fds = append(fds, fd)
+			st.Listeners = append(st.Listeners, handoverListener{Name: name, FD: fd, Packet: true})
+		}
+	}
+	if s.quic != nil {
+		k := s.quic.key
+		st.QUICKey = &k
+	}
 	s.mu.Lock()
 	type entry struct {
 		p        *proc
@@ -154,9 +177,19 @@ func (s *Supervisor) upgrade(reqs []reloadRequest) ReloadResult {
 			continue
 		}
 		fds = append(fds, fd)
-		st.Workers = append(st.Workers, handoverWorker{
+		hw := handoverWorker{
 			PID: e.p.pid(), FD: fd, Spec: e.p.spec, Ready: e.p.info(), Started: e.p.started, Draining: e.draining,
-		})
+		}
+		if e.p.dgram != nil {
+			dfd, err := inheritable(e.p.dgram)
+			if err != nil {
+				ferr = err
+				continue
+			}
+			fds = append(fds, dfd)
+			hw.DgramFD = dfd
+		}
+		st.Workers = append(st.Workers, hw)
 	}
 	for _, r := range reqs {
 		if r.conn == nil || st.Control != 0 {
@@ -227,6 +260,15 @@ func takeHandover() (*handoverState, error) {
 	st.sockets = &activation.Sockets{Activated: st.Activated, Stream: map[string][]net.Listener{}, Packet: map[string][]net.PacketConn{}}
 	for _, hl := range st.Listeners {
 		f := os.NewFile(uintptr(hl.FD), hl.Name)
+		if hl.Packet {
+			pc, err := net.FilePacketConn(f)
+			f.Close()
+			if err != nil {
+				return nil, fmt.Errorf("upgrade handover: socket %s: %w", hl.Name, err)
+			}
+			st.sockets.Packet[hl.Name] = append(st.sockets.Packet[hl.Name], pc)
+			continue
+		}
 		l, err := net.FileListener(f)
 		f.Close()
 		if err != nil {
@@ -259,6 +301,20 @@ func (s *Supervisor) adopt(st *handoverState) {
 		p := newProc(hw.Spec.Proxy.Name, process, hw.Spec, hc, hw.Started, s.log)
 		p.ready = hw.Ready
 		close(p.readyCh)
+		if hw.DgramFD != 0 && hw.Spec.QUIC != nil {
+			df := os.NewFile(uintptr(hw.DgramFD), "dgram")
+			dc, err := net.FileConn(df)
+			df.Close()
+			if uc, ok := dc.(*net.UnixConn); err == nil && ok {
+				wid := hw.Spec.QUIC.WorkerID
+				p.dgram = uc
+				p.onExit = func() {
+					s.spawner.setWID(wid, nil)
+					uc.Close()
+				}
+				s.spawner.setWID(wid, p)
+			}
+		}
 		go p.wait()
 		go p.readMessages()
 		sl := newSlot(hw.Spec, s.spawner, s.log)

@@ -8,8 +8,10 @@ import (
 
 // Descriptors a worker inherits from the supervisor (exec.Cmd.ExtraFiles).
 const (
-	FdSpec    = 3 // pipe: the JSON Spec, then EOF
-	FdHandoff = 4 // SOCK_SEQPACKET hand-off socket
+	FdSpec     = 3 // pipe: the JSON Spec, then EOF
+	FdHandoff  = 4 // SOCK_SEQPACKET hand-off socket
+	FdQUICIn   = 5 // SOCK_DGRAM: QUIC datagrams from the supervisor (with QUIC only)
+	FdQUICConn = 6 // the shared UDP socket, for replies (with QUIC only)
 )
 
 // Spec is everything a worker needs, written by the supervisor after it
@@ -30,6 +32,18 @@ type Spec struct {
 	// tokens for any of the gateway's resources.
 	OAuth   *config.OAuth   `json:"oauth,omitempty"`
 	Gateway []*config.Proxy `json:"gateway,omitempty"`
+	// QUIC is set when this worker serves HTTP/3.
+	QUIC *QUICSpec `json:"quic,omitempty"`
+}
+
+// QUICSpec is what a worker needs for HTTP/3.
+type QUICSpec struct {
+	// WorkerID is encoded in the connection ids this worker chooses, so the
+	// supervisor routes later packets to it; CIDKey keys that encoding.
+	WorkerID uint8    `json:"worker_id"`
+	CIDKey   [16]byte `json:"cid_key"`
+	// Port is the UDP port clients reach, for Alt-Svc.
+	Port int `json:"port"`
 }
 
 // Ready is the worker's first message: it serves from now on.

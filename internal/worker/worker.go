@@ -64,6 +64,7 @@ type Worker struct {
 	https, http *http.Server
 	proxy       *proxy.Handler
 	oauth       *oauth
+	h3          *h3 // nil without HTTP/3
 
 	serving   sync.WaitGroup // the Serve loops; done once every queued connection was accepted
 	conns     atomic.Int64   // open client connections
@@ -113,15 +114,20 @@ func (w *Worker) run() error {
 	w.tlsL = handoff.NewListener(&net.UnixAddr{Name: "handoff-https", Net: "unixpacket"})
 	w.httpL = handoff.NewListener(&net.UnixAddr{Name: "handoff-http", Net: "unixpacket"})
 
+	chain := logging.Access(w.log, w.handler())
+	tlsConf := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"h2", "http/1.1"},
+	}
+	if w.h3, err = w.startHTTP3(tlsConf, chain); err != nil {
+		return fmt.Errorf("worker %s: %w", p.Name, err)
+	}
 	w.https = &http.Server{
-		Handler:     logging.Access(w.log, w.handler()),
-		ConnState:   w.countConns,
-		ConnContext: connContext,
-		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{cert},
-			NextProtos:   []string{"h2", "http/1.1"},
-		},
+		Handler:           w.h3.advertise(chain),
+		ConnState:         w.countConns,
+		ConnContext:       connContext,
+		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
@@ -236,21 +242,28 @@ func (w *Worker) drain() {
 		// (last stream 0), and not every client retries. Let fresh
 		// connections start their first request first, briefly.
 		w.awaitFresh(min(time.Second, w.spec.DrainTimeout/4))
-		ctx, cancel := context.WithTimeout(context.Background(), w.spec.DrainTimeout)
-		defer cancel()
-		// Shutdown sends HTTP/2 GOAWAY and closes idle connections, but
-		// waits forever on streams that never go idle: bound it.
-		err := shutdownAll(ctx, w.https, w.http)
-		if err != nil {
+		// At the drain deadline open streams (SSE over any protocol) end
+		// cleanly, so clients reconnect with Last-Event-ID; the servers get
+		// a short grace to finish those responses, then are closed.
+		endStreams := time.AfterFunc(w.spec.DrainTimeout, func() {
 			w.log.Info("drain deadline reached; ending open streams", "connections", w.conns.Load())
 			w.proxy.EndStreams()
-			grace, cancel := context.WithTimeout(context.Background(), streamEndGrace)
-			defer cancel()
-			if shutdownAll(grace, w.https, w.http) != nil {
-				w.https.Close()
-				w.http.Close()
-			}
+		})
+		defer endStreams.Stop()
+		ctx, cancel := context.WithTimeout(context.Background(), w.spec.DrainTimeout+streamEndGrace)
+		defer cancel()
+		h3done := make(chan struct{})
+		go func() {
+			defer close(h3done)
+			w.h3.shutdown(ctx)
+		}()
+		// Shutdown sends HTTP/2 GOAWAY and closes idle connections, but
+		// waits forever on streams that never go idle: bounded by ctx.
+		if shutdownAll(ctx, w.https, w.http) != nil {
+			w.https.Close()
+			w.http.Close()
 		}
+		<-h3done
 		w.proxy.CloseIdle()
 		w.log.Info("drained", "took", time.Since(start).Round(time.Millisecond).String())
 		close(w.drained)

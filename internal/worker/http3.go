@@ -1,0 +1,151 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/mcpgate/mcpgate/internal/handoff"
+	"github.com/mcpgate/mcpgate/internal/quicroute"
+)
+
+// h3 is a worker's HTTP/3 server: QUIC datagrams arrive from the supervisor
+// over a unix socket and replies leave through the shared UDP socket.
+type h3 struct {
+	tr     *quic.Transport
+	ln     *quic.EarlyListener
+	srv    *http3.Server
+	altSvc string
+}
+
+// startHTTP3 serves handler over HTTP/3 when the spec says so.
+func (w *Worker) startHTTP3(tlsConf *tls.Config, handler http.Handler) (*h3, error) {
+	q := w.spec.QUIC
+	if q == nil {
+		return nil, nil
+	}
+	inF := os.NewFile(FdQUICIn, "quic-in")
+	outF := os.NewFile(FdQUICConn, "quic-conn")
+	if inF == nil || outF == nil {
+		return nil, errors.New("http3: missing QUIC descriptors")
+	}
+	in, err := net.FileConn(inF)
+	inF.Close()
+	if err != nil {
+		outF.Close()
+		return nil, fmt.Errorf("http3: %w", err)
+	}
+	out, err := net.FilePacketConn(outF)
+	outF.Close()
+	if err != nil {
+		in.Close()
+		return nil, fmt.Errorf("http3: %w", err)
+	}
+	resetKey, tokenKey, err := quicKeys(w.spec.StateDir)
+	if err != nil {
+		in.Close()
+		out.Close()
+		return nil, err
+	}
+	tr := &quic.Transport{
+		Conn:                  handoff.NewDatagramConn(in.(*net.UnixConn), out),
+		ConnectionIDGenerator: quicroute.NewGenerator(q.WorkerID, q.CIDKey, quic.ConnectionIDFromBytes),
+		StatelessResetKey:     &resetKey,
+		TokenGeneratorKey:     &tokenKey,
+	}
+	tc := http3.ConfigureTLSConfig(tlsConf.Clone())
+	ln, err := tr.ListenEarly(tc, &quic.Config{Allow0RTT: false, EnableDatagrams: false})
+	if err != nil {
+		tr.Close()
+		return nil, fmt.Errorf("http3: %w", err)
+	}
+	s := &h3{
+		tr:     tr,
+		ln:     ln,
+		srv:    &http3.Server{Handler: handler, Port: q.Port, TLSConfig: tc},
+		altSvc: `h3=":` + strconv.Itoa(q.Port) + `"; ma=86400`,
+	}
+	go s.srv.ServeListener(ln)
+	return s, nil
+}
+
+// advertise adds Alt-Svc for HTTP/3 to HTTP/1.1 and HTTP/2 responses.
+func (s *h3) advertise(next http.Handler) http.Handler {
+	if s == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor < 3 {
+			w.Header().Set("Alt-Svc", s.altSvc)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *h3) shutdown(ctx context.Context) {
+	if s == nil {
+		return
+	}
+	// GOAWAY, then wait for requests in flight until ctx ends.
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.srv.Close()
+	}
+	s.ln.Close()
+	s.tr.Close()
+}
+
+// quicKeys are the stateless reset and token keys, kept in state_dir so a
+// restarted worker can still reset its predecessor's connections (clients
+// are reset, not left hanging) and honour its address validation tokens.
+func quicKeys(stateDir string) (quic.StatelessResetKey, quic.TokenGeneratorKey, error) {
+	var reset quic.StatelessResetKey
+	var token quic.TokenGeneratorKey
+	path := filepath.Join(stateDir, "quic.keys")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if err = createOnce(path, 64); err == nil {
+			b, err = os.ReadFile(path)
+		}
+	}
+	if err != nil {
+		return reset, token, fmt.Errorf("http3: %w", err)
+	}
+	if len(b) != 64 {
+		return reset, token, fmt.Errorf("http3: %s: want 64 bytes, have %d", path, len(b))
+	}
+	copy(reset[:], b[:32])
+	copy(token[:], b[32:])
+	return reset, token, nil
+}
+
+// createOnce writes n random bytes to path unless it exists. The file is
+// complete before it appears (written aside, then hard-linked into place,
+// which fails if another worker was first), so readers never see a part.
+func createOnce(path string, n int) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".quic-keys-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	buf := make([]byte, n)
+	rand.Read(buf)
+	_, werr := tmp.Write(buf)
+	serr := tmp.Sync()
+	if err := tmp.Close(); err != nil || werr != nil || serr != nil {
+		return errors.Join(err, werr, serr)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return nil
+}
