@@ -116,17 +116,20 @@ type grant struct {
 // token hash this one rotates.
 func (s *Server) issue(r *http.Request, c *client, g *grant, replaces string) (*tokenResponse, *oauthError) {
 	now := s.now()
+	// JWT times are whole seconds: fix them here, so expires_in tells the
+	// client exactly what the token says.
+	iat := now.Truncate(time.Second)
 	at := &AccessToken{
 		Issuer: "https://" + g.host, Subject: g.subject, Audience: g.resource, ClientID: c.ID,
 		Scope: g.scope, Login: g.login, GrantID: g.id, JTI: randomToken()[:22],
-		IssuedAt: now, ExpiresAt: now.Add(s.o.OAuth.AccessTokenTTL),
+		IssuedAt: iat, ExpiresAt: iat.Add(s.o.OAuth.AccessTokenTTL),
 	}
 	raw, err := s.o.Tokens.Issue(at)
 	if err != nil {
 		s.log.Error("signing access token", "err", err)
 		return nil, errServer("try again")
 	}
-	resp := &tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: int64(s.o.OAuth.AccessTokenTTL / time.Second), Scope: g.scope}
+	resp := &tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: int64(at.ExpiresAt.Sub(now) / time.Second), Scope: g.scope}
 	if c.allowsRefresh() {
 		rt := randomToken()
 		next := &store.RefreshToken{

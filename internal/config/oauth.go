@@ -117,6 +117,10 @@ func (f *file) tokenLifetimes(p keyPath, t *oauthTable, o *OAuth) {
 		case d.Duration > MaxAccessTokenTTL:
 			f.errorf(ap, "must be at most %s", formatDuration(MaxAccessTokenTTL))
 			accessOK = false
+		case d.Duration%time.Second != 0:
+			// JWT times are whole seconds (RFC 7519 NumericDate).
+			f.errorf(ap, "must be a whole number of seconds")
+			accessOK = false
 		default:
 			o.AccessTokenTTL = d.Duration
 		}

@@ -267,6 +267,12 @@ refresh_reuse_grace = "11s"
 $DIR/mcpgate.toml:7: oauth.refresh_reuse_grace: must be at most 10s: a longer window lets a stolen refresh token be used unnoticed`,
 		},
 		{
+			name: "fractional access token lifetime",
+			files: map[string]string{"mcpgate.toml": strings.Replace(oauthGlobal, "[idp.github]", `access_token_ttl = "1500ms"
+[idp.github]`, 1)},
+			want: `$DIR/mcpgate.toml:5: oauth.access_token_ttl: must be a whole number of seconds`,
+		},
+		{
 			name: "out-of-range token lifetimes",
 			files: map[string]string{"mcpgate.toml": strings.Replace(oauthGlobal, "[idp.github]", `access_token_ttl = "25h"
 refresh_token_ttl = "0s"
