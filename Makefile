@@ -16,7 +16,7 @@ FUZZ_TARGETS := ./internal/peek:FuzzClientHello ./internal/peek:FuzzParseClientH
 .PHONY: help build demo test lint unit integration e2e fuzz bench clean package package-deps package-test package-golden-update systemtest systemtest-clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 build: ## build bin/mcpgate and the demo MCP server bin/mcpdemo
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mcpgate ./cmd/mcpgate
@@ -38,6 +38,11 @@ unit: ## unit tests with the race detector
 
 integration: ## the real binary, real sockets, real Go MCP SDK clients and servers, a fake GitHub
 	$(GO) test -count=1 -timeout 15m ./tests/...
+
+e2e: ## the official TypeScript MCP SDK client through the whole OAuth flow (needs Node >= 20.18.1 and npm)
+	npm ci --prefix tests/ts --prefer-offline --no-audit --no-fund --loglevel=error
+	npm run --prefix tests/ts --silent build
+	MCPGATE_TS_E2E=1 $(GO) test -count=1 -v -timeout 5m -run '^TestTypeScriptSDK$$' ./tests/tsdriver/
 
 fuzz: ## run every fuzz target for FUZZTIME (default 10s; e.g. make fuzz FUZZTIME=5m)
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -160,16 +160,21 @@ func validScheme(s string) bool {
 // none for public clients (client_id alone).
 func (s *Server) authenticateClient(r *http.Request) (*client, *oauthError) {
 	id, secret, basic := r.BasicAuth()
+	// RFC 6749 2.3.1 form-encodes Basic credentials, but many clients (the
+	// TypeScript MCP SDK, curl -u) send them as they are: accept either.
+	rawID, rawSecret := id, secret
 	if basic {
-		var err error
-		if id, err = url.QueryUnescape(id); err != nil {
-			return nil, errInvalidClient("malformed client credentials")
+		if v, err := url.QueryUnescape(id); err == nil {
+			id = v
 		}
-		if secret, err = url.QueryUnescape(secret); err != nil {
-			return nil, errInvalidClient("malformed client credentials")
+		if v, err := url.QueryUnescape(secret); err == nil {
+			secret = v
 		}
-		if pid := r.PostForm.Get("client_id"); pid != "" && pid != id {
+		if pid := r.PostForm.Get("client_id"); pid != "" && pid != id && pid != rawID {
 			return nil, errInvalidRequest("client_id does not match the authenticated client")
+		}
+		if _, err := s.lookupClient(r.Context(), id); err != nil && rawID != id {
+			id = rawID
 		}
 	} else {
 		id = r.PostForm.Get("client_id")
@@ -194,7 +199,8 @@ func (s *Server) authenticateClient(r *http.Request) (*client, *oauthError) {
 	if secret == "" {
 		return nil, errInvalidClient("this client must authenticate")
 	}
-	if subtle.ConstantTimeCompare([]byte(hashHex(secret)), []byte(c.SecretHash)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(hashHex(secret)), []byte(c.SecretHash)) != 1 &&
+		(!basic || rawSecret == secret || subtle.ConstantTimeCompare([]byte(hashHex(rawSecret)), []byte(c.SecretHash)) != 1) {
 		return nil, errInvalidClient("client authentication failed")
 	}
 	return c, nil

@@ -3,13 +3,18 @@ package authserver
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"log/slog"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/store/sqlite"
 )
 
 func TestMatchRedirect(t *testing.T) {
@@ -204,5 +209,39 @@ func TestRateLimiter(t *testing.T) {
 	}
 	if !l.allow("192.0.2.1:1000", now.Add(2*time.Minute)) {
 		t.Error("not allowed again after the window")
+	}
+}
+
+// TestClientSecretBasic: RFC 6749 §2.3.1 form-encodes Basic credentials,
+// but many clients (the TypeScript MCP SDK, curl -u) send them raw; both
+// must work, and a wrong secret must not.
+func TestClientSecretBasic(t *testing.T) {
+	const secret = "s3cr+t/with=%2B"
+	s := testServer()
+	s.static = map[string]*client{"cli": {ID: "cli", SecretHash: hashHex(secret), GrantTypes: []string{"authorization_code"}}}
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "oauth.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s.o.Store = st
+	s.log = slog.New(slog.DiscardHandler)
+	for _, tt := range []struct {
+		name, user, pass string
+		ok               bool
+	}{
+		{"raw", "cli", secret, true},
+		{"form-encoded", "cli", url.QueryEscape(secret), true},
+		{"wrong", "cli", "s3cr t/with=%2B", false},
+		{"unknown client", "nobody", secret, false},
+	} {
+		r := httptest.NewRequest("POST", "https://notes.test/token", strings.NewReader("grant_type=authorization_code"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.SetBasicAuth(tt.user, tt.pass)
+		r.ParseForm()
+		c, oe := s.authenticateClient(r)
+		if (oe == nil) != tt.ok || (tt.ok && c.ID != "cli") {
+			t.Errorf("%s: client %v, error %v; want ok=%v", tt.name, c, oe, tt.ok)
+		}
 	}
 }
