@@ -20,31 +20,33 @@ type endTransport struct {
 
 func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancel(req.Context())
-	ended := new(atomic.Bool)
-	stop := context.AfterFunc(t.endCtx, func() {
-		ended.Store(true)
-		cancel()
-	})
 	res, err := t.rt.RoundTrip(req.WithContext(ctx))
 	if err != nil {
-		stop()
 		cancel()
 		return nil, err
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// ReverseProxy needs the upgraded body's Write; a drain ends with
-		// the worker's process. The context is released with the inbound
-		// request's.
-		stop()
+		// the worker's process.
+		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
+			res.Body = &upgradedBody{ReadWriteCloser: rwc, release: cancel}
+		} else {
+			cancel()
+		}
 		return res, nil
 	}
 	if !isStreaming(res) {
-		// Only streams are cut at the drain deadline; ordinary responses
-		// keep the context until their body is closed.
-		stop()
+		// Only streams are cut at the drain deadline; an ordinary request,
+		// even one still waiting for its headers then, keeps the grace the
+		// servers get.
 		res.Body = &endableBody{ReadCloser: res.Body, ended: new(atomic.Bool), release: cancel}
 		return res, nil
 	}
+	ended := new(atomic.Bool)
+	stop := context.AfterFunc(t.endCtx, func() {
+		ended.Store(true)
+		cancel()
+	})
 	res.Body = &endableBody{ReadCloser: res.Body, ended: ended, release: func() { stop(); cancel() }}
 	return res, nil
 }
@@ -73,6 +75,19 @@ func (b *endableBody) Read(p []byte) (int, error) {
 
 func (b *endableBody) Close() error {
 	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
+
+// upgradedBody releases the request context when the upgraded connection
+// closes.
+type upgradedBody struct {
+	io.ReadWriteCloser
+	release context.CancelFunc
+}
+
+func (b *upgradedBody) Close() error {
+	err := b.ReadWriteCloser.Close()
 	b.release()
 	return err
 }

@@ -81,17 +81,16 @@ func TestAssembler(t *testing.T) {
 	// one more fails.
 	for _, extra := range []int{0, 1} {
 		var a Assembler
-		var err error
-		done := false
 		for i := range MaxInitialPackets - 1 + extra {
-			_, done, err = a.Add([]CryptoFrame{frag(msg, i, i+1)})
-		}
-		if extra == 0 {
-			_, done, err = a.Add([]CryptoFrame{frag(msg, 0, 104)})
-			if !done || err != nil {
-				t.Fatalf("16th packet: %v %v", done, err)
+			if _, done, err := a.Add([]CryptoFrame{frag(msg, i, i+1)}); done || err != nil {
+				t.Fatalf("packet %d: %v %v", i, done, err)
 			}
-		} else if _, _, err = a.Add([]CryptoFrame{frag(msg, 0, 104)}); !errors.Is(err, ErrTooManyPackets) {
+		}
+		_, done, err := a.Add([]CryptoFrame{frag(msg, 0, 104)})
+		if extra == 0 && (!done || err != nil) {
+			t.Fatalf("16th packet: %v %v", done, err)
+		}
+		if extra == 1 && !errors.Is(err, ErrTooManyPackets) {
 			t.Fatalf("17th packet: %v", err)
 		}
 	}

@@ -43,7 +43,7 @@
 //     without a TLS stack. Dropping is the documented default.
 //   - Pending: the router holds the datagram (or discarded a duplicate);
 //     nothing to do.
-//   - Drop: discard; Decision.Err says why. An *VersionError (errors.Is
+//   - Drop: discard; Decision.Err says why. A *VersionError (errors.Is
 //     ErrUnsupportedVersion) carries what a Version Negotiation packet
 //     needs: the caller may answer with AppendVersionNegotiation when the
 //     datagram is at least 1200 bytes (RFC 9000 §6.1, §14.1: smaller ones
@@ -52,8 +52,18 @@
 // # Limits
 //
 // Everything a peer can make the router keep is bounded: per new
-// connection MaxInitialPackets packets, MaxCryptoBytes of CRYPTO data and
-// maxPendingDatagramBytes of buffered datagrams; across connections
-// RouterConfig.MaxPending, MaxBound and MaxBufferedBytes, with the oldest
-// entries evicted first and everything expiring after a timeout.
+// connection MaxInitialPackets distinct Initial packets, MaxCryptoBytes of
+// CRYPTO data and 64 KiB (64 datagrams) of buffered datagrams; across
+// connections RouterConfig.MaxPending, MaxBound and MaxBufferedBytes, the
+// oldest entries evicted first and everything expiring after a timeout.
+// A connection that breaks a per-connection bound, or sends conflicting
+// CRYPTO data or an invalid ClientHello, is refused like Router.Refuse.
+//
+// # Fuzzing
+//
+// The fuzz targets feed ≥1200-byte ciphertexts, which Go's input
+// minimizer cannot shrink (its byte-subset pass is quadratic); run them
+// with a short minimization budget, e.g.
+//
+//	go test ./internal/quicroute -run '^$' -fuzz FuzzRoute -fuzztime 60s -fuzzminimizetime 2s
 package quicroute

@@ -5,64 +5,109 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
 
-// FuzzParseInitial: mode&1 == 0 parses data as a datagram (random bytes,
-// mutated real Initials); mode&1 == 1 seals data as the plaintext payload
-// of a valid Initial first, because mutated ciphertext never gets past
-// the AEAD and the frame parser would go unfuzzed. Either way ParseInitial
-// must not panic, must not touch its input, and must return consistent
-// results. (Out-of-bounds reads would panic: Go checks every index.)
+// FuzzParseInitial checks that ParseInitial never panics (Go checks every
+// index, so an out-of-bounds read would), never modifies its input, and
+// returns consistent results. mode%3 selects how data becomes a datagram:
+//
+//	0: data itself (random bytes);
+//	1: data is the plaintext payload of a correctly sealed Initial, since
+//	   mutated ciphertext never gets past the AEAD and the frame parser
+//	   would go unfuzzed (mode bits choose version, packet number length,
+//	   coalesced junk);
+//	2: a real Initial (RFC vectors, captured quic-go datagrams; mode/3
+//	   picks one) edited by data: 3-byte ops (position, value) XOR a byte,
+//	   value 0 truncates.
+//
+// Real Initials are ≥1200 bytes of ciphertext that the fuzzer's minimizer
+// cannot shrink (its byte-subset pass is quadratic), so they enter as
+// edit scripts rather than raw seeds. Inputs the mutator grows still can
+// be slow to minimize: use -fuzzminimizetime 2s (see the package doc).
 func FuzzParseInitial(f *testing.F) {
-	f.Add(uint8(0), readHex(f, "rfc9001_client_initial.hex"))
-	f.Add(uint8(0), readHex(f, "rfc9369_client_initial.hex"))
-	for _, fl := range quicGoFlights(f) {
-		f.Add(uint8(0), fl.datagrams[0])
-		f.Add(uint8(0), fl.datagrams[1])
+	bases := [][]byte{readHex(f, "rfc9001_client_initial.hex"), readHex(f, "rfc9369_client_initial.hex")}
+	bases = append(bases, quicGoFixture(f)...)
+	for i := range bases {
+		f.Add(uint8(2+3*i), []byte{})
+		f.Add(uint8(2+3*i), []byte{0, 5, 0x40, 0, 20, 0x80}) // version, length field
 	}
 	f.Add(uint8(0), []byte{0x40, 1, 2, 3})
 	f.Add(uint8(0), []byte{0xc0, 0xff, 0, 0, 0x1d, 1, 1, 1, 1})
-	hello := readHex(f, "rfc_client_hello_crypto.hex")
-	f.Add(uint8(1), hello)
-	f.Add(uint8(3), []byte{2, 10, 0, 1, 2, 3, 4, 3, 10, 0, 0, 0, 1, 2, 3, 6, 0, 1, 'x'})
-	f.Add(uint8(5), []byte{0, 0, 1, 0x1c, 0x0a, 0x06, 3, 'b', 'y', 'e', 0x08})
-	f.Add(uint8(17), []byte{6, 0x80, 0, 0, 1, 0x40, 2, 1, 2})
+	f.Add(uint8(1), readHex(f, "rfc_client_hello_crypto.hex")[:40])
+	for _, d := range quicGoFixture(f) {
+		in, err := ParseInitial(d)
+		if err != nil {
+			f.Fatal(err)
+		}
+		var payload []byte
+		for _, c := range in.Crypto {
+			payload = append(payload, cryptoFrame(c.Offset, c.Data[:min(len(c.Data), 16)])...)
+		}
+		f.Add(uint8(1), payload)
+	}
+	f.Add(uint8(4), []byte{2, 10, 0, 1, 2, 3, 4, 3, 10, 0, 0, 0, 1, 2, 3, 6, 0, 1, 'x'})
+	f.Add(uint8(7), []byte{0, 0, 1, 0x1c, 0x0a, 0x06, 3, 'b', 'y', 'e', 0x08})
+	f.Add(uint8(16), []byte{6, 0x80, 0, 0, 1, 0x40, 2, 1, 2})
 	f.Add(uint8(1), []byte{2, 0x80, 0xff, 0xff, 0xff, 0, 0xbf, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, mode uint8, data []byte) {
-		if mode&1 == 0 {
+		switch mode % 3 {
+		case 0:
 			orig := bytes.Clone(data)
 			in, err := ParseInitial(data)
 			if !bytes.Equal(data, orig) {
 				t.Fatal("input modified")
 			}
 			checkParsed(t, data, in, err)
-			return
-		}
-		if len(data) > 4000 {
-			data = data[:4000]
-		}
-		o := sealOpts{dcid: []byte("fuzzdcid"), scid: []byte{1, 2}, pnLen: int(mode>>2&3) + 1}
-		o.pn = uint64(len(data)) & (1<<(8*o.pnLen) - 1)
-		if mode&2 != 0 {
-			o.version = Version2
-		}
-		pkt := sealInitial(o, data)
-		plen := len(pkt)
-		if mode&16 != 0 {
-			pkt = append(pkt, data...) // coalesced junk
-		}
-		in, err := ParseInitial(pkt)
-		checkParsed(t, pkt, in, err)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("valid packet, error %v", err)
+
+		case 1:
+			if len(data) > 4000 {
+				data = data[:4000]
 			}
-			return
-		}
-		if in.PacketLen != plen || in.PacketNumber != o.pn || !bytes.Equal(in.DCID, o.dcid) || !bytes.Equal(in.SCID, o.scid) {
-			t.Fatalf("got %+v", in)
+			o := sealOpts{dcid: []byte("fuzzdcid"), scid: []byte{1, 2}, pnLen: int(mode>>2&3) + 1}
+			o.pn = uint64(len(data)) & (1<<(8*o.pnLen) - 1)
+			if mode&0x10 != 0 {
+				o.version = Version2
+			}
+			pkt := sealInitial(o, data)
+			plen := len(pkt)
+			if mode&0x20 != 0 {
+				pkt = append(pkt, data...) // coalesced junk
+			}
+			in, err := ParseInitial(pkt)
+			checkParsed(t, pkt, in, err)
+			if err != nil {
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("valid packet, error %v", err)
+				}
+				return
+			}
+			if in.PacketLen != plen || in.PacketNumber != o.pn || !bytes.Equal(in.DCID, o.dcid) || !bytes.Equal(in.SCID, o.scid) {
+				t.Fatalf("got %+v", in)
+			}
+
+		case 2:
+			base := bases[int(mode/3)%len(bases)]
+			d := bytes.Clone(base)
+			for ; len(data) >= 3; data = data[3:] {
+				pos, v := int(binary.BigEndian.Uint16(data)), data[2]
+				if v == 0 {
+					d = d[:pos%(len(d)+1)]
+				} else if len(d) > 0 {
+					d[pos%len(d)] ^= v
+				}
+			}
+			orig := bytes.Clone(d)
+			in, err := ParseInitial(d)
+			if !bytes.Equal(d, orig) {
+				t.Fatal("input modified")
+			}
+			checkParsed(t, d, in, err)
+			if bytes.Equal(d, base) && err != nil {
+				t.Fatalf("unedited base: %v", err)
+			}
 		}
 	})
 }
@@ -105,9 +150,13 @@ func FuzzRoute(f *testing.F) {
 	piece := func(off, n int) []byte {
 		return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, uint16(off)), uint16(n))
 	}
-	for _, fl := range quicGoFlights(f) {
-		f.Add(append(op(0, fl.datagrams[1]), op(0, fl.datagrams[0])...))
-	}
+	// Op 7 with 0x20: captured quic-go datagram (code>>3)&3, XOR-edited
+	// by the payload (position, value) pairs.
+	fixture := quicGoFixture(f)
+	captured := func(k int, edits ...byte) []byte { return op(byte(7|0x20|k<<3), edits) }
+	f.Add(slices.Concat(captured(1), captured(0)))
+	f.Add(slices.Concat(captured(2), captured(2), op(5, nil), captured(3), captured(0)))
+	f.Add(slices.Concat(captured(0), captured(1, 0, 100, 4)))
 	f.Add(append(op(2, piece(0, 1000)), op(2, piece(1000, 2000))...))
 	f.Add(append(append(op(2, piece(500, 2000)), op(4, nil)...), op(2, piece(0, 600))...))
 	f.Add(append(append(op(2, piece(0, 3000)), op(6, nil)...), op(0x0c, nil)...))
@@ -164,15 +213,21 @@ func FuzzRoute(f *testing.F) {
 				r.Bind(dcid, code)
 				continue
 			case 7:
-				if code&0x40 != 0 {
+				switch {
+				case code&0x40 != 0:
 					r.Refuse(dcid)
 					continue
-				}
-				if len(last) == 0 {
+				case code&0x20 != 0:
+					d = bytes.Clone(fixture[int(code>>3)&3])
+					for e := payload; len(e) >= 3; e = e[3:] {
+						d[int(binary.BigEndian.Uint16(e))%len(d)] ^= e[2]
+					}
+				case len(last) == 0:
 					continue
+				default:
+					d = bytes.Clone(last)
+					d[int(code)%len(d)] ^= 1 << (code % 8)
 				}
-				d = bytes.Clone(last)
-				d[int(code)%len(d)] ^= 1 << (code % 8)
 			}
 			last = d
 			from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, code}), 443)

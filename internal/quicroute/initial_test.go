@@ -169,11 +169,11 @@ func TestParseInitialErrors(t *testing.T) {
 // TestParseFrames covers the frames an Initial may carry.
 func TestParseFrames(t *testing.T) {
 	dcid := []byte("12345678")
-	ack := []byte{2, 10, 0, 1, 2, 3, 4}    // largest 10, delay 0, 1 range, first 2, gap 3 len 4
+	ack := []byte{2, 10, 0, 1, 2, 3, 4}       // largest 10, delay 0, 1 range, first 2, gap 3 len 4
 	ackECN := []byte{3, 10, 0, 0, 0, 1, 2, 3} // + ECN counts
-	close := []byte{0x1c, 0x0a, 0x06, 3, 'b', 'y', 'e'}
+	closing := []byte{0x1c, 0x0a, 0x06, 3, 'b', 'y', 'e'}
 	payload := slices.Concat([]byte{0, 0, 1}, cryptoFrame(100, []byte("world")), ack, ackECN,
-		cryptoFrame(0, []byte("hello")), []byte{1, 0}, close, []byte{0x08, 0xff})
+		cryptoFrame(0, []byte("hello")), []byte{1, 0}, closing, []byte{0x08, 0xff})
 	in, err := ParseInitial(sealInitial(sealOpts{dcid: dcid, scid: []byte{9}, token: []byte("tok"), pn: 0x1234, pnLen: 2}, payload))
 	if err != nil {
 		t.Fatal(err)

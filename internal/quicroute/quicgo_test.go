@@ -3,8 +3,11 @@ package quicroute
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mcpgate/mcpgate/internal/peek"
@@ -168,3 +171,48 @@ func TestRouterQuicGo(t *testing.T) {
 }
 
 var _ quic.ConnectionIDGenerator = NewGenerator(0, testKey, quic.ConnectionIDFromBytes)
+
+// quicGoFixture returns the first two datagrams of a quic-go v1 client
+// ("a.example") and of a v2 client ("b.example") captured once into
+// testdata, so fuzz seeds and corpus entries stay reproducible (a live
+// capture has a fresh DCID and key share every run). Regenerate with
+// QUICROUTE_REGEN=1 go test -run TestQuicGoFixture.
+func quicGoFixture(tb testing.TB) [][]byte {
+	tb.Helper()
+	var ds [][]byte
+	for _, name := range []string{"quicgo_v1_initials.hex", "quicgo_v2_initials.hex"} {
+		b := readHex(tb, name)
+		ds = append(ds, b[:len(b)/2], b[len(b)/2:])
+	}
+	return ds
+}
+
+func TestQuicGoFixture(t *testing.T) {
+	if os.Getenv("QUICROUTE_REGEN") != "" {
+		fl := quicGoFlights(t)
+		for name, v := range map[string]quic.Version{"quicgo_v1_initials.hex": quic.Version1, "quicgo_v2_initials.hex": quic.Version2} {
+			d := fl[v].datagrams
+			if len(d[0]) != len(d[1]) {
+				t.Fatal("datagrams of different sizes")
+			}
+			var sb strings.Builder
+			fmt.Fprintf(&sb, "# quic-go %s client Initials (ServerName %q, ALPN h3): two %d-byte datagrams\n", v, fl[v].sni, len(d[0]))
+			for chunk := range slices.Chunk(slices.Concat(d[0], d[1]), 32) {
+				fmt.Fprintf(&sb, "%x\n", chunk)
+			}
+			if err := os.WriteFile("testdata/"+name, []byte(sb.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ds := quicGoFixture(t)
+	for i, sni := range []string{"a.example", "b.example"} {
+		a, b := ds[2*i], ds[2*i+1]
+		if got, err := SNI(b, a); got != sni || err != nil {
+			t.Fatalf("fixture %d: %q %v", i, got, err)
+		}
+		if _, err := SNI(a); !errors.Is(err, ErrIncomplete) {
+			t.Fatalf("fixture %d: first datagram alone: %v", i, err)
+		}
+	}
+}

@@ -251,13 +251,16 @@ func (r *Router) Route(datagram []byte, from netip.AddrPort) Decision {
 	return Decision{Err: malformed("%s packet from a client", h.typ)}
 }
 
+// errShortPacket is preallocated: floods of tiny packets stay cheap to drop.
+var errShortPacket = fmt.Errorf("%w: short header packet too short to be valid", ErrMalformed)
+
 // routeShort is the hot path: no clock, no maps, no allocation.
 func (r *Router) routeShort(datagram []byte) Decision {
 	// RFC 9001 §5.4.2: packet number plus payload are at least 4 bytes
 	// more than the 16-byte sample, so a real 1-RTT packet is never
 	// shorter than this.
 	if len(datagram) < 1+CIDLen+4+sampleLen {
-		return Decision{Err: malformed("short header packet of %d bytes", len(datagram))}
+		return Decision{Err: errShortPacket}
 	}
 	r.mu.Lock()
 	w, ok := r.codec.decode(datagram[1:1+CIDLen], &r.in, &r.out)

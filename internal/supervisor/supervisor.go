@@ -121,9 +121,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	control, err := listenControl(filepath.Join(cfg.Server.StateDir, controlSocketName))
-	if err != nil {
-		return err
+	control := handover.controlListener()
+	if control == nil {
+		if control, err = listenControl(filepath.Join(cfg.Server.StateDir, controlSocketName)); err != nil {
+			return err
+		}
 	}
 	defer control.Close()
 

@@ -30,6 +30,9 @@ type handoverState struct {
 	Listeners []handoverListener  `json:"listeners"`
 	Workers   []handoverWorker    `json:"workers"`
 	Control   int                 `json:"control_fd,omitempty"` // fd of the `mcpgate upgrade` caller, or 0
+	// ControlListener is the control socket's listener: passed on, so
+	// `mcpgate status` and `reload` work throughout the upgrade.
+	ControlListener int `json:"control_listener_fd,omitempty"`
 	Started   time.Time           `json:"started"`
 	QUICKey   *[16]byte           `json:"quic_key,omitempty"`
 	sockets   *activation.Sockets `json:"-"`
@@ -191,6 +194,12 @@ func (s *Supervisor) upgrade(reqs []reloadRequest) ReloadResult {
 		}
 		st.Workers = append(st.Workers, hw)
 	}
+	if ul, ok := s.control.(*net.UnixListener); ok {
+		if fd, err := inheritable(ul); err == nil {
+			fds = append(fds, fd)
+			st.ControlListener = fd
+		}
+	}
 	for _, r := range reqs {
 		if r.conn == nil || st.Control != 0 {
 			continue
@@ -214,15 +223,9 @@ func (s *Supervisor) upgrade(reqs []reloadRequest) ReloadResult {
 		return fail(err)
 	}
 	env := append(workerEnvKeepNotify(os.Environ()), upgradeEnv+"="+string(b))
-	// The control socket is bound again by the next binary.
-	s.control.Close()
 	err = syscall.Exec(exe, os.Args, env)
-	// Still here: the exec failed.
+	// Still here: the exec failed; the control socket never stopped.
 	closeFDs()
-	if l, lerr := listenControl(s.control.Addr().String()); lerr == nil {
-		s.control = l
-		go s.serveControl(l)
-	}
 	s.resume(all)
 	s.notify("READY=1\nSTATUS=" + s.status())
 	return fail(err)
@@ -280,6 +283,20 @@ func takeHandover() (*handoverState, error) {
 		return nil, errors.New("upgrade handover: no listeners")
 	}
 	return &st, nil
+}
+
+// controlListener returns the control listener handed over, if any.
+func (st *handoverState) controlListener() net.Listener {
+	if st == nil || st.ControlListener == 0 {
+		return nil
+	}
+	f := os.NewFile(uintptr(st.ControlListener), "control-listener")
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil
+	}
+	return l
 }
 
 // adopt serves with the workers the previous binary left running.

@@ -72,6 +72,49 @@ type Worker struct {
 	newConns  sync.Map       // net.Conn → struct{}: the fresh ones
 	drainOnce sync.Once
 	drained   chan struct{}
+
+	draining atomic.Bool
+	h1mu     sync.Mutex
+	h1       map[net.Conn]h1conn // guarded by h1mu; connections not known to be HTTP/2
+}
+
+type h1conn struct {
+	state http.ConnState
+	since time.Time
+}
+
+// trackH1 follows the HTTP/1 connections' states (HTTP/2 ones are dropped
+// once their protocol is known).
+func (w *Worker) trackH1(c net.Conn, st http.ConnState) {
+	w.h1mu.Lock()
+	defer w.h1mu.Unlock()
+	if w.h1 == nil {
+		w.h1 = map[net.Conn]h1conn{}
+	}
+	if tc, ok := c.(*tls.Conn); ok && st != http.StateNew && tc.ConnectionState().NegotiatedProtocol == "h2" {
+		delete(w.h1, c)
+		return
+	}
+	switch st {
+	case http.StateClosed, http.StateHijacked:
+		delete(w.h1, c)
+	default:
+		w.h1[c] = h1conn{st, time.Now()}
+	}
+}
+
+// h1MayCarryRequest reports whether some HTTP/1 connection may have a
+// request on its way that Shutdown would drop: a new one, or one idle for
+// less than grace.
+func (w *Worker) h1MayCarryRequest(grace time.Duration) bool {
+	w.h1mu.Lock()
+	defer w.h1mu.Unlock()
+	for _, h := range w.h1 {
+		if h.state == http.StateNew || h.state == http.StateIdle && time.Since(h.since) < grace {
+			return true
+		}
+	}
+	return false
 }
 
 // Run serves until the supervisor asks for a drain or goes away.
@@ -242,6 +285,15 @@ func (w *Worker) drain() {
 		// (last stream 0), and not every client retries. Let fresh
 		// connections start their first request first, briefly.
 		w.awaitFresh(min(time.Second, w.spec.DrainTimeout/4))
+		// HTTP/1: answer every further request with Connection: close, and
+		// call Shutdown (which closes idle connections at once and drops
+		// requests it reads afterwards) only when no keep-alive connection
+		// may have a request on its way.
+		w.draining.Store(true)
+		grace := min(time.Second, w.spec.DrainTimeout/4)
+		for end := time.Now().Add(w.spec.DrainTimeout / 2); w.h1MayCarryRequest(grace) && time.Now().Before(end); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		// At the drain deadline open streams (SSE over any protocol) end
 		// cleanly, so clients reconnect with Last-Event-ID; the servers get
 		// a short grace to finish those responses, then are closed.
@@ -288,6 +340,7 @@ func shutdownAll(ctx context.Context, srvs ...*http.Server) error {
 // handler yet ("fresh"; HTTP/2 leaves StateNew at the preface, before its
 // first request, so the state alone does not tell).
 func (w *Worker) countConns(c net.Conn, st http.ConnState) {
+	w.trackH1(c, st)
 	switch st {
 	case http.StateNew:
 		w.conns.Add(1)
@@ -362,6 +415,9 @@ func (w *Worker) handler() http.Handler {
 	protected := w.oauth.guard.Wrap(w.proxy)
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.markUsed(r.Context().Value(connKey{}))
+		if w.draining.Load() && r.ProtoMajor == 1 {
+			rw.Header().Set("Connection", "close")
+		}
 		if !w.ownsHost(r.Host) {
 			// Coalesced HTTP/2 connections and domain fronting carry a Host
 			// this worker does not serve.
@@ -415,6 +471,9 @@ func (w *Worker) health(rw http.ResponseWriter, r *http.Request) {
 // redirect answers the plain-HTTP listener: 308 to the same URL on HTTPS.
 func (w *Worker) redirect(rw http.ResponseWriter, r *http.Request) {
 	w.markUsed(r.Context().Value(connKey{}))
+	if w.draining.Load() {
+		rw.Header().Set("Connection", "close")
+	}
 	host := stripPort(r.Host)
 	if !w.ownsHost(host) {
 		http.Error(rw, "no proxy is set up for this host", http.StatusNotFound)

@@ -1,8 +1,10 @@
 // Package backends holds in-process upstream servers for mcpgate's
 // end-to-end tests: a real MCP server built with the official Go SDK, an SSE
-// server whose second event waits for the test, an echo server that reports
-// the request it received, a slow server, and a closed port. Each listens on
-// 127.0.0.1:0 and is closed at test cleanup.
+// server whose second event waits for the test, an SSE ticker that resumes
+// after Last-Event-ID, an echo server that reports the request it received,
+// a slow server, a server that holds requests until the test releases
+// them, and a closed port. Each listens on 127.0.0.1:0 and is closed at
+// test cleanup.
 package backends
 
 import (

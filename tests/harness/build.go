@@ -102,6 +102,7 @@ func Main(m *testing.M) {
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
+	removeVariants()
 	os.Exit(code)
 }
 
@@ -116,7 +117,23 @@ type Result struct {
 // does not finish in time.
 func Run(t testing.TB, timeout time.Duration, args ...string) Result {
 	t.Helper()
-	bin := Binary(t)
+	return RunBinary(t, Binary(t), timeout, args...)
+}
+
+// RunBinary is Run with the given mcpgate binary.
+func RunBinary(t testing.TB, bin string, timeout time.Duration, args ...string) Result {
+	t.Helper()
+	res, err := Exec(bin, timeout, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// Exec runs bin with args (bounded by timeout) like RunBinary, but reports
+// a failure to start or to finish in time as an error instead of failing
+// the test, so it may be called from any goroutine.
+func Exec(bin string, timeout time.Duration, args ...string) (Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -128,13 +145,13 @@ func Run(t testing.TB, timeout time.Duration, args ...string) Result {
 	var exit *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
-		t.Fatalf("mcpgate %s: did not finish within %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), timeout, res.Stdout, res.Stderr)
+		return res, fmt.Errorf("mcpgate %s: did not finish within %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), timeout, res.Stdout, res.Stderr)
 	case errors.As(err, &exit):
 		res.ExitCode = exit.ExitCode()
 	case err != nil:
-		t.Fatalf("mcpgate %s: %v", strings.Join(args, " "), err)
+		return res, fmt.Errorf("mcpgate %s: %v", strings.Join(args, " "), err)
 	}
-	return res
+	return res, nil
 }
 
 // cleanEnv is the test process environment without variables that would

@@ -19,6 +19,12 @@ type Proxy struct {
 	// Tables is raw TOML appended after the [tls] table, e.g. "[timeouts]\n
 	// response_header = \"1s\"" or [[routes]] entries.
 	Tables string
+	// Auth is the body of the proxy's [auth] table, e.g. "scopes = [\"mcp\"]".
+	// Empty means "required = false": authentication is required by
+	// default, and a proxy requiring it without [oauth] in mcpgate.toml is
+	// a configuration error. Nothing is added when Tables has its own
+	// [auth] table.
+	Auth string
 }
 
 // Options configure Start and WriteConfig.
@@ -31,6 +37,10 @@ type Options struct {
 	ServerTOML string
 	// Env is added to the gateway's environment.
 	Env []string
+	// Binary is the mcpgate binary to run; Binary(t) when empty. A test
+	// that replaces the binary on disk (reload, upgrade) passes its own
+	// copy, see PrivateBinary.
+	Binary string
 }
 
 // HealthHost is the hostname used to reach p: its first plain hostname, or
@@ -66,34 +76,65 @@ func WriteConfig(t testing.TB, dir, stateDir string, pki *PKI, o Options) {
 	writeFile(t, filepath.Join(dir, "mcpgate.toml"), global)
 
 	for _, p := range o.Proxies {
-		cert, key := pki.Leaf(t, p.Name, p.Hostnames...)
-		var b strings.Builder
-		fmt.Fprintf(&b, "hostnames = [")
-		for i, h := range p.Hostnames {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(quote(h))
-		}
-		fmt.Fprintf(&b, "]\ntarget = %s\n", quote(p.Target))
-		if p.Keys != "" {
-			fmt.Fprintf(&b, "%s\n", p.Keys)
-		}
-		fmt.Fprintf(&b, "\n[tls]\ncert_file = %s\nkey_file = %s\n", quote(cert), quote(key))
-		if p.Tables != "" {
-			fmt.Fprintf(&b, "\n%s\n", p.Tables)
-		}
-		writeFile(t, filepath.Join(dir, p.Name+".toml"), b.String())
+		WriteProxyFile(t, dir, pki, p)
 	}
+}
+
+// WriteProxyFile writes <dir>/<p.Name>.toml, issuing p a certificate for
+// its hostnames from pki. The file is replaced atomically (written under
+// another name, then renamed), so a reload running meanwhile reads the old
+// file or the new one, never half of one.
+func WriteProxyFile(t testing.TB, dir string, pki *PKI, p Proxy) {
+	t.Helper()
+	cert, key := pki.Leaf(t, p.Name, p.Hostnames...)
+	var b strings.Builder
+	fmt.Fprintf(&b, "hostnames = [")
+	for i, h := range p.Hostnames {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quote(h))
+	}
+	fmt.Fprintf(&b, "]\ntarget = %s\n", quote(p.Target))
+	if p.Keys != "" {
+		fmt.Fprintf(&b, "%s\n", p.Keys)
+	}
+	fmt.Fprintf(&b, "\n[tls]\ncert_file = %s\nkey_file = %s\n", quote(cert), quote(key))
+	if p.Tables != "" {
+		fmt.Fprintf(&b, "\n%s\n", p.Tables)
+	}
+	switch {
+	case p.Auth != "":
+		fmt.Fprintf(&b, "\n[auth]\n%s\n", p.Auth)
+	case !hasAuthTable(p.Tables):
+		b.WriteString("\n[auth]\nrequired = false\n")
+	}
+	writeFile(t, filepath.Join(dir, p.Name+".toml"), b.String())
+}
+
+// hasAuthTable reports whether raw TOML has an [auth] table header.
+func hasAuthTable(tables string) bool {
+	for line := range strings.Lines(tables) {
+		if l := strings.TrimSpace(line); strings.HasPrefix(l, "[auth]") || strings.HasPrefix(l, "[auth.") {
+			return true
+		}
+	}
+	return false
 }
 
 // quote renders s as a TOML basic string. Go's %q escapes are valid TOML
 // for the printable ASCII paths and names used here.
 func quote(s string) string { return fmt.Sprintf("%q", s) }
 
+// writeFile replaces path atomically. The temporary name does not end in
+// .toml, so the config loader never sees it as a proxy.
 func writeFile(t testing.TB, path, content string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }

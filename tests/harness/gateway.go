@@ -37,6 +37,7 @@ const HealthPath = "/.well-known/mcpgate/health"
 // Gateway is one running `mcpgate serve` instance.
 type Gateway struct {
 	Dir       string // config dir
+	Bin       string // the binary the supervisor was started from
 	StateDir  string
 	LogFile   string // supervisor and worker stdout+stderr
 	HTTPSAddr string // the listener passed as fd 3 ("https")
@@ -64,7 +65,10 @@ type Gateway struct {
 // gateway and fails the test if it or any worker outlives the stop.
 func Start(t testing.TB, o Options) *Gateway {
 	t.Helper()
-	bin := Binary(t)
+	bin := o.Binary
+	if bin == "" {
+		bin = Binary(t)
+	}
 	root := t.TempDir()
 	g := &Gateway{
 		Dir:      filepath.Join(root, "conf"),
@@ -72,6 +76,7 @@ func Start(t testing.TB, o Options) *Gateway {
 		LogFile:  filepath.Join(root, "gateway.log"),
 		PKI:      NewPKI(t),
 		Proxies:  o.Proxies,
+		Bin:      bin,
 		t:        t,
 		done:     make(chan struct{}),
 	}
@@ -187,11 +192,13 @@ func (g *Gateway) WaitReady(t testing.TB) {
 
 // Health is the JSON of the health endpoint.
 type Health struct {
-	Status  string `json:"status"`
-	Proxy   string `json:"proxy"`
-	Version string `json:"version"`
-	BuildID string `json:"build_id"`
-	PID     int    `json:"pid"`
+	Status     string `json:"status"`
+	Proxy      string `json:"proxy"`
+	Version    string `json:"version"`
+	BuildID    string `json:"build_id"`
+	PID        int    `json:"pid"`
+	ConfigHash string `json:"config_hash"`
+	Generation uint64 `json:"generation"`
 }
 
 // Health fetches https://host/.well-known/mcpgate/health over a new

@@ -10,6 +10,8 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -23,6 +25,26 @@ type PKI struct {
 
 	ca  *x509.Certificate
 	key *ecdsa.PrivateKey
+
+	mu     sync.Mutex
+	issued map[string]int // guarded by mu; files named after each name so far
+}
+
+// fileName returns name for its first certificate and name.2, name.3, …
+// for later ones: a certificate issued again (a proxy file rewritten for a
+// reload) gets new files, so a worker starting meanwhile never reads the
+// new certificate with the old key.
+func (p *PKI) fileName(name string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.issued == nil {
+		p.issued = map[string]int{}
+	}
+	p.issued[name]++
+	if n := p.issued[name]; n > 1 {
+		return name + "." + strconv.Itoa(n)
+	}
+	return name
 }
 
 // NewPKI creates an ECDSA P-256 CA whose files live in a test temp dir.
@@ -58,7 +80,8 @@ func NewPKI(t testing.TB) *PKI {
 }
 
 // Leaf issues a server certificate for hostnames (wildcards allowed) and
-// writes <name>.crt and <name>.key into p.Dir, returning their paths.
+// writes <name>.crt and <name>.key into p.Dir (<name>.2.crt … when name
+// was used before), returning their paths.
 func (p *PKI) Leaf(t testing.TB, name string, hostnames ...string) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -83,6 +106,7 @@ func (p *PKI) Leaf(t testing.TB, name string, hostnames ...string) (certFile, ke
 	if err != nil {
 		t.Fatal(err)
 	}
+	name = p.fileName(name)
 	certFile = filepath.Join(p.Dir, name+".crt")
 	keyFile = filepath.Join(p.Dir, name+".key")
 	writePEM(t, certFile, "CERTIFICATE", der)
@@ -101,7 +125,13 @@ func serial(t testing.TB) *big.Int {
 func writePEM(t testing.TB, path, typ string, der []byte) {
 	t.Helper()
 	data := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+	// Replaced atomically: a worker starting during a reload may be reading
+	// the previous file.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }
