@@ -37,6 +37,8 @@ type Options struct {
 	ServerTOML string
 	// Env is added to the gateway's environment.
 	Env []string
+	// QUIC passes a UDP socket named "quic" too, for HTTP/3.
+	QUIC bool
 	// Binary is the mcpgate binary to run; Binary(t) when empty. A test
 	// that replaces the binary on disk (reload, upgrade) passes its own
 	// copy, see PrivateBinary.

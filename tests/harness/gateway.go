@@ -42,6 +42,7 @@ type Gateway struct {
 	LogFile   string // supervisor and worker stdout+stderr
 	HTTPSAddr string // the listener passed as fd 3 ("https")
 	HTTPAddr  string // the listener passed as fd 4 ("http")
+	QUICAddr  string // the UDP socket passed as fd 5 ("quic"), with Options.QUIC
 	PKI       *PKI
 	Proxies   []Proxy
 
@@ -121,8 +122,28 @@ func Start(t testing.TB, o Options) *Gateway {
 	g.cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`,
 		bin, "serve", "--config-dir", g.Dir)
 	g.cmd.Env = append(cleanEnv(), "LISTEN_FDS=2", "LISTEN_FDNAMES=https:http")
-	g.cmd.Env = append(g.cmd.Env, o.Env...)
 	g.cmd.ExtraFiles = []*os.File{httpsFile, httpFile} // fds 3, 4
+	if o.QUIC {
+		// The same port number as https, as with systemd's udp 443 beside
+		// tcp 443, when it is free.
+		pc, err := net.ListenPacket("udp", g.HTTPSAddr)
+		if err != nil {
+			pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.QUICAddr = pc.LocalAddr().String()
+		quicFile, err := pc.(*net.UDPConn).File()
+		pc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer quicFile.Close()
+		g.cmd.ExtraFiles = append(g.cmd.ExtraFiles, quicFile) // fd 5
+		g.cmd.Env = append(cleanEnv(), "LISTEN_FDS=3", "LISTEN_FDNAMES=https:http:quic")
+	}
+	g.cmd.Env = append(g.cmd.Env, o.Env...)
 	g.cmd.Stdout, g.cmd.Stderr = logf, logf
 	// If the test binary dies without cleanup (panic on -timeout), the
 	// kernel stops the gateway instead of leaving it running.

@@ -1,0 +1,192 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgate/mcpgate/tests/backends"
+	"github.com/mcpgate/mcpgate/tests/harness"
+)
+
+// TestHTTP3RoutesBySNI: one UDP port, two proxies; a quic-go HTTP/3 client
+// reaches each one's backend, chosen by the SNI of its Initial packets.
+func TestHTTP3RoutesBySNI(t *testing.T) {
+	t.Parallel()
+	alpha, beta := backends.NewMCP(t, "alpha-backend"), backends.NewMCP(t, "beta-backend")
+	g := harness.Start(t, harness.Options{QUIC: true, Proxies: []harness.Proxy{
+		{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: alpha.URL},
+		{Name: "beta", Hostnames: []string{"beta.test"}, Target: beta.URL},
+	}})
+	c := g.HTTP3Client(t)
+	for _, tc := range []struct{ host, proxy string }{{"alpha.test", "alpha"}, {"beta.test", "beta"}} {
+		res, err := c.Get("https://" + tc.host + "/.well-known/mcpgate/health")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.host, err)
+		}
+		var h struct{ Proxy string }
+		json.NewDecoder(res.Body).Decode(&h)
+		res.Body.Close()
+		if res.ProtoMajor != 3 || h.Proxy != tc.proxy {
+			t.Errorf("%s: %s answered by %q, want HTTP/3 from %q", tc.host, res.Proto, h.Proxy, tc.proxy)
+		}
+	}
+	// The HTTP/2 side advertises HTTP/3.
+	res, err := g.HTTP2Client().Get("https://alpha.test/.well-known/mcpgate/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if alt := res.Header.Get("Alt-Svc"); !strings.HasPrefix(alt, `h3=":`) {
+		t.Errorf("Alt-Svc = %q, want an h3 advertisement", alt)
+	}
+	// 421 for a host this connection's worker does not serve.
+	req, _ := http.NewRequest("GET", "https://alpha.test/.well-known/mcpgate/health", nil)
+	req.Host = "beta.test"
+	res, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("Host of another proxy over HTTP/3: %d, want 421", res.StatusCode)
+	}
+}
+
+// TestHTTP3MCP: an MCP client over HTTP/3 runs initialize, tools/list and
+// a tool call through the gateway; SSE over HTTP/3 flushes each event.
+func TestHTTP3MCP(t *testing.T) {
+	t.Parallel()
+	mcpBackend := backends.NewMCP(t, "alpha-backend")
+	sse := backends.NewSSE(t)
+	g := harness.Start(t, harness.Options{QUIC: true, Proxies: []harness.Proxy{
+		{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: mcpBackend.URL},
+		{Name: "sse", Hostnames: []string{"sse.test"}, Target: sse.URL},
+	}})
+	hc := g.HTTP3Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := mcp.NewClient(&mcp.Implementation{Name: "h3-client", Version: "v1"}, nil)
+	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: "https://alpha.test/mcp", HTTPClient: hc}, nil)
+	if err != nil {
+		t.Fatalf("connect over HTTP/3: %v", err)
+	}
+	defer session.Close()
+	tools, err := session.ListTools(ctx, nil)
+	if err != nil || len(tools.Tools) == 0 {
+		t.Fatalf("tools/list: %v", err)
+	}
+	res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "server_name"})
+	if err != nil || len(res.Content) == 0 || !strings.Contains(res.Content[0].(*mcp.TextContent).Text, "alpha-backend") {
+		t.Fatalf("tools/call over HTTP/3: %+v, %v", res, err)
+	}
+
+	// SSE: the first event arrives before the backend may send the second.
+	resp, err := hc.Get("https://sse.test/sse?id=h3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 3 {
+		t.Fatalf("SSE over %s", resp.Proto)
+	}
+	br := bufio.NewReader(resp.Body)
+	first := make(chan string, 1)
+	go func() {
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || strings.HasPrefix(line, "data:") {
+				first <- line
+				return
+			}
+		}
+	}()
+	select {
+	case line := <-first:
+		if !strings.HasPrefix(line, "data:") {
+			t.Fatalf("first SSE line %q", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("first SSE event not delivered over HTTP/3 before the second was allowed")
+	}
+	sse.Release("h3")
+	rest, _ := io.ReadAll(br)
+	if !strings.Contains(string(rest), "data:") {
+		t.Errorf("second event missing: %q", rest)
+	}
+}
+
+// TestHTTP3Reload: requests keep succeeding over HTTP/3 while the gateway
+// reloads; established QUIC connections finish on the old worker, new ones
+// land on the new worker.
+func TestHTTP3Reload(t *testing.T) {
+	t.Parallel()
+	echo := backends.NewEcho(t, "echo")
+	g := harness.Start(t, harness.Options{QUIC: true, Proxies: []harness.Proxy{
+		{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: echo.URL},
+	}})
+	before := g.WorkerPID(t, "alpha.test")
+	ctx, cancel := context.WithCancel(context.Background())
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := g.HTTP3Client(t)
+			for i := 0; i < 2000 && ctx.Err() == nil; i++ {
+				res, err := c.Get("https://alpha.test/h3/" + string(rune('a'+i%26)))
+				if err == nil {
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				}
+				if err != nil || res.StatusCode != 200 {
+					failed.Add(1)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					continue
+				}
+				ok.Add(1)
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	for range 2 {
+		if r := g.Reload(t); r.ExitCode != 0 {
+			t.Fatalf("reload failed: %+v", r)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	t.Logf("HTTP/3 requests through 2 reloads: %d ok, %d failed", ok.Load(), failed.Load())
+	if failed.Load() > 0 || ok.Load() == 0 {
+		t.Fatalf("%d requests failed over HTTP/3 during reloads (first: %v)", failed.Load(), firstErr)
+	}
+	// A new QUIC connection reaches the new worker.
+	res, err := g.HTTP3Client(t).Get("https://alpha.test/.well-known/mcpgate/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct{ PID int }
+	json.NewDecoder(res.Body).Decode(&h)
+	res.Body.Close()
+	if h.PID == before || h.PID == 0 {
+		t.Errorf("new QUIC connection answered by pid %d; the old worker was %d", h.PID, before)
+	}
+}
