@@ -20,27 +20,40 @@ type tokenResponse struct {
 	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
-// token is the token endpoint.
-func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+// clientForm reads the form of a client-authenticated POST endpoint (token,
+// revocation, introspection) and authenticates the client; on failure it
+// has answered.
+func (s *Server) clientForm(w http.ResponseWriter, r *http.Request) (*client, bool) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		writeJSONError(w, errInvalidRequest("use POST"))
-		return
+		return nil, false
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		writeJSONError(w, errInvalidRequest("the request body must be application/x-www-form-urlencoded"))
-		return
+		return nil, false
 	}
-	if r.URL.RawQuery != "" && (r.URL.Query().Has("code") || r.URL.Query().Has("refresh_token") || r.URL.Query().Has("client_secret")) {
+	q := r.URL.Query()
+	if q.Has("code") || q.Has("refresh_token") || q.Has("client_secret") || q.Has("token") {
 		writeJSONError(w, errInvalidRequest("credentials must be sent in the request body"))
-		return
+		return nil, false
 	}
 	c, oe := s.authenticateClient(r)
 	if oe != nil {
 		writeJSONError(w, oe)
+		return nil, false
+	}
+	return c, true
+}
+
+// token is the token endpoint.
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.clientForm(w, r)
+	if !ok {
 		return
 	}
+	var oe *oauthError
 	var resp *tokenResponse
 	switch gt := r.PostForm.Get("grant_type"); gt {
 	case "authorization_code":
@@ -242,18 +255,8 @@ func pkceMatches(verifier, challenge string) bool {
 
 // revoke is RFC 7009: always 200, whatever the token was.
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		writeJSONError(w, errInvalidRequest("use POST"))
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	if err := r.ParseForm(); err != nil {
-		writeJSONError(w, errInvalidRequest("bad form"))
-		return
-	}
-	c, oe := s.authenticateClient(r)
-	if oe != nil {
-		writeJSONError(w, oe)
+	c, ok := s.clientForm(w, r)
+	if !ok {
 		return
 	}
 	tok := r.PostForm.Get("token")
@@ -287,18 +290,8 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 
 // introspect is RFC 7662, for confidential clients.
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		writeJSONError(w, errInvalidRequest("use POST"))
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	if err := r.ParseForm(); err != nil {
-		writeJSONError(w, errInvalidRequest("bad form"))
-		return
-	}
-	c, oe := s.authenticateClient(r)
-	if oe != nil {
-		writeJSONError(w, oe)
+	c, ok := s.clientForm(w, r)
+	if !ok {
 		return
 	}
 	if c.Public {

@@ -120,36 +120,28 @@ func (s *Supervisor) upgrade(reqs []reloadRequest) ReloadResult {
 	}
 	st := handoverState{Activated: s.activated, Started: s.started}
 	var ferr error
+	pass := func(name string, sock any, packet bool) {
+		sc, ok := sock.(syscall.Conn)
+		if !ok {
+			ferr = fmt.Errorf("socket %s is not a socket", name)
+			return
+		}
+		fd, err := inheritable(sc)
+		if err != nil {
+			ferr = err
+			return
+		}
+		fds = append(fds, fd)
+		st.Listeners = append(st.Listeners, handoverListener{Name: name, FD: fd, Packet: packet})
+	}
 	for name, ls := range s.sockets.Stream {
 		for _, l := range ls {
-			sc, ok := l.(syscall.Conn)
-			if !ok {
-				ferr = fmt.Errorf("listener %s is not a socket", name)
-				continue
-			}
-			fd, err := inheritable(sc)
-			if err != nil {
-				ferr = err
-				continue
-			}
-			fds = append(fds, fd)
-			st.Listeners = append(st.Listeners, handoverListener{Name: name, FD: fd})
+			pass(name, l, false)
 		}
 	}
 	for name, pcs := range s.sockets.Packet {
 		for _, pc := range pcs {
-			sc, ok := pc.(syscall.Conn)
-			if !ok {
-				ferr = fmt.Errorf("socket %s is not a socket", name)
-				continue
-			}
-			fd, err := inheritable(sc)
-			if err != nil {
-				ferr = err
-				continue
-			}
-			fds = append(fds, fd)
-			st.Listeners = append(st.Listeners, handoverListener{Name: name, FD: fd, Packet: true})
+			pass(name, pc, true)
 		}
 	}
 	if s.quic != nil {
