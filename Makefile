@@ -61,6 +61,8 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s; e.g. make fuzz FUZZTIM
 
 bench: ## mcpgate vs nginx, Caddy and the bare backend, plus the Go micro-benchmarks: bench/results/<date>.md (< 15 min; installs its Debian packages)
 	@GO=$(GO) bench/run.sh full
+	@echo "== reload soak: 100 reloads under HTTP/1.1, HTTP/2 and SSE load (zero failed requests)"
+	MCPGATE_RELOAD_SOAK=long $(GO) test -count=1 -v -timeout 10m -run '^TestReloadUnderLoad$$' ./tests/e2e/
 
 bench-quick: ## a subset of make bench, one run per figure (< 3 min): bench/results/<date>-quick.md
 	@GO=$(GO) bench/run.sh quick

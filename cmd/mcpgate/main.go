@@ -112,7 +112,7 @@ func cmdServe(fs *flag.FlagSet, args []string) int {
 		return 2
 	}
 	log := logging.New(os.Stderr, *level)
-	if err := supervisor.Run(context.Background(), supervisor.Options{ConfigDir: *dir, Log: log}); err != nil {
+	if err := supervisor.Run(context.Background(), supervisor.Options{ConfigDir: *dir, Log: log, LogLevel: *level}); err != nil {
 		var el config.ErrorList
 		if errors.As(err, &el) {
 			for _, e := range el {

@@ -44,6 +44,7 @@ type proc struct {
 type spawner struct {
 	exe       string
 	configDir string
+	logLevel  string // passed on to workers
 	stderr    *os.File
 	log       *slog.Logger
 	// quic is the shared UDP socket, nil without HTTP/3.
@@ -109,7 +110,11 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 		return nil, err
 	}
 	name := spec.Proxy.Name
-	cmd := exec.Command(s.exe, "worker", name, "--config-dir", s.configDir)
+	args := []string{"worker", name, "--config-dir", s.configDir}
+	if s.logLevel != "" {
+		args = append(args, "--log-level", s.logLevel)
+	}
+	cmd := exec.Command(s.exe, args...)
 	cmd.ExtraFiles = []*os.File{specR, child} // fds 3 and 4: worker.FdSpec, worker.FdHandoff
 	var dgram *net.UnixConn
 	if spec.QUIC != nil {

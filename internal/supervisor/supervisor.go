@@ -37,6 +37,8 @@ type Options struct {
 	// replaced file, so after a package upgrade it is the new version).
 	Executable string
 	Log        *slog.Logger
+	// LogLevel is passed on to workers ("" = their default).
+	LogLevel string
 	// Notify sends a systemd notification; default: sd_notify.
 	Notify func(state string)
 }
@@ -136,7 +138,7 @@ func Run(ctx context.Context, opts Options) error {
 		sockets:   sockets,
 		activated: activated,
 		disp:      &dispatch.Dispatcher{Log: log.With("component", "dispatch")},
-		spawner:   &spawner{exe: opts.Executable, configDir: opts.ConfigDir, stderr: os.Stderr, log: log},
+		spawner:   &spawner{exe: opts.Executable, configDir: opts.ConfigDir, logLevel: opts.LogLevel, stderr: os.Stderr, log: log},
 		started:   time.Now(),
 		control:   control,
 		cfg:       cfg,

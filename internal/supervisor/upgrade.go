@@ -26,16 +26,16 @@ import (
 const upgradeEnv = "MCPGATE_UPGRADE_STATE"
 
 type handoverState struct {
-	Activated bool                `json:"activated"`
-	Listeners []handoverListener  `json:"listeners"`
-	Workers   []handoverWorker    `json:"workers"`
-	Control   int                 `json:"control_fd,omitempty"` // fd of the `mcpgate upgrade` caller, or 0
+	Activated bool               `json:"activated"`
+	Listeners []handoverListener `json:"listeners"`
+	Workers   []handoverWorker   `json:"workers"`
+	Control   int                `json:"control_fd,omitempty"` // fd of the `mcpgate upgrade` caller, or 0
 	// ControlListener is the control socket's listener: passed on, so
 	// `mcpgate status` and `reload` work throughout the upgrade.
-	ControlListener int `json:"control_listener_fd,omitempty"`
-	Started   time.Time           `json:"started"`
-	QUICKey   *[16]byte           `json:"quic_key,omitempty"`
-	sockets   *activation.Sockets `json:"-"`
+	ControlListener int                 `json:"control_listener_fd,omitempty"`
+	Started         time.Time           `json:"started"`
+	QUICKey         *[16]byte           `json:"quic_key,omitempty"`
+	sockets         *activation.Sockets `json:"-"`
 }
 
 type handoverListener struct {

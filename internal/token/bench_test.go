@@ -62,6 +62,8 @@ func BenchmarkVerifyCacheHitParallel(b *testing.B) {
 	for i := range toks {
 		toks[i] = issue(b, shared, benchClaims())
 	}
+	// Signing the tokens above is setup, not the measured work.
+	b.ResetTimer()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
