@@ -104,3 +104,15 @@ func (c *DatagramConn) SetReadDeadline(t time.Time) error { return c.in.SetReadD
 
 // SetWriteDeadline implements net.PacketConn.
 func (c *DatagramConn) SetWriteDeadline(t time.Time) error { return c.out.SetWriteDeadline(t) }
+
+// SetReadBuffer sizes the receive buffer of the datagram pair (quic-go asks
+// for room for bursts).
+func (c *DatagramConn) SetReadBuffer(n int) error { return c.in.SetReadBuffer(n) }
+
+// SetWriteBuffer sizes the shared UDP socket's send buffer.
+func (c *DatagramConn) SetWriteBuffer(n int) error {
+	if wb, ok := c.out.(interface{ SetWriteBuffer(int) error }); ok {
+		return wb.SetWriteBuffer(n)
+	}
+	return nil
+}

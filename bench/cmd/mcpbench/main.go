@@ -51,6 +51,11 @@ type params struct {
 	ProfileSec    int      `json:"profile_seconds"`
 	ProfileProtos []string `json:"profile_protocols"`
 	H2Warm        int      `json:"h2load_warmup_seconds"`
+	GoSec         float64  `json:"h3_rps_seconds"` // HTTP/3 vs HTTP/2, Go client
+	GoWarm        float64  `json:"h3_rps_warmup_seconds"`
+	GoConns       int      `json:"h3_rps_connections"`
+	GoConc        int      `json:"h3_rps_concurrency"`
+	FirstByteN    int      `json:"h3_first_byte_samples"`
 	MicroCount    int      `json:"micro_count"`
 	MicroTime     string   `json:"micro_benchtime"`
 	MicroPkgs     []string
@@ -66,6 +71,7 @@ func paramsFor(mode string) params {
 		ProxyCounts: []int{1, 10, 100}, IdleRuns: 3, IdleRunsLarge: 1,
 		ReloadRuns: 3, ReloadProxies: 10, ReloadWorkers: 8,
 		ProfileSec: 6, ProfileProtos: []string{"h1", "h2"}, H2Warm: 1,
+		GoSec: 3, GoWarm: 1, GoConns: 4, GoConc: 64, FirstByteN: 300,
 		MicroCount: 3, MicroTime: "1s",
 		MicroPkgs:   []string{"./internal/...", "./bench/..."},
 		MicroFilter: ".",
@@ -81,6 +87,7 @@ func paramsFor(mode string) params {
 			ProxyCounts: []int{1, 3}, IdleRuns: 1, IdleRunsLarge: 1,
 			ReloadRuns: 2, ReloadProxies: 3, ReloadWorkers: 2,
 			ProfileSec: 1, ProfileProtos: []string{"h1", "h2"}, H2Warm: 0,
+			GoSec: 1, GoWarm: 0.2, GoConns: 2, GoConc: 16, FirstByteN: 20,
 			MicroCount: 1, MicroTime: "100ms",
 			MicroPkgs:   []string{"./internal/token", "./bench/handoff"},
 			MicroFilter: "VerifyCache(Hit|Miss)$|Handoff",
@@ -96,6 +103,7 @@ func paramsFor(mode string) params {
 		ProxyCounts: []int{1, 10}, IdleRuns: 1, IdleRunsLarge: 0,
 		ReloadRuns: 1, ReloadProxies: 10, ReloadWorkers: 8,
 		ProfileSec: 3, ProfileProtos: []string{"h1"}, H2Warm: 1,
+		GoSec: 2, GoWarm: 0.5, GoConns: 4, GoConc: 64, FirstByteN: 150,
 		MicroCount: 1, MicroTime: "300ms",
 		MicroPkgs:   []string{"./internal/token", "./bench/handoff"},
 		MicroFilter: "VerifyCache(Hit|Miss)$|Handoff",
@@ -127,7 +135,7 @@ func main() {
 	binDir := flag.String("bin", "", "directory with backend, goproxy, mcpgate-a and mcpgate-b")
 	outDir := flag.String("out", "bench/results", "results directory")
 	work := flag.String("work", "", "working directory (default: a new temporary directory)")
-	only := flag.String("only", "", "comma-separated phases to run (development): throughput,latency,newconn,profile,sse,idle,reload,micro")
+	only := flag.String("only", "", "comma-separated phases to run (development): throughput,latency,newconn,h3,profile,sse,idle,reload,micro")
 	stamp := flag.String("stamp", "", "results file name stem (default: the date, plus -quick in quick mode)")
 	sseStreams := flag.Int("sse", 0, "override the number of SSE streams (development)")
 	render := flag.String("render", "", "only rewrite the .md, .png and .json of this results JSON file (after a change of the report)")
@@ -257,7 +265,7 @@ func (b *bench) run(want func(string) bool) error {
 	if err != nil {
 		return err
 	}
-	needServers := want("throughput") || want("latency") || want("newconn") || want("profile") || want("sse")
+	needServers := want("throughput") || want("latency") || want("newconn") || want(h3PhaseName) || want("profile") || want("sse")
 	if needServers {
 		for _, c := range append(cs[1:], gp) {
 			if err := c.start(); err != nil {
@@ -265,7 +273,7 @@ func (b *bench) run(want func(string) bool) error {
 			}
 		}
 		b.recordPinning(cs, gp)
-		b.phase("throughput+latency+newconn", func() error { return b.loadPhases(cs, gp, want) })
+		b.phase("throughput+latency+newconn+h3", func() error { return b.loadPhases(cs, gp, want) })
 		if want("profile") {
 			b.phase("profile", func() error { return b.profileWorker(cs[1]) })
 		}
@@ -312,9 +320,10 @@ func (b *bench) recordPinning(cs []*contender, gp *contender) {
 }
 
 // loadPhases: requests/s (h1, h2), latency at a fixed rate, new TLS
-// connections/s; runs are interleaved (run 1 of every contender, then
-// run 2, …) and the contender order rotates, so slow drifts of a shared
-// machine spread over all of them.
+// connections/s, mcpgate over HTTP/3 versus HTTP/2 (h3.go); runs are
+// interleaved (run 1 of every contender, then run 2, …) and the contender
+// order rotates, so slow drifts of a shared machine spread over all of
+// them.
 func (b *bench) loadPhases(cs []*contender, gp *contender, want func(string) bool) error {
 	tp := time.Duration(b.p.ThroughputSec) * time.Second
 	if want("throughput") {
@@ -370,6 +379,9 @@ func (b *bench) loadPhases(cs []*contender, gp *contender, want func(string) boo
 				b.res.add("newconn_handshake_us", c.name, r.HandshakeUs, nil)
 				logf("run %d new TLS connections %-10s %7.0f /s  (handshake p50 %5.0f µs, %d errors %s)", run+1, c.name, r.PerSecond, r.HandshakeUs, r.Errors, r.FirstErr)
 			}
+		}
+		if want(h3PhaseName) {
+			b.h3Run(run, cs[1])
 		}
 	}
 	return nil

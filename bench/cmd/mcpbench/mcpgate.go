@@ -30,6 +30,7 @@ type gateway struct {
 	backend  string // http://127.0.0.1:P
 	certFile string
 	keyFile  string
+	quic     bool // HTTP/3 on the UDP port of the same number as the https port
 }
 
 func (g *gateway) addr() string { return fmt.Sprintf("127.0.0.1:%d", g.port) }
@@ -48,10 +49,14 @@ func (g *gateway) writeConfig() error {
 	if err := os.WriteFile(filepath.Join(g.dir, "github-secret"), []byte("unused\n"), 0o600); err != nil {
 		return err
 	}
+	quic := "[]"
+	if g.quic {
+		quic = fmt.Sprintf("[%q]", g.addr())
+	}
 	global := fmt.Sprintf(`[server]
 https = [%q]
 http = []
-quic = []
+quic = %s
 state_dir = %q
 drain_timeout = "5s"
 
@@ -66,7 +71,7 @@ client_secret_file = "github-secret"
 authorize_url = "http://127.0.0.1:9/login/oauth/authorize"
 token_url = "http://127.0.0.1:9/login/oauth/access_token"
 api_url = "http://127.0.0.1:9/api"
-`, g.addr(), g.state, g.hosts[0], g.port)
+`, g.addr(), quic, g.state, g.hosts[0], g.port)
 	if err := os.WriteFile(filepath.Join(g.dir, "mcpgate.toml"), []byte(global), 0o644); err != nil {
 		return err
 	}

@@ -315,6 +315,9 @@ func (r *results) summaryText() string {
 	for _, t := range r.Targets {
 		fmt.Fprintf(&b, "%-4s %s: %s\n", passWord(t.Pass), t.Target, t.Measured)
 	}
+	if _, ok := r.Metrics[mGoRPS]; ok {
+		fmt.Fprintf(&b, "h3   %s\n", r.h3Summary())
+	}
 	return b.String()
 }
 
@@ -396,6 +399,7 @@ func (r *results) markdown(chart bool) string {
 	if chart {
 		w("\n![chart](%s.png)\n", r.b.stamp)
 	}
+	w("%s", r.h3Markdown())
 
 	w("\n## Supervisor hand-off\n\n")
 	w("mcpgate has no mode in which a worker listens itself, so the hand-off is isolated by comparison with **go-proxy** (`bench/cmd/goproxy`): ")
@@ -537,6 +541,7 @@ func (r *results) markdown(chart bool) string {
 	w("- **One core per side.** The proxy and the backend share core %s; a proxy that uses less CPU per request leaves more to the backend. This is the issue's setup, not a tuned production layout.\n", serverCore)
 	w("- **Hand-off baseline is a substitute.** mcpgate has no direct-listen mode: the hand-off cost is mcpgate against a separate Go proxy, which shares mcpgate's TLS and proxy libraries but not its code (no bearer check, no header policy, no health route); the micro-benchmark of the SCM_RIGHTS round trip bounds the per-connection cost from below.\n")
 	w("- **direct is plain HTTP** (HTTP/1.1 and h2c, no TLS) for requests/s, latency and SSE, so mcpgate/direct includes the cost of terminating TLS, not only of proxying; the latency target (added p50 over direct) is judged against it as the issue states. Latencies include the Go load generator's own client work, the same for every contender.\n")
+	w("- **mcpgate serves HTTP/3 as well** (for the HTTP/3 figure): its HTTP/1.1 and HTTP/2 responses carry an `Alt-Svc` header the other contenders do not send (about 30 bytes), and it holds one idle UDP socket.\n")
 	w("- **No allocation profile of the running worker** (no pprof endpoint in mcpgate); CPU profile of the worker by perf sampling (cpu-clock: the VM exposes no hardware counters).\n")
 	w("- **SSE memory** is the growth of resident memory of the processes, so it includes Go heap not yet returned to the kernel, and leaves out kernel socket buffers (not in RSS); the streams are idle after their first event.\n")
 	w("- **Reload time** is measured by polling `mcpgate status --json` (interval in the table), so it is late by up to one interval; the supervisor's own figure is beside it.\n")

@@ -111,7 +111,8 @@ func (b *bench) contenders() ([]*contender, error) {
 	}
 	gw := &gateway{name: "main", dir: filepath.Join(b.work, "mcpgate-main", "conf"), state: filepath.Join(b.work, "mcpgate-main", "state"),
 		bin: filepath.Join(b.work, "mcpgate-main", "mcpgate"), port: mp, hosts: []string{"localhost"},
-		logPath: filepath.Join(b.work, "mcpgate-main.log"), backend: b.backendURL(), certFile: b.pki.Cert, keyFile: b.pki.Key}
+		logPath: filepath.Join(b.work, "mcpgate-main.log"), backend: b.backendURL(), certFile: b.pki.Cert, keyFile: b.pki.Key,
+		quic: true} // HTTP/3 too: the h3 figure (h3.go)
 	if err := os.MkdirAll(filepath.Dir(gw.bin), 0o755); err != nil {
 		return nil, err
 	}
