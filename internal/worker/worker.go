@@ -104,13 +104,18 @@ func (w *Worker) trackH1(c net.Conn, st http.ConnState) {
 }
 
 // h1MayCarryRequest reports whether some HTTP/1 connection may have a
-// request on its way that Shutdown would drop: a new one, or one idle for
-// less than grace.
+// request on its way that Shutdown would drop: a new one, one idle for less
+// than grace, or an active one — its response may have started before the
+// drain without "Connection: close", and Shutdown closes the connection
+// right after it, under a client that is already sending its next request.
 func (w *Worker) h1MayCarryRequest(grace time.Duration) bool {
 	w.h1mu.Lock()
 	defer w.h1mu.Unlock()
 	for _, h := range w.h1 {
-		if h.state == http.StateNew || h.state == http.StateIdle && time.Since(h.since) < grace {
+		switch {
+		case h.state == http.StateNew, h.state == http.StateActive:
+			return true
+		case h.state == http.StateIdle && time.Since(h.since) < grace:
 			return true
 		}
 	}
