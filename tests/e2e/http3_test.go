@@ -190,3 +190,53 @@ func TestHTTP3Reload(t *testing.T) {
 		t.Errorf("new QUIC connection answered by pid %d; the old worker was %d", h.PID, before)
 	}
 }
+
+// TestHTTP3OAuth: the bearer check is the same over HTTP/3: no token → 401
+// with the RFC 9728 challenge, a token for another proxy → invalid_token,
+// a valid one reaches the backend with mcpgate's identity headers.
+func TestHTTP3OAuth(t *testing.T) {
+	t.Parallel()
+	e := startOAuthWith(t, harness.Options{QUIC: true}, harness.GitHubOAuthConfig{
+		CallbackHost: "alpha.test",
+		Tables: `[[oauth.clients]]
+client_id = "e2e-cli"
+redirect_uris = ["http://127.0.0.1/callback"]
+`,
+	},
+		harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}},
+		harness.Proxy{Name: "beta", Hostnames: []string{"beta.test"}},
+	)
+	alphaToken, _ := e.tokens(t, "alpha.test", "e2e-cli")
+	h3 := e.g.HTTP3Client(t)
+	post := func(host, token string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "https://"+host+"/mcp", strings.NewReader(initializeBody))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := h3.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.ProtoMajor != 3 {
+			t.Fatalf("answered over %s", res.Proto)
+		}
+		return res
+	}
+	if res := post("alpha.test", ""); res.StatusCode != 401 || !strings.Contains(res.Header.Get("WWW-Authenticate"), `resource_metadata="https://alpha.test`) {
+		t.Errorf("no token: %d %q", res.StatusCode, res.Header.Get("WWW-Authenticate"))
+	}
+	if res := post("beta.test", alphaToken); res.StatusCode != 401 || !strings.Contains(res.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+		t.Errorf("alpha's token at beta: %d %q", res.StatusCode, res.Header.Get("WWW-Authenticate"))
+	}
+	if res := post("alpha.test", alphaToken); res.StatusCode != 200 {
+		t.Errorf("valid token: %d", res.StatusCode)
+	}
+	if _, _, ids := e.spies["alpha"].seen(); len(ids) == 0 || ids[len(ids)-1].Get("X-Mcpgate-User") != "alice" {
+		t.Errorf("backend identity headers: %v", ids)
+	}
+}

@@ -104,6 +104,12 @@ func (e *oauthEnv) checkLogSecrets(t *testing.T) {
 // configuration cfg. fakegithub signs everyone in as alice.
 func startOAuth(t *testing.T, cfg harness.GitHubOAuthConfig, proxies ...harness.Proxy) *oauthEnv {
 	t.Helper()
+	return startOAuthWith(t, harness.Options{}, cfg, proxies...)
+}
+
+// startOAuthWith is startOAuth with further gateway options (QUIC, …).
+func startOAuthWith(t *testing.T, opts harness.Options, cfg harness.GitHubOAuthConfig, proxies ...harness.Proxy) *oauthEnv {
+	t.Helper()
 	e := &oauthEnv{gh: fakegithub.New(t), spies: map[string]*backendSpy{}}
 	for _, u := range oauthUsers {
 		e.gh.AddUser(u)
@@ -121,7 +127,8 @@ func startOAuth(t *testing.T, cfg harness.GitHubOAuthConfig, proxies ...harness.
 		}
 	}
 	e.oauth = harness.NewGitHubOAuth(t, e.gh, cfg)
-	e.g = harness.Start(t, harness.Options{Proxies: proxies, ServerTOML: e.oauth.TOML()})
+	opts.Proxies, opts.ServerTOML = proxies, opts.ServerTOML+e.oauth.TOML()
+	e.g = harness.Start(t, opts)
 	e.api = e.g.HTTP2Client()
 	e.api.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return e
