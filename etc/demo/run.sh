@@ -44,7 +44,7 @@ cat <<MSG
 
   mcpgate demo is running.
 
-  MCP endpoint:  https://localhost:8443/mcp   (OAuth 2.1; Streamable HTTP over HTTP/2 or HTTP/1.1)
+  MCP endpoint:  https://localhost:8443/mcp   (OAuth 2.1; Streamable HTTP over HTTP/1.1, HTTP/2 or HTTP/3)
   Sign-in:       the development identity provider at http://127.0.0.1:9000 asks for a
                  user name and accepts any (never use it in production)
   Certificate:   .demo/state/tls/demo.crt (self-signed; trust it in your client)
