@@ -135,7 +135,3 @@ func (s *Sockets) Close() {
 	}
 }
 
-// Empty reports whether there are no sockets at all.
-func (s *Sockets) Empty() bool {
-	return len(s.Stream) == 0 && len(s.Packet) == 0
-}
