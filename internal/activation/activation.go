@@ -134,4 +134,3 @@ func (s *Sockets) Close() {
 		}
 	}
 }
-
