@@ -151,6 +151,9 @@ type Server struct {
 	// ProxyProtocolFrom: connections from these load balancers must start
 	// with a PROXY protocol (v1 or v2) header; from elsewhere one is refused.
 	ProxyProtocolFrom []netip.Prefix `json:"proxy_protocol_from,omitempty"`
+	// PprofDir: workers serve net/http/pprof on <dir>/<proxy>-<pid>.sock;
+	// "" (the default) = off.
+	PprofDir string `json:"pprof_dir,omitempty"`
 }
 
 // Proxy is one proxied MCP server, from one <name>.toml file.

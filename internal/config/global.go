@@ -87,6 +87,13 @@ func (l *loader) server(f *file, s *serverTable) *Server {
 	if s.DrainTimeout != nil {
 		srv.DrainTimeout = f.positive(p.key("drain_timeout"), *s.DrainTimeout, DefaultDrainTimeout)
 	}
+	if s.PprofDir != nil {
+		if *s.PprofDir == "" {
+			f.errorf(p.key("pprof_dir"), "must not be empty (omit it to turn profiling off)")
+		} else {
+			srv.PprofDir = l.path(*s.PprofDir)
+		}
+	}
 	for i, raw := range s.ProxyProtocolFrom {
 		pfx, err := parsePrefix(raw)
 		if err != nil {

@@ -39,6 +39,9 @@ type serverTable struct {
 	// ProxyProtocolFrom lists the load balancers (CIDR prefixes or single
 	// addresses) whose connections start with a PROXY protocol header.
 	ProxyProtocolFrom []string `toml:"proxy_protocol_from"`
+	// PprofDir, when set, makes every worker serve Go's profiler on a
+	// unix socket there (for operators and make bench).
+	PprofDir *string `toml:"pprof_dir"`
 }
 
 // oauthTable is [oauth]: the authorization server every proxy host runs.

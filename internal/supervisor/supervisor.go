@@ -215,6 +215,7 @@ func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
 		OAuth:        cfg.OAuth,
 		Gateway:      cfg.Enabled(),
 		QUIC:         s.quic.spec(p.HTTP3),
+		PprofDir:     cfg.Server.PprofDir,
 	}
 }
 

@@ -32,6 +32,8 @@ type Spec struct {
 	// tokens for any of the gateway's resources.
 	OAuth   *config.OAuth   `json:"oauth,omitempty"`
 	Gateway []*config.Proxy `json:"gateway,omitempty"`
+	// PprofDir, if set, is where the worker serves Go's profiler.
+	PprofDir string `json:"pprof_dir,omitempty"`
 	// QUIC is set when this worker serves HTTP/3.
 	QUIC *QUICSpec `json:"quic,omitempty"`
 }

@@ -159,6 +159,11 @@ func (w *Worker) run() error {
 		return fmt.Errorf("worker %s: oauth: %w", p.Name, err)
 	}
 	defer w.oauth.close()
+	stopPprof, err := w.servePprof()
+	if err != nil {
+		return fmt.Errorf("worker %s: %w", p.Name, err)
+	}
+	defer stopPprof()
 	w.tlsL = handoff.NewListener(&net.UnixAddr{Name: "handoff-https", Net: "unixpacket"})
 	w.httpL = handoff.NewListener(&net.UnixAddr{Name: "handoff-http", Net: "unixpacket"})
 
