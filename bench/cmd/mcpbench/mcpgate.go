@@ -58,6 +58,7 @@ https = [%q]
 http = []
 quic = %s
 state_dir = %q
+pprof_dir = %q
 drain_timeout = "5s"
 
 [oauth]
@@ -71,7 +72,7 @@ client_secret_file = "github-secret"
 authorize_url = "http://127.0.0.1:9/login/oauth/authorize"
 token_url = "http://127.0.0.1:9/login/oauth/access_token"
 api_url = "http://127.0.0.1:9/api"
-`, g.addr(), quic, g.state, g.hosts[0], g.port)
+`, g.addr(), quic, g.state, g.pprofDir(), g.hosts[0], g.port)
 	if err := os.WriteFile(filepath.Join(g.dir, "mcpgate.toml"), []byte(global), 0o644); err != nil {
 		return err
 	}

@@ -207,6 +207,9 @@ func parsePprofTop(out string) []string {
 // share of runtime.mallocgc and of the garbage collector in this profile
 // stands in for it.
 func (b *bench) profileWorker(c *contender) error {
+	if err := b.goProfileWorker(c); err != nil {
+		logf("Go profile of the worker: %v", err)
+	}
 	if _, err := exec.LookPath("perf"); err != nil {
 		b.res.Profiles = append(b.res.Profiles, profile{Name: "worker", Note: "perf not installed: no profile of the running worker"})
 		return nil
@@ -281,7 +284,7 @@ func workerProfile(proto, file, self, children string) profile {
 		}
 	}
 	pr.Note = fmt.Sprintf("kernel (syscalls, TCP, scheduling) %.0f%% of samples (rows ≥ 0.3%%); write(2) inclusive %s (responses, upstream requests and the access log); ", perfKernelShare(self), perfShare(children, "syscall.write")) +
-		"allocation: no pprof endpoint in mcpgate, so no allocation profile; runtime.mallocgc inclusive " + perfShare(children, "runtime.mallocgc") +
+		"allocation (Go profile: worker-go); runtime.mallocgc inclusive " + perfShare(children, "runtime.mallocgc") +
 		", garbage collector (runtime.gcBgMarkWorker inclusive) " + perfShare(children, "runtime.gcBgMarkWorker") +
 		", GC assists charged to allocating goroutines (runtime.gcAssistAlloc inclusive) " + perfShare(children, "runtime.gcAssistAlloc")
 	return pr
