@@ -48,13 +48,13 @@ e2e: ## the official TypeScript MCP SDK client through the whole OAuth flow (nee
 fuzz: ## run every fuzz target for FUZZTIME (default 10s; e.g. make fuzz FUZZTIME=5m)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; \
-	  for try in 1 2; do \
+	  for try in 1 2 3; do \
 	    echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
 	    if $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s $$pkg > .fuzz.log 2>&1; then \
 	      tail -n 1 .fuzz.log; break; fi; \
 	    cat .fuzz.log; \
-	    if [ $$try = 1 ] && grep -q 'context deadline exceeded' .fuzz.log && ! grep -q 'Failing input written' .fuzz.log; then \
-	      echo "(the fuzzing engine timed out waiting for a worker on a busy machine, without a finding: once more)"; continue; fi; \
+	    if [ $$try -lt 3 ] && grep -q 'context deadline exceeded' .fuzz.log && ! grep -q 'Failing input written' .fuzz.log; then \
+	      echo "(not a finding: Go's fuzz coordinator can report its own -fuzztime deadline as a failure when it races the workers' cancellation; once more)"; continue; fi; \
 	    rm -f .fuzz.log; exit 1; \
 	  done; \
 	done; rm -f .fuzz.log
