@@ -85,6 +85,10 @@ func normalizeHostname(b []byte) (string, error) {
 			return "", malformed("host name label longer than 63 bytes")
 		}
 	}
+	if label == 0 {
+		// "a.." → "a.": a second trailing dot is an empty last label.
+		return "", malformed("empty label in host name")
+	}
 	if !upper {
 		return string(b), nil
 	}
