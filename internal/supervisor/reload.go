@@ -43,8 +43,12 @@ type reloadRequest struct {
 // runs are all answered by the one reload that follows it: coalesced,
 // never dropped.
 func (s *Supervisor) enqueueReload(trigger string, reply chan ReloadResult) {
+	s.enqueue(reloadRequest{trigger: trigger, reply: reply})
+}
+
+func (s *Supervisor) enqueue(r reloadRequest) {
 	s.reqMu.Lock()
-	s.pending = append(s.pending, reloadRequest{trigger: trigger, reply: reply})
+	s.pending = append(s.pending, r)
 	s.reqMu.Unlock()
 	select {
 	case s.wake <- struct{}{}:

@@ -57,13 +57,7 @@ type handoverWorker struct {
 // enqueueUpgrade asks the reloader for an upgrade; c, if not nil, is the
 // control connection to answer.
 func (s *Supervisor) enqueueUpgrade(trigger string, c net.Conn) {
-	s.reqMu.Lock()
-	s.pending = append(s.pending, reloadRequest{trigger: trigger, upgrade: true, conn: c})
-	s.reqMu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.enqueue(reloadRequest{trigger: trigger, upgrade: true, conn: c})
 }
 
 // inheritable returns a descriptor for f that survives exec.
