@@ -162,28 +162,33 @@ func (s *Server) authenticateClient(r *http.Request) (*client, *oauthError) {
 	id, secret, basic := r.BasicAuth()
 	// RFC 6749 2.3.1 form-encodes Basic credentials, but many clients (the
 	// TypeScript MCP SDK, curl -u) send them as they are: accept either.
-	rawID, rawSecret := id, secret
+	secrets := []string{secret}
+	var ids []string
 	if basic {
-		if v, err := url.QueryUnescape(id); err == nil {
-			id = v
+		ids = append(ids, id)
+		if v, err := url.QueryUnescape(id); err == nil && v != id {
+			ids = append([]string{v}, ids...) // the RFC's form first
 		}
-		if v, err := url.QueryUnescape(secret); err == nil {
-			secret = v
+		if v, err := url.QueryUnescape(secret); err == nil && v != secret {
+			secrets = append(secrets, v)
 		}
-		if pid := r.PostForm.Get("client_id"); pid != "" && pid != id && pid != rawID {
+		if pid := r.PostForm.Get("client_id"); pid != "" && !slices.Contains(ids, pid) {
 			return nil, errInvalidRequest("client_id does not match the authenticated client")
 		}
-		if _, err := s.lookupClient(r.Context(), id); err != nil && rawID != id {
-			id = rawID
-		}
 	} else {
-		id = r.PostForm.Get("client_id")
-		secret = r.PostForm.Get("client_secret")
+		ids = []string{r.PostForm.Get("client_id")}
+		secrets = []string{r.PostForm.Get("client_secret")}
 	}
-	if id == "" {
+	if ids[0] == "" {
 		return nil, errInvalidClient("client authentication is required")
 	}
-	c, err := s.lookupClient(r.Context(), id)
+	var c *client
+	var err error
+	for _, id := range ids {
+		if c, err = s.lookupClient(r.Context(), id); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		if !errors.Is(err, errUnknownClient) {
 			s.log.Warn("client lookup failed", "err", err)
@@ -191,17 +196,18 @@ func (s *Server) authenticateClient(r *http.Request) (*client, *oauthError) {
 		return nil, errInvalidClient("unknown client")
 	}
 	if c.Public {
-		if secret != "" {
+		if secrets[0] != "" {
 			return nil, errInvalidClient("this client is public; it has no secret")
 		}
 		return c, nil
 	}
-	if secret == "" {
+	if secrets[0] == "" {
 		return nil, errInvalidClient("this client must authenticate")
 	}
-	if subtle.ConstantTimeCompare([]byte(hashHex(secret)), []byte(c.SecretHash)) != 1 &&
-		(!basic || rawSecret == secret || subtle.ConstantTimeCompare([]byte(hashHex(rawSecret)), []byte(c.SecretHash)) != 1) {
-		return nil, errInvalidClient("client authentication failed")
+	for _, sec := range secrets {
+		if subtle.ConstantTimeCompare([]byte(hashHex(sec)), []byte(c.SecretHash)) == 1 {
+			return c, nil
+		}
 	}
-	return c, nil
+	return nil, errInvalidClient("client authentication failed")
 }
