@@ -182,8 +182,16 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 	_, werr := specW.Write(b)
 	specW.Close()
 	if werr != nil {
-		p.kill()
-		return nil, fmt.Errorf("sending spec to worker %s: %w", name, werr)
+		// The read end closes only when the worker dies, so a broken pipe
+		// is a worker that exited during start-up: name that one cause,
+		// as awaitReady does when it notices the death first.
+		select {
+		case <-p.exited:
+		case <-time.After(time.Second):
+			p.kill()
+			<-p.exited
+		}
+		return nil, fmt.Errorf("%s (spec not delivered: %v)", exitedBeforeReady(p), werr)
 	}
 	return p, nil
 }

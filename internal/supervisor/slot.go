@@ -225,7 +225,7 @@ func (sl *slot) awaitReady(p *proc) string {
 	case <-p.readyCh:
 		return ""
 	case <-p.exited:
-		reason := "worker exited before it was ready: " + describeExit(p.exitErr())
+		reason := exitedBeforeReady(p)
 		sl.log.Error(reason, "pid", p.pid())
 		return reason
 	case <-t.C:
@@ -238,6 +238,12 @@ func (sl *slot) awaitReady(p *proc) string {
 		<-p.exited
 		return "stopped before it was ready"
 	}
+}
+
+// exitedBeforeReady is the one description of a worker that died during
+// start-up, whichever step noticed it.
+func exitedBeforeReady(p *proc) string {
+	return "worker exited before it was ready: " + describeExit(p.exitErr())
 }
 
 // sleep waits out the backoff (doubling it) unless told to stop.
