@@ -82,7 +82,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	p := &store.Pending{
 		ID:                  randomToken(),
-		Host:                canonicalHost(r.Host),
+		Host:                flowHost(r),
 		ClientID:            c.ID,
 		RedirectURI:         redirectURI,
 		State:               state,
@@ -137,7 +137,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 			"You signed in as "+id.Login+", but that account may not use "+proxy.Name+". Ask the administrator to add you.")
 		return
 	}
-	granted := s.grant(proxy, id.Login, strings.Fields(p.Scope))
+	granted := s.grant(proxy, id, strings.Fields(p.Scope))
 	if len(granted) == 0 {
 		s.log.Info("login refused: no scope for user", "user", id.Login, "proxy", proxy.Name)
 		s.errorPage(w, http.StatusForbidden, "No access",
@@ -212,7 +212,7 @@ func (s *Server) flowFromRequest(w http.ResponseWriter, r *http.Request, flow st
 		return nil, nil, false
 	}
 	p, err := s.o.Store.GetPending(r.Context(), flow)
-	if err != nil || p.Subject == "" || p.Host != canonicalHost(r.Host) {
+	if err != nil || p.Subject == "" || p.Host != flowHost(r) {
 		s.errorPage(w, http.StatusBadRequest, "Sign-in expired", "This sign-in is unknown or has expired. Start again from your application.")
 		return nil, nil, false
 	}

@@ -18,11 +18,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -68,8 +68,9 @@ type Tokens interface {
 
 // Options build a Server.
 type Options struct {
-	OAuth   *config.OAuth
-	Proxies []*config.Proxy // every enabled proxy of the gateway
+	OAuth *config.OAuth
+	// Policy decides which proxy owns a host, its resource and its users.
+	Policy *policy.Table
 	Store   store.Store
 	IDP     Provider
 	Tokens  Tokens
@@ -87,7 +88,7 @@ type Server struct {
 	o            Options
 	log          *slog.Logger
 	now          func() time.Time
-	callbackHost string
+	callbackHost string // canonical host name, without port
 	callbackPath string
 	static       map[string]*client
 	cimd         *metadataFetcher
@@ -114,11 +115,15 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authserver: callback_url: %w", err)
 	}
+	cbHost, ok := policy.HostName(cb.Host)
+	if !ok {
+		return nil, fmt.Errorf("authserver: callback_url: invalid host %q", cb.Host)
+	}
 	s := &Server{
 		o:            o,
 		log:          o.Log,
 		now:          o.Now,
-		callbackHost: strings.ToLower(cb.Host),
+		callbackHost: cbHost,
 		callbackPath: cb.Path,
 		static:       map[string]*client{},
 		regLimit:     newRateLimiter(10, time.Minute),
@@ -141,36 +146,14 @@ func New(o Options) (*Server, error) {
 	if o.OAuth.ClientMetadataDocuments {
 		s.cimd = newMetadataFetcher(o.MetadataClient, o.OAuth.MetadataDocumentPrivateAddrs, o.Now)
 	}
-	s.scopes = issuableScopes(o.OAuth, o.Proxies)
+	s.scopes = o.Policy.IssuableScopes()
 	return s, nil
-}
-
-// issuableScopes lists the scopes some user can actually get.
-func issuableScopes(o *config.OAuth, proxies []*config.Proxy) []string {
-	var out []string
-	add := func(name string, lists ...[]string) {
-		for _, l := range lists {
-			if len(l) > 0 && !slices.Contains(out, name) {
-				out = append(out, name)
-			}
-		}
-	}
-	admin, user, mcp := [][]string{o.Users.Admin}, [][]string{o.Users.User}, [][]string{o.Users.MCP}
-	for _, p := range proxies {
-		admin = append(admin, p.Auth.Users.Admin)
-		user = append(user, p.Auth.Users.User)
-		mcp = append(mcp, p.Auth.Users.MCP)
-	}
-	add("admin", admin...)
-	add("user", user...)
-	add("mcp", mcp...)
-	return out
 }
 
 // Handle serves r if it is for an OAuth endpoint and reports whether it did.
 func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 	path := r.URL.Path
-	if path == s.callbackPath && hostOnly(r.Host) == hostOnly(s.callbackHost) {
+	if name, _ := policy.HostName(r.Host); path == s.callbackPath && name == s.callbackHost {
 		s.callback(w, r)
 		return true
 	}
@@ -220,22 +203,6 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request, next http.HandlerF
 		return
 	}
 	next(w, r)
-}
-
-// issuer is the issuer identifier for the host a request came to.
-func issuer(r *http.Request) string { return "https://" + canonicalHost(r.Host) }
-
-func canonicalHost(hostport string) string {
-	h := strings.TrimSuffix(strings.ToLower(hostport), ":443")
-	return strings.TrimSuffix(h, ".")
-}
-
-func hostOnly(hostport string) string {
-	h := canonicalHost(hostport)
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
-		return h[:i]
-	}
-	return h
 }
 
 // randomToken returns 32 random bytes, base64url.

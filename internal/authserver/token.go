@@ -210,7 +210,7 @@ func (s *Server) refreshGrant(r *http.Request, c *client) (*tokenResponse, *oaut
 			scope = strings.Join(req, " ")
 		}
 		// The operator may have removed the user since the login.
-		if _, p, oe := s.resolveResource(rt.Resource, r); oe != nil || !matchUser(s.users(p).Allowed, rt.Login) {
+		if _, p, oe := s.resolveResource(rt.Resource, r); oe != nil || !s.o.Policy.Listed(p, rt.Login) {
 			return nil, errInvalidGrant("the user may no longer use this resource")
 		}
 		g := &grant{id: rt.GrantID, subject: rt.Subject, login: rt.Login, scope: scope, resource: rt.Resource, host: rt.Host}

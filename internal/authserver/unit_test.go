@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/store/sqlite"
 )
 
@@ -57,19 +58,19 @@ func TestCheckRedirectURI(t *testing.T) {
 	}
 }
 
-func testServer() *Server {
-	return &Server{o: Options{
-		OAuth: &config.OAuth{Users: config.Users{Allowed: []string{"*"}, User: []string{"*"}, MCP: []string{"alice"}, Admin: []string{"root"}}},
-		Proxies: []*config.Proxy{
-			{Name: "notes", Hostnames: []string{"notes.test"}, Auth: config.Auth{Required: true, ResourcePath: "/mcp"}},
-			{Name: "wild", Hostnames: []string{"*.wild.test"}, Auth: config.Auth{Required: true, ResourcePath: "/api/mcp", Users: config.Users{MCP: []string{"bob"}}}},
-			{Name: "open", Hostnames: []string{"open.test"}, Auth: config.Auth{Required: false, ResourcePath: "/mcp"}},
-		},
-	}}
+// testServer returns a server and its proxies: notes, wild, open.
+func testServer() (*Server, []*config.Proxy) {
+	oauth := &config.OAuth{Users: config.Users{Allowed: []string{"*"}, User: []string{"*"}, MCP: []string{"alice"}, Admin: []string{"root"}}}
+	proxies := []*config.Proxy{
+		{Name: "notes", Hostnames: []string{"notes.test"}, Auth: config.Auth{Required: true, ResourcePath: "/mcp"}},
+		{Name: "wild", Hostnames: []string{"*.wild.test"}, Auth: config.Auth{Required: true, ResourcePath: "/api/mcp", Users: config.Users{MCP: []string{"bob"}}}},
+		{Name: "open", Hostnames: []string{"open.test"}, Auth: config.Auth{Required: false, ResourcePath: "/mcp"}},
+	}
+	return &Server{o: Options{OAuth: oauth, Policy: policy.New(proxies, oauth)}}, proxies
 }
 
 func TestResolveResource(t *testing.T) {
-	s := testServer()
+	s, _ := testServer()
 	tests := []struct {
 		requested, host, want, wantErr string
 	}{
@@ -102,8 +103,8 @@ func TestResolveResource(t *testing.T) {
 }
 
 func TestGrant(t *testing.T) {
-	s := testServer()
-	notes, wild := s.o.Proxies[0], s.o.Proxies[1]
+	s, proxies := testServer()
+	notes, wild := proxies[0], proxies[1]
 	tests := []struct {
 		p         *config.Proxy
 		login     string
@@ -121,16 +122,16 @@ func TestGrant(t *testing.T) {
 		{wild, "alice", nil, []string{"user"}},
 	}
 	for _, tt := range tests {
-		if got := s.grant(tt.p, tt.login, tt.requested); !slices.Equal(got, tt.want) {
+		if got := s.grant(tt.p, &Identity{Login: tt.login}, tt.requested); !slices.Equal(got, tt.want) {
 			t.Errorf("grant(%s, %s, %v) = %v, want %v", tt.p.Name, tt.login, tt.requested, got, tt.want)
 		}
 	}
 }
 
 func TestAllowedOrgs(t *testing.T) {
-	s := testServer()
+	s, proxies := testServer()
 	s.o.OAuth.GitHub = &config.GitHubIDP{AllowedOrgs: []string{"acme"}, AllowedTeams: []string{"other/admins"}}
-	p := s.o.Proxies[0]
+	p := proxies[0]
 	for _, tt := range []struct {
 		id   Identity
 		want bool
@@ -217,7 +218,7 @@ func TestRateLimiter(t *testing.T) {
 // must work, and a wrong secret must not.
 func TestClientSecretBasic(t *testing.T) {
 	const secret = "s3cr+t/with=%2B"
-	s := testServer()
+	s, _ := testServer()
 	s.static = map[string]*client{"cli": {ID: "cli", SecretHash: hashHex(secret), GrantTypes: []string{"authorization_code"}}}
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "oauth.db"))
 	if err != nil {

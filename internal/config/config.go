@@ -5,7 +5,6 @@ package config
 
 import (
 	"net/netip"
-	"strings"
 	"time"
 )
 
@@ -215,7 +214,7 @@ type Auth struct {
 	// Scopes a token must carry to reach the backend (default ["mcp"]).
 	Scopes []string `json:"scopes"`
 	// ResourcePath: the protected resource is https://<hostname><path>
-	// (default "/mcp"; no trailing slash except for "/"). See ResourceURL.
+	// (default "/mcp"; no trailing slash except for "/"). See policy.Site.
 	ResourcePath string `json:"resource_path"`
 	// PublicPaths are reachable without a token (segment-boundary prefixes,
 	// without a trailing slash, never "/" and never covering ResourcePath).
@@ -249,54 +248,4 @@ func (c *Config) Proxy(name string) *Proxy {
 		}
 	}
 	return nil
-}
-
-// MatchHostname reports whether host (lower-case, no port) is one of names,
-// exactly or through a "*.suffix" wildcard covering exactly one label.
-func MatchHostname(names []string, host string) bool {
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	for _, n := range names {
-		if n == host {
-			return true
-		}
-		if suffix, ok := strings.CutPrefix(n, "*."); ok {
-			if i := strings.IndexByte(host, '.'); i > 0 && host[i+1:] == suffix {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// EffectiveUsers returns the user lists that apply on p: each of p's
-// [auth] lists where set, else the global one from [oauth] (nil lists
-// when there is no [oauth]).
-func (c *Config) EffectiveUsers(p *Proxy) Users {
-	var g Users
-	if c.OAuth != nil {
-		g = c.OAuth.Users
-	}
-	pick := func(own, global []string) []string {
-		if own != nil {
-			return own
-		}
-		return global
-	}
-	u := p.Auth.Users
-	return Users{
-		Allowed: pick(u.Allowed, g.Allowed),
-		Admin:   pick(u.Admin, g.Admin),
-		User:    pick(u.User, g.User),
-		MCP:     pick(u.MCP, g.MCP),
-	}
-}
-
-// ResourceURL is the canonical URI of p's protected resource when reached
-// as host: "https://" + host + Auth.ResourcePath, with host lower-cased
-// and without a trailing dot or the default port ":443". It is the
-// audience of tokens for p and the "resource" of its RFC 9728 metadata.
-func (p *Proxy) ResourceURL(host string) string {
-	h := strings.TrimSuffix(strings.ToLower(host), ":443")
-	h = strings.TrimSuffix(h, ".")
-	return "https://" + h + p.Auth.ResourcePath
 }

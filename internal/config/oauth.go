@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/policy/host"
 )
 
 // oauth converts [oauth] and [idp.*]. It runs after the proxies are loaded
@@ -88,21 +90,30 @@ func (f *file) callbackURL(p keyPath, raw *string, proxies []*loadedProxy) strin
 		f.errorf(p, "needs a path, as in %s://%s/oauth/callback", u.Scheme, u.Host)
 		return ""
 	}
-	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
-	var disabled []string
-	for _, lp := range proxies {
-		if !MatchHostname(lp.proxy.Hostnames, host) {
-			continue
-		}
-		if lp.proxy.Enabled {
-			return *raw
-		}
-		disabled = append(disabled, lp.proxy.Name)
+	name, err := host.Name([]byte(u.Hostname()))
+	if err != nil {
+		f.errorf(p, "%v", err)
+		return ""
 	}
-	if len(disabled) > 0 {
-		f.errorf(p, "host %q belongs to proxy %q, which is disabled", host, disabled[0])
+	// The worker of the most specific enabled owner serves the callback,
+	// as dispatch routes it.
+	var enabled, disabled host.Index[*Proxy]
+	for _, lp := range proxies {
+		ix := &disabled
+		if lp.proxy.Enabled {
+			ix = &enabled
+		}
+		for _, h := range lp.proxy.Hostnames {
+			ix.Add(h, lp.proxy)
+		}
+	}
+	if _, ok := enabled.Lookup(name); ok {
+		return *raw
+	}
+	if d, ok := disabled.Lookup(name); ok {
+		f.errorf(p, "host %q belongs to proxy %q, which is disabled", name, d.Name)
 	} else {
-		f.errorf(p, "host %q is not a hostname of any enabled proxy; the proxy with that hostname serves the callback", host)
+		f.errorf(p, "host %q is not a hostname of any enabled proxy; the proxy with that hostname serves the callback", name)
 	}
 	return *raw
 }

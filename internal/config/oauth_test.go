@@ -581,26 +581,7 @@ resource_path = "/"
 		}
 	}
 
-	// Per-proxy lists override the global ones, an empty one included.
-	wantUsers := Users{Allowed: []string{"alice"}, Admin: []string{}, User: []string{"*"}, MCP: []string{"alice", "charlie"}}
-	if got := cfg.EffectiveUsers(cfg.Proxy("notes")); !reflect.DeepEqual(got, wantUsers) {
-		t.Errorf("EffectiveUsers(notes) = %+v, want %+v", got, wantUsers)
-	}
-	if got := cfg.EffectiveUsers(cfg.Proxy("auth")); !reflect.DeepEqual(got, cfg.OAuth.Users) {
-		t.Errorf("EffectiveUsers(auth) = %+v, want the global %+v", got, cfg.OAuth.Users)
-	}
-
-	for _, c := range []struct{ proxy, host, want string }{
-		{"notes", "Notes.Example.COM", "https://notes.example.com/api/mcp"},
-		{"notes", "notes.example.com:443", "https://notes.example.com/api/mcp"},
-		{"notes", "notes.example.com.:8443", "https://notes.example.com.:8443/api/mcp"},
-		{"auth", "x.example.com", "https://x.example.com/mcp"},
-		{"root", "root.test.", "https://root.test/"},
-	} {
-		if got := cfg.Proxy(c.proxy).ResourceURL(c.host); got != c.want {
-			t.Errorf("%s.ResourceURL(%q) = %q, want %q", c.proxy, c.host, got, c.want)
-		}
-	}
+	// The effective lists and resource URLs are policy's (internal/policy).
 
 	wantSummaries := map[string]string{
 		"auth":  "auth: *.example.com -> http://127.0.0.1:3001 (routes: 0, tls: self-signed, auth: mcp)",

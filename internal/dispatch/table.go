@@ -8,6 +8,8 @@ package dispatch
 import (
 	"errors"
 	"strings"
+
+	"github.com/mcpgate/mcpgate/internal/policy/host"
 )
 
 // ErrRetired is returned by a Target that no longer takes connections
@@ -22,53 +24,42 @@ type Target interface {
 	Name() string
 }
 
-// Table maps hostnames to targets. It is immutable once built, so a reload
+// Table maps hostnames to targets, the most specific pattern winning
+// (package host decides which). It is immutable once built, so a reload
 // swaps a whole table atomically.
 type Table struct {
-	exact map[string]Target
-	wild  map[string]Target // "*.example.com" stored as "example.com"
+	ix host.Index[Target]
 }
 
 // NewTable returns an empty table.
-func NewTable() *Table {
-	return &Table{exact: map[string]Target{}, wild: map[string]Target{}}
-}
+func NewTable() *Table { return &Table{} }
 
 // Add registers a hostname (exact, or "*.suffix") for t. Validation of the
 // names (and of duplicates) belongs to config; Add keeps the first owner.
 func (t *Table) Add(hostname string, target Target) {
-	h := normalize(hostname)
-	if suffix, ok := strings.CutPrefix(h, "*."); ok {
-		if _, dup := t.wild[suffix]; !dup {
-			t.wild[suffix] = target
-		}
+	rest, wild := strings.CutPrefix(hostname, "*.")
+	h, err := host.Name([]byte(rest))
+	if err != nil {
 		return
 	}
-	if _, dup := t.exact[h]; !dup {
-		t.exact[h] = target
+	if wild {
+		h = "*." + h
 	}
+	t.ix.Add(h, target)
 }
 
-// Lookup finds the owner of host. A wildcard matches exactly one label.
-func (t *Table) Lookup(host string) Target {
-	if t == nil || host == "" {
+// Lookup finds the owner of a host name.
+func (t *Table) Lookup(name string) Target {
+	if t == nil || name == "" {
 		return nil
 	}
-	h := normalize(host)
-	if tg, ok := t.exact[h]; ok {
-		return tg
+	h, err := host.Name([]byte(name))
+	if err != nil {
+		return nil
 	}
-	if i := strings.IndexByte(h, '.'); i > 0 {
-		if tg, ok := t.wild[h[i+1:]]; ok {
-			return tg
-		}
-	}
-	return nil
+	tg, _ := t.ix.Lookup(h)
+	return tg
 }
 
 // Len is the number of hostnames in the table.
-func (t *Table) Len() int { return len(t.exact) + len(t.wild) }
-
-func normalize(h string) string {
-	return strings.TrimSuffix(strings.ToLower(h), ".")
-}
+func (t *Table) Len() int { return t.ix.Len() }

@@ -12,7 +12,8 @@ package peek
 import (
 	"errors"
 	"fmt"
-	"net/netip"
+
+	"github.com/mcpgate/mcpgate/internal/policy/host"
 )
 
 // Default limits used when a non-positive limit is passed.
@@ -37,10 +38,6 @@ var (
 	ErrNotHTTP = errors.New("peek: not an HTTP/1.x request")
 )
 
-// maxHostLen is the longest DNS name in presentation form (without the
-// trailing dot).
-const maxHostLen = 253
-
 func malformed(format string, args ...any) error {
 	return wrapf(ErrMalformed, format, args...)
 }
@@ -50,123 +47,23 @@ func wrapf(sentinel error, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))
 }
 
-// normalizeHostname validates a host name (labels of letters, digits, '-',
-// '_' separated by single dots) and returns it lower-cased with one trailing
-// dot removed.
+// normalizeHostname validates a host name and returns its canonical form
+// (package host: the one definition of it).
 func normalizeHostname(b []byte) (string, error) {
-	if len(b) > 0 && b[len(b)-1] == '.' {
-		b = b[:len(b)-1]
-	}
-	if len(b) == 0 {
-		return "", malformed("empty host name")
-	}
-	if len(b) > maxHostLen {
-		return "", malformed("host name longer than %d bytes", maxHostLen)
-	}
-	upper := false
-	label := 0 // length of the current label
-	for _, c := range b {
-		switch {
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
-		case 'A' <= c && c <= 'Z':
-			upper = true
-		case c == '.':
-			// Empty labels ("..", leading dot) would let distinct strings
-			// name the same host, or none at all.
-			if label == 0 {
-				return "", malformed("empty label in host name")
-			}
-			label = 0
-			continue
-		default:
-			return "", malformed("invalid byte %q in host name", c)
-		}
-		if label++; label > 63 {
-			return "", malformed("host name label longer than 63 bytes")
-		}
-	}
-	if label == 0 {
-		// "a.." → "a.": a second trailing dot is an empty last label.
-		return "", malformed("empty label in host name")
-	}
-	if !upper {
-		return string(b), nil
-	}
-	// Lower-case on the stack so the only allocation is the final string.
-	var tmp [maxHostLen]byte
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		tmp[i] = c
-	}
-	return string(tmp[:len(b)]), nil
+	return hostErr(host.Name(b))
 }
 
 // normalizeAuthority turns "host", "host:port", "[v6]" or "[v6]:port" into
-// the bare lower-cased host. IPv6 literals are returned in canonical form
-// without brackets.
+// the bare canonical host.
 func normalizeAuthority(b []byte) (string, error) {
-	if len(b) > 0 && b[0] == '[' {
-		end := -1
-		for i, c := range b {
-			if c == ']' {
-				end = i
-				break
-			}
-		}
-		if end < 0 {
-			return "", malformed("unterminated IPv6 literal")
-		}
-		lit, rest := b[1:end], b[end+1:]
-		if len(rest) > 0 && (rest[0] != ':' || !validPort(rest[1:])) {
-			return "", malformed("invalid port after IPv6 literal")
-		}
-		// Only hex digits, ':' and '.' (embedded IPv4): rejects zones and
-		// IPvFuture before handing the text to netip.
-		if len(lit) == 0 || len(lit) > 45 {
-			return "", malformed("invalid IPv6 literal")
-		}
-		for _, c := range lit {
-			if !(isHex(c) || c == ':' || c == '.') {
-				return "", malformed("invalid byte %q in IPv6 literal", c)
-			}
-		}
-		addr, err := netip.ParseAddr(string(lit))
-		if err != nil || !addr.Is6() {
-			return "", malformed("invalid IPv6 literal")
-		}
-		return addr.String(), nil
-	}
-	host := b
-	for i, c := range b {
-		if c == ':' {
-			host = b[:i]
-			if !validPort(b[i+1:]) {
-				return "", malformed("invalid port")
-			}
-			break
-		}
-	}
-	return normalizeHostname(host)
+	h, _, err := host.Authority(b)
+	return hostErr(h, err)
 }
 
-// validPort accepts an empty port (RFC 3986 allows "host:") or 1-5 digits
-// with a value of at most 65535.
-func validPort(p []byte) bool {
-	if len(p) > 5 {
-		return false
+func hostErr(h string, err error) (string, error) {
+	var he *host.Error
+	if errors.As(err, &he) {
+		return "", malformed("%s", he.Detail)
 	}
-	n := 0
-	for _, c := range p {
-		if c < '0' || c > '9' {
-			return false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n <= 65535
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+	return h, err
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
 
@@ -34,41 +35,30 @@ type Verifier interface {
 
 // MetadataPath is where RFC 9728 metadata lives (plus the resource path
 // as a suffix).
-const MetadataPath = "/.well-known/oauth-protected-resource"
+const MetadataPath = policy.MetadataPath
 
 // Guard protects one proxy.
 type Guard struct {
 	auth           config.Auth
+	policy         *policy.Table
 	verifier       Verifier
 	allowedOrigins []string
 	name           string
 }
 
-// New returns the guard for p. verifier may be nil only when auth is not
-// required.
-func New(p *config.Proxy, verifier Verifier, allowedOrigins []string) *Guard {
-	return &Guard{auth: p.Auth, verifier: verifier, allowedOrigins: allowedOrigins, name: p.Name}
+// New returns the guard for p; t says under which names p is reached and
+// what its resource is called there. verifier may be nil only when auth is
+// not required.
+func New(p *config.Proxy, t *policy.Table, verifier Verifier, allowedOrigins []string) *Guard {
+	return &Guard{auth: p.Auth, policy: t, verifier: verifier, allowedOrigins: allowedOrigins, name: p.Name}
 }
 
-// CanonicalHost lower-cases a Host header and drops the default port, so
-// https://h:443/mcp and https://h/mcp name one resource.
-func CanonicalHost(hostport string) string {
-	h := strings.TrimSuffix(strings.ToLower(hostport), ":443")
-	return strings.TrimSuffix(h, ".")
-}
-
-// ResourceURL is the canonical resource URI of this proxy at host.
-func (g *Guard) ResourceURL(host string) string {
-	return "https://" + CanonicalHost(host) + g.auth.ResourcePath
-}
-
-// MetadataURL is the path-suffixed RFC 9728 metadata URL.
-func (g *Guard) MetadataURL(host string) string {
-	suffix := g.auth.ResourcePath
-	if suffix == "/" {
-		suffix = ""
-	}
-	return "https://" + CanonicalHost(host) + MetadataPath + suffix
+// site is the request's host as policy sees it. The worker has refused
+// hosts this proxy does not own before the guard runs; a zero Site here
+// (no owner) makes every URL below empty, and the bearer check fails.
+func (g *Guard) site(r *http.Request) policy.Site {
+	s, _ := g.policy.Site(r.Host)
+	return s
 }
 
 // Wrap returns next guarded.
@@ -79,7 +69,7 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 		}
 		origin := r.Header.Get("Origin")
 		if origin != "" {
-			if !g.originAllowed(origin, r.Host) {
+			if !g.originAllowed(origin, r) {
 				// DNS rebinding and cross-site calls: an Origin that is not
 				// ours or allowed never reaches the MCP server.
 				writeError(w, http.StatusForbidden, "forbidden_origin", "this origin may not call this MCP server")
@@ -118,7 +108,12 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 			g.challenge(w, r, http.StatusUnauthorized, "", "")
 			return
 		}
-		info, err := g.verifier.VerifyAccess(raw, g.ResourceURL(r.Host))
+		site := g.site(r)
+		if site.Proxy == nil || site.Proxy.Name != g.name {
+			g.challenge(w, r, http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired, revoked or not for this resource")
+			return
+		}
+		info, err := g.verifier.VerifyAccess(raw, site.ResourceURL())
 		if err != nil {
 			g.challenge(w, r, http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired, revoked or not for this resource")
 			return
@@ -156,9 +151,9 @@ func (g *Guard) isPublic(path string) bool {
 	return false
 }
 
-func (g *Guard) originAllowed(origin, host string) bool {
+func (g *Guard) originAllowed(origin string, r *http.Request) bool {
 	o := strings.ToLower(origin)
-	if o == "https://"+CanonicalHost(host) || o == "https://"+strings.ToLower(host) {
+	if s := g.site(r); s.Proxy != nil && o == s.Origin() {
 		return true
 	}
 	return slices.Contains(g.allowedOrigins, o)
@@ -201,7 +196,7 @@ func (g *Guard) challenge(w http.ResponseWriter, r *http.Request, status int, co
 			b.WriteString(`error_description="` + desc + `", `)
 		}
 	}
-	b.WriteString(`resource_metadata="` + g.MetadataURL(r.Host) + `"`)
+	b.WriteString(`resource_metadata="` + g.site(r).MetadataURL() + `"`)
 	if len(g.auth.Scopes) > 0 {
 		b.WriteString(`, scope="` + strings.Join(g.auth.Scopes, " ") + `"`)
 	}
@@ -243,15 +238,18 @@ func (g *Guard) serveMetadata(w http.ResponseWriter, r *http.Request) bool {
 	if !g.auth.Required {
 		return false
 	}
-	host := CanonicalHost(r.Host)
+	site := g.site(r)
+	if site.Proxy == nil {
+		return false
+	}
 	var resource string
 	switch r.URL.Path {
 	case MetadataPath + g.auth.ResourcePath:
-		resource = g.ResourceURL(r.Host)
+		resource = site.ResourceURL()
 	case MetadataPath, MetadataPath + "/":
-		resource = "https://" + host
+		resource = site.Origin()
 		if g.auth.ResourcePath == "/" {
-			resource = g.ResourceURL(r.Host)
+			resource = site.ResourceURL()
 		}
 	default:
 		return false
@@ -271,7 +269,7 @@ func (g *Guard) serveMetadata(w http.ResponseWriter, r *http.Request) bool {
 	h.Set("Cache-Control", "public, max-age=300")
 	json.NewEncoder(w).Encode(Metadata{
 		Resource:               resource,
-		AuthorizationServers:   []string{"https://" + host},
+		AuthorizationServers:   []string{site.Origin()},
 		ScopesSupported:        g.auth.Scopes,
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           g.name,

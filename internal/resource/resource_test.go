@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
 
@@ -23,13 +24,14 @@ func (f fakeVerifier) VerifyAccess(raw, audience string) (*TokenInfo, error) {
 }
 
 func newGuard(auth config.Auth) *Guard {
-	p := &config.Proxy{Name: "notes", Auth: auth}
+	p := &config.Proxy{Name: "notes", Hostnames: []string{"notes.test"}, Auth: auth}
+	other := &config.Proxy{Name: "other", Hostnames: []string{"other.test"}, Auth: auth}
 	v := fakeVerifier{
 		"good|https://notes.test/mcp":      {Login: "alice", ClientID: "c1", Scopes: []string{"mcp", "user"}},
 		"noscope|https://notes.test/mcp":   {Login: "bob", ClientID: "c1", Scopes: []string{"user"}},
 		"otherhost|https://other.test/mcp": {Login: "alice", ClientID: "c1", Scopes: []string{"mcp"}},
 	}
-	return New(p, v, []string{"https://app.example.com"})
+	return New(p, policy.New([]*config.Proxy{p, other}, nil), v, []string{"https://app.example.com"})
 }
 
 func TestGuard(t *testing.T) {
@@ -129,10 +131,6 @@ func TestMetadata(t *testing.T) {
 		if rec.Header().Get("Access-Control-Allow-Origin") != "*" {
 			t.Errorf("%s: no CORS", path)
 		}
-	}
-	// Port 443 is the default and is dropped.
-	if got := g.ResourceURL("NOTES.test:443"); got != "https://notes.test/mcp" {
-		t.Errorf("ResourceURL = %q", got)
 	}
 }
 

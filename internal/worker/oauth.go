@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +50,7 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 	spec := w.spec
 	o := &oauth{}
 	if spec.OAuth == nil {
-		o.guard = resource.New(spec.Proxy, nil, nil)
+		o.guard = resource.New(spec.Proxy, w.policy, nil, nil)
 		return o, nil
 	}
 	oc := spec.OAuth
@@ -68,10 +67,9 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 	o.keys = ks
 	o.revoked = newRevocations(st)
 	o.issuer = token.NewIssuer(ks, oc.AccessTokenTTL)
-	gateway := spec.Gateway
 	o.verifier, err = token.NewVerifier(token.VerifierOptions{
 		Keys:         ks,
-		AcceptIssuer: func(iss string) bool { return acceptIssuer(gateway, iss) },
+		AcceptIssuer: w.policy.IsIssuer,
 		Revoked:      func(c *token.Claims) bool { return o.revoked.covers(c.ID, c.GrantID, c.ClientID) },
 	})
 	if err != nil {
@@ -85,7 +83,7 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 	}
 	o.server, err = authserver.New(authserver.Options{
 		OAuth:   oc,
-		Proxies: gateway,
+		Policy:  w.policy,
 		Store:   st,
 		IDP:     provider,
 		Tokens:  &tokens{issuer: o.issuer, verifier: o.verifier, keys: ks},
@@ -100,7 +98,7 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 	for _, a := range oc.AllowedOrigins {
 		origins = append(origins, strings.ToLower(a))
 	}
-	o.guard = resource.New(spec.Proxy, &accessVerifier{o.verifier}, origins)
+	o.guard = resource.New(spec.Proxy, w.policy, &accessVerifier{o.verifier}, origins)
 	ctx, cancel := context.WithCancel(context.Background())
 	o.stop = cancel
 	go o.revoked.poll(ctx, w.log)
@@ -134,22 +132,6 @@ func (o *oauth) close() {
 	if o.store != nil {
 		o.store.Close()
 	}
-}
-
-// acceptIssuer: tokens may come from the authorization server of any host
-// of this gateway.
-func acceptIssuer(gateway []*config.Proxy, iss string) bool {
-	u, err := url.Parse(iss)
-	if err != nil || u.Scheme != "https" || u.Path != "" {
-		return false
-	}
-	host := u.Hostname()
-	for _, p := range gateway {
-		if config.MatchHostname(p.Hostnames, host) {
-			return true
-		}
-	}
-	return false
 }
 
 func newProvider(oc *config.OAuth) (authserver.Provider, error) {

@@ -22,9 +22,9 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
-	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/logging"
+	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/tlscert"
 )
@@ -63,6 +63,7 @@ type Worker struct {
 	tlsL, httpL *handoff.Listener
 	https, http *http.Server
 	proxy       *proxy.Handler
+	policy      *policy.Table
 	oauth       *oauth
 	h3          *h3 // nil without HTTP/3
 
@@ -155,6 +156,7 @@ func (w *Worker) run() error {
 		return fmt.Errorf("worker %s: %w", p.Name, err)
 	}
 	w.proxy = ph
+	w.policy = policy.New(w.spec.Gateway, w.spec.OAuth)
 	if w.oauth, err = w.setupOAuth(); err != nil {
 		return fmt.Errorf("worker %s: oauth: %w", p.Name, err)
 	}
@@ -446,9 +448,13 @@ func (w *Worker) handler() http.Handler {
 	})
 }
 
+// ownsHost: this worker serves a Host only when policy names its proxy as
+// the host's most specific owner. A wildcard proxy's connection carrying an
+// exact proxy's Host (coalescing, fronting) is misdirected, never served
+// under the wildcard's policy.
 func (w *Worker) ownsHost(hostport string) bool {
-	host := stripPort(hostport)
-	return config.MatchHostname(w.spec.Proxy.Hostnames, host)
+	p := w.policy.Owner(hostport)
+	return p != nil && p.Name == w.spec.Proxy.Name
 }
 
 func stripPort(hostport string) string {
@@ -485,7 +491,7 @@ func (w *Worker) redirect(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Connection", "close")
 	}
 	host := stripPort(r.Host)
-	if !w.ownsHost(host) {
+	if !w.ownsHost(r.Host) {
 		http.Error(rw, "no proxy is set up for this host", http.StatusNotFound)
 		return
 	}
