@@ -71,10 +71,10 @@ type Options struct {
 	OAuth *config.OAuth
 	// Policy decides which proxy owns a host, its resource and its users.
 	Policy *policy.Table
-	Store   store.Store
-	IDP     Provider
-	Tokens  Tokens
-	Log     *slog.Logger
+	Store  store.Store
+	IDP    Provider
+	Tokens Tokens
+	Log    *slog.Logger
 	// MetadataClient fetches client ID metadata documents; nil: a client
 	// with the SSRF guard.
 	MetadataClient *http.Client

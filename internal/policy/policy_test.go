@@ -42,7 +42,7 @@ func TestSite(t *testing.T) {
 		{".secret.corp.test", "", "", "", ""},
 		{"secret.corp.test:99999", "", "", "", ""},
 		{"secret.corp.test:x", "", "", "", ""},
-		{"bücher.corp.test", "", "", "", ""},     // U-labels are refused, never mapped
+		{"bücher.corp.test", "", "", "", ""}, // U-labels are refused, never mapped
 		{"xn--bcher-kva.corp.test", "00wild", "xn--bcher-kva.corp.test", "", ""},
 		{"ѕecret.corp.test", "", "", "", ""},     // Cyrillic ѕ: no look-alike folding
 		{"ｓecret.corp.test", "", "", "", ""},     // fullwidth
