@@ -119,7 +119,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		redirectError(w, r, p.RedirectURI, p.State, "https://"+p.Host, &oauthError{Code: "access_denied", Desc: "the identity provider did not sign the user in"})
 		return
 	}
-	id, err := s.o.IDP.Login(r.Context(), q.Get("code"), p.ID, s.o.OAuth.CallbackURL)
+	id, err := s.o.IDP.Exchange(r.Context(), q.Get("code"), p.ID, s.o.OAuth.CallbackURL)
 	if err != nil {
 		s.log.Warn("upstream login failed", "err", err)
 		s.errorPage(w, http.StatusBadGateway, "Sign-in failed",

@@ -46,5 +46,5 @@ func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/jwk-set+json")
 	w.Header().Set("Cache-Control", "public, max-age=300")
-	w.Write(s.o.Tokens.JWKS())
+	w.Write(s.o.Keys.JWKS())
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/policy"
 )
 
@@ -27,17 +28,17 @@ func (s *Server) resolveResource(raw string, r *http.Request) (string, *config.P
 }
 
 // member is what policy needs to know of a user.
-func member(id *Identity) policy.Member {
+func member(id *identity.User) policy.Member {
 	return policy.Member{Login: id.Login, Orgs: id.Orgs, Teams: id.Teams}
 }
 
 // allowed: policy admits the user on p.
-func (s *Server) allowed(p *config.Proxy, id *Identity) bool {
+func (s *Server) allowed(p *config.Proxy, id *identity.User) bool {
 	return s.o.Policy.Admit(p, member(id))
 }
 
 // grant computes the scopes a user gets for p.
-func (s *Server) grant(p *config.Proxy, id *Identity, requested []string) []string {
+func (s *Server) grant(p *config.Proxy, id *identity.User, requested []string) []string {
 	return s.o.Policy.Scopes(p, member(id), requested)
 }
 

@@ -22,47 +22,32 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
-// Identity is who the upstream provider authenticated.
-type Identity struct {
-	Subject string
-	Login   string
-	Orgs    []string // GitHub organizations, or OpenID Connect groups
-	Teams   []string // GitHub "org/team"
-}
-
-// Provider is the upstream identity provider.
+// Provider is the upstream identity provider (idp/github, idp/oidc).
 type Provider interface {
 	AuthCodeURL(state, redirectURI string) string
-	// Login redeems the provider's code; state is the value given to
+	// Exchange redeems the provider's code; state is the value given to
 	// AuthCodeURL.
-	Login(ctx context.Context, code, state, redirectURI string) (*Identity, error)
+	Exchange(ctx context.Context, code, state, redirectURI string) (*identity.User, error)
 }
 
-// AccessToken is an access token's content.
-type AccessToken struct {
-	Issuer    string
-	Subject   string
-	Audience  string
-	ClientID  string
-	Scope     string
-	Login     string
-	GrantID   string
-	JTI       string
-	IssuedAt  time.Time
-	ExpiresAt time.Time
+// Signer signs access tokens (token.Issuer).
+type Signer interface {
+	Issue(p *identity.Principal) (string, error)
 }
 
-// Tokens signs and parses access tokens.
-type Tokens interface {
-	// Issue signs t (JTI, IssuedAt are filled in by the caller).
-	Issue(t *AccessToken) (string, error)
-	// Parse verifies signature, issuer and expiry, for any audience.
-	Parse(raw string) (*AccessToken, error)
-	// JWKS is the public key set document.
+// TokenReader verifies access tokens whatever their audience, for
+// revocation and introspection (token.Verifier).
+type TokenReader interface {
+	VerifyAnyAudience(raw string) (*identity.Principal, error)
+}
+
+// KeySet publishes the verification keys (keys.Set).
+type KeySet interface {
 	JWKS() []byte
 }
 
@@ -73,7 +58,9 @@ type Options struct {
 	Policy *policy.Table
 	Store  store.Store
 	IDP    Provider
-	Tokens Tokens
+	Signer Signer
+	Reader TokenReader
+	Keys   KeySet
 	Log    *slog.Logger
 	// MetadataClient fetches client ID metadata documents; nil: a client
 	// with the SSRF guard.

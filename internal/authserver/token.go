@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -132,12 +133,12 @@ func (s *Server) issue(r *http.Request, c *client, g *grant, replaces string) (*
 	// JWT times are whole seconds: fix them here, so expires_in tells the
 	// client exactly what the token says.
 	iat := now.Truncate(time.Second)
-	at := &AccessToken{
+	at := &identity.Principal{
 		Issuer: "https://" + g.host, Subject: g.subject, Audience: g.resource, ClientID: c.ID,
-		Scope: g.scope, Login: g.login, GrantID: g.id, JTI: randomToken()[:22],
+		Scopes: strings.Fields(g.scope), Login: g.login, GrantID: g.id, TokenID: randomToken()[:22],
 		IssuedAt: iat, ExpiresAt: iat.Add(s.o.OAuth.AccessTokenTTL),
 	}
-	raw, err := s.o.Tokens.Issue(at)
+	raw, err := s.o.Signer.Issue(at)
 	if err != nil {
 		s.log.Error("signing access token", "err", err)
 		return nil, errServer("try again")
@@ -277,8 +278,8 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if at, err := s.o.Tokens.Parse(tok); err == nil && at.ClientID == c.ID {
-		if err := s.o.Store.RevokeAccessToken(r.Context(), at.JTI, at.ExpiresAt); err != nil {
+	if at, err := s.o.Reader.VerifyAnyAudience(tok); err == nil && at.ClientID == c.ID {
+		if err := s.o.Store.RevokeAccessToken(r.Context(), at.TokenID, at.ExpiresAt); err != nil {
 			s.log.Error("revoking access token", "err", err)
 			writeJSONError(w, errServer("try again"))
 			return
@@ -300,15 +301,15 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	inactive := map[string]any{"active": false}
 	tok := r.PostForm.Get("token")
-	if at, err := s.o.Tokens.Parse(tok); err == nil {
+	if at, err := s.o.Reader.VerifyAnyAudience(tok); err == nil {
 		if s.revokedAccess(r, at) {
 			writeJSON(w, http.StatusOK, inactive)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{
-			"active": true, "scope": at.Scope, "client_id": at.ClientID, "username": at.Login,
+			"active": true, "scope": at.Scope(), "client_id": at.ClientID, "username": at.Login,
 			"token_type": "Bearer", "exp": at.ExpiresAt.Unix(), "iat": at.IssuedAt.Unix(),
-			"sub": at.Subject, "aud": at.Audience, "iss": at.Issuer, "jti": at.JTI,
+			"sub": at.Subject, "aud": at.Audience, "iss": at.Issuer, "jti": at.TokenID,
 		})
 		return
 	}
@@ -325,11 +326,11 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 
 // Revoked reports whether an access token is covered by a revocation; set
 // by the worker, which keeps the revocation log in memory.
-type Revoked func(jti, grantID, clientID string) bool
+type Revoked func(*identity.Principal) bool
 
-func (s *Server) revokedAccess(_ *http.Request, at *AccessToken) bool {
+func (s *Server) revokedAccess(_ *http.Request, at *identity.Principal) bool {
 	if s.o.Revoked == nil {
 		return false
 	}
-	return s.o.Revoked(at.JTI, at.GrantID, at.ClientID)
+	return s.o.Revoked(at)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/store/sqlite"
 )
@@ -122,7 +123,7 @@ func TestGrant(t *testing.T) {
 		{wild, "alice", nil, []string{"user"}},
 	}
 	for _, tt := range tests {
-		if got := s.grant(tt.p, &Identity{Login: tt.login}, tt.requested); !slices.Equal(got, tt.want) {
+		if got := s.grant(tt.p, &identity.User{Login: tt.login}, tt.requested); !slices.Equal(got, tt.want) {
 			t.Errorf("grant(%s, %s, %v) = %v, want %v", tt.p.Name, tt.login, tt.requested, got, tt.want)
 		}
 	}
@@ -133,21 +134,21 @@ func TestAllowedOrgs(t *testing.T) {
 	s.o.OAuth.GitHub = &config.GitHubIDP{AllowedOrgs: []string{"acme"}, AllowedTeams: []string{"other/admins"}}
 	p := proxies[0]
 	for _, tt := range []struct {
-		id   Identity
+		id   identity.User
 		want bool
 	}{
-		{Identity{Login: "a", Orgs: []string{"acme"}}, true},
-		{Identity{Login: "a", Orgs: []string{"Acme"}}, true},
-		{Identity{Login: "a", Orgs: []string{"evil"}}, false},
-		{Identity{Login: "a", Teams: []string{"other/admins"}}, true},
-		{Identity{Login: "a"}, false},
+		{identity.User{Login: "a", Orgs: []string{"acme"}}, true},
+		{identity.User{Login: "a", Orgs: []string{"Acme"}}, true},
+		{identity.User{Login: "a", Orgs: []string{"evil"}}, false},
+		{identity.User{Login: "a", Teams: []string{"other/admins"}}, true},
+		{identity.User{Login: "a"}, false},
 	} {
 		if got := s.allowed(p, &tt.id); got != tt.want {
 			t.Errorf("allowed(%+v) = %v, want %v", tt.id, got, tt.want)
 		}
 	}
 	s.o.OAuth.Users.Allowed = []string{"bob"}
-	if s.allowed(p, &Identity{Login: "a", Orgs: []string{"acme"}}) {
+	if s.allowed(p, &identity.User{Login: "a", Orgs: []string{"acme"}}) {
 		t.Error("allowed_users and allowed_orgs must both hold")
 	}
 }

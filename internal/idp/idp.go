@@ -13,26 +13,13 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
-// Identity is who the upstream provider says logged in.
-type Identity struct {
-	// Subject is stable and provider-scoped: "github:12345",
-	// "oidc:<issuer host[/path]>:<sub>". It never changes when the user
-	// renames their account.
-	Subject string
-	// Login is the user name matched against allow lists: the GitHub login
-	// (as GitHub spells it; GitHub logins are case-insensitive), or the
-	// OIDC preferred_username, else a verified email, else sub.
-	Login string
-	Name  string
-	Email string
-	// Orgs are GitHub organization logins (lower-case) or the OIDC groups
-	// claim (as the provider spells them). Sorted, without duplicates.
-	Orgs []string
-	// Teams are GitHub teams as "org/team-slug" (lower-case). Sorted.
-	Teams []string
-}
+// Identity is who the upstream provider says logged in: the one User type
+// of package identity, named here for the connectors' signatures.
+type Identity = identity.User
 
 // Provider is one upstream identity provider.
 type Provider interface {

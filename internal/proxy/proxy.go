@@ -17,31 +17,26 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // IdentityPrefix is reserved for headers mcpgate sets for the backend; any
 // client-supplied header with it is removed on ingress.
 const IdentityPrefix = "X-Mcpgate-"
 
-// Identity is who the resource server verified; the backend receives it as
-// X-MCPGate-User, X-MCPGate-Scopes and X-MCPGate-Client-ID.
-type Identity struct {
-	User     string
-	Scopes   string // space-separated
-	ClientID string
-}
-
 type identityKey struct{}
 
-// WithIdentity attaches the verified identity to a request's context.
-func WithIdentity(ctx context.Context, id Identity) context.Context {
-	return context.WithValue(ctx, identityKey{}, id)
+// WithIdentity attaches who the resource server verified to a request's
+// context; the backend receives it as X-MCPGate-User, X-MCPGate-Scopes and
+// X-MCPGate-Client-Id.
+func WithIdentity(ctx context.Context, who *identity.Principal) context.Context {
+	return context.WithValue(ctx, identityKey{}, who)
 }
 
-// IdentityFrom returns the identity attached by WithIdentity.
-func IdentityFrom(ctx context.Context) (Identity, bool) {
-	id, ok := ctx.Value(identityKey{}).(Identity)
-	return id, ok
+// IdentityFrom returns the principal attached by WithIdentity.
+func IdentityFrom(ctx context.Context) (*identity.Principal, bool) {
+	who, ok := ctx.Value(identityKey{}).(*identity.Principal)
+	return who, ok && who != nil
 }
 
 // Handler proxies one proxy's requests.
@@ -174,10 +169,10 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 			delete(out, k)
 		}
 	}
-	if id, ok := IdentityFrom(pr.In.Context()); ok {
-		out.Set(IdentityPrefix+"User", id.User)
-		out.Set(IdentityPrefix+"Scopes", id.Scopes)
-		out.Set(IdentityPrefix+"Client-Id", id.ClientID)
+	if who, ok := IdentityFrom(pr.In.Context()); ok {
+		out.Set(IdentityPrefix+"User", who.Login)
+		out.Set(IdentityPrefix+"Scopes", who.Scope())
+		out.Set(IdentityPrefix+"Client-Id", who.ClientID)
 	}
 	if h.cfg.PreserveHost {
 		pr.Out.Host = pr.In.Host

@@ -11,26 +11,18 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
 
-// TokenInfo is what a verified access token says.
-type TokenInfo struct {
-	Subject  string
-	Login    string
-	ClientID string
-	Scopes   []string
-	Expiry   time.Time
-}
-
 // Verifier checks an access token for an audience (the canonical resource
-// URI). Any error means the token is unusable here.
+// URI) and says who it stands for (token.Verifier). Any error means the
+// token is unusable here.
 type Verifier interface {
-	VerifyAccess(raw, audience string) (*TokenInfo, error)
+	Verify(raw, audience string) (*identity.Principal, error)
 }
 
 // MetadataPath is where RFC 9728 metadata lives (plus the resource path
@@ -113,13 +105,13 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 			g.challenge(w, r, http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired, revoked or not for this resource")
 			return
 		}
-		info, err := g.verifier.VerifyAccess(raw, site.ResourceURL())
+		who, err := g.verifier.Verify(raw, site.ResourceURL())
 		if err != nil {
 			g.challenge(w, r, http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired, revoked or not for this resource")
 			return
 		}
 		for _, s := range g.auth.Scopes {
-			if !slices.Contains(info.Scopes, s) {
+			if !who.HasScope(s) {
 				g.challenge(w, r, http.StatusForbidden, "insufficient_scope", "the access token lacks a required scope")
 				return
 			}
@@ -127,7 +119,7 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 		// No token passthrough: the backend gets mcpgate's word for who
 		// this is, never the client's credential.
 		r.Header.Del("Authorization")
-		ctx := proxy.WithIdentity(r.Context(), proxy.Identity{User: info.Login, Scopes: strings.Join(info.Scopes, " "), ClientID: info.ClientID})
+		ctx := proxy.WithIdentity(r.Context(), who)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

@@ -9,13 +9,14 @@ import (
 	"testing"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
 
-type fakeVerifier map[string]*TokenInfo
+type fakeVerifier map[string]*identity.Principal
 
-func (f fakeVerifier) VerifyAccess(raw, audience string) (*TokenInfo, error) {
+func (f fakeVerifier) Verify(raw, audience string) (*identity.Principal, error) {
 	ti, ok := f[raw+"|"+audience]
 	if !ok {
 		return nil, errors.New("invalid")
@@ -27,9 +28,9 @@ func newGuard(auth config.Auth) *Guard {
 	p := &config.Proxy{Name: "notes", Hostnames: []string{"notes.test"}, Auth: auth}
 	other := &config.Proxy{Name: "other", Hostnames: []string{"other.test"}, Auth: auth}
 	v := fakeVerifier{
-		"good|https://notes.test/mcp":      {Login: "alice", ClientID: "c1", Scopes: []string{"mcp", "user"}},
-		"noscope|https://notes.test/mcp":   {Login: "bob", ClientID: "c1", Scopes: []string{"user"}},
-		"otherhost|https://other.test/mcp": {Login: "alice", ClientID: "c1", Scopes: []string{"mcp"}},
+		"good|https://notes.test/mcp":      &identity.Principal{Login: "alice", ClientID: "c1", Scopes: []string{"mcp", "user"}},
+		"noscope|https://notes.test/mcp":   &identity.Principal{Login: "bob", ClientID: "c1", Scopes: []string{"user"}},
+		"otherhost|https://other.test/mcp": &identity.Principal{Login: "alice", ClientID: "c1", Scopes: []string{"mcp"}},
 	}
 	return New(p, policy.New([]*config.Proxy{p, other}, nil), v, []string{"https://app.example.com"})
 }
@@ -101,14 +102,10 @@ func proxyCapture(reached *bool, user, authz *string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		*reached = true
 		*authz = r.Header.Get("Authorization")
-		if id, ok := identityFrom(r); ok {
-			*user = id.User
+		if who, ok := proxy.IdentityFrom(r.Context()); ok {
+			*user = who.Login
 		}
 	})
-}
-
-func identityFrom(r *http.Request) (proxy.Identity, bool) {
-	return proxy.IdentityFrom(r.Context())
 }
 
 func TestMetadata(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // benchClaims are shaped like real ones: a DCR client id, three scopes.
@@ -31,7 +33,7 @@ func benchVerifier(b *testing.B, cacheSize int) *Verifier {
 	v, err := NewVerifier(VerifierOptions{
 		Keys:         shared,
 		AcceptIssuer: func(iss string) bool { return issuers[iss] },
-		Revoked:      func(c *Claims) bool { return revoked[c.GrantID] || revoked[c.ID] },
+		Revoked:      func(p *identity.Principal) bool { return revoked[p.GrantID] || revoked[p.TokenID] },
 		Leeway:       2 * time.Second,
 		CacheSize:    cacheSize,
 	})
@@ -95,7 +97,7 @@ func BenchmarkIssue(b *testing.B) {
 	c.IssuedAt, c.ExpiresAt = nil, nil
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := iss.Issue(c); err != nil {
+		if _, err := iss.Sign(c); err != nil {
 			b.Fatal(err)
 		}
 	}

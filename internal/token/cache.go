@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"sync"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // The verified-token cache. Only tokens whose signature verified and whose
@@ -21,7 +23,8 @@ const (
 )
 
 type entry struct {
-	claims  *Claims // immutable
+	claims  *Claims             // immutable
+	who     *identity.Principal // immutable; what Verify returns
 	kid     string
 	pub     *rsa.PublicKey // the key that verified it, compared by identity
 	expires time.Time      // exp + leeway: useless afterwards

@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // Claims are the claims of an access token: RFC 9068 section 2.2 plus
@@ -62,6 +64,44 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 		plain
 		Audience any `json:"aud,omitempty"` // shadows plain.Audience
 	}{plain(c), aud})
+}
+
+// claimsOf is the JWT form of p: the one place mapping principal fields to
+// claim names.
+func claimsOf(p *identity.Principal) Claims {
+	c := Claims{
+		Issuer: p.Issuer, Subject: p.Subject, ID: p.TokenID, ClientID: p.ClientID,
+		Scope: p.Scope(), Login: p.Login, GrantID: p.GrantID,
+	}
+	if p.Audience != "" {
+		c.Audience = jwt.ClaimStrings{p.Audience}
+	}
+	if !p.IssuedAt.IsZero() {
+		c.IssuedAt = jwt.NewNumericDate(p.IssuedAt)
+	}
+	if !p.ExpiresAt.IsZero() {
+		c.ExpiresAt = jwt.NewNumericDate(p.ExpiresAt)
+	}
+	return c
+}
+
+// principal is what verified claims say. aud is the audience the token
+// was accepted for (one of its audiences); "" takes the first.
+func (c *Claims) principal(aud string) *identity.Principal {
+	p := &identity.Principal{
+		Issuer: c.Issuer, Subject: c.Subject, Login: c.Login, ClientID: c.ClientID,
+		Scopes: strings.Fields(c.Scope), GrantID: c.GrantID, TokenID: c.ID, Audience: aud,
+	}
+	if aud == "" && len(c.Audience) > 0 {
+		p.Audience = c.Audience[0]
+	}
+	if c.IssuedAt != nil {
+		p.IssuedAt = c.IssuedAt.UTC()
+	}
+	if c.ExpiresAt != nil {
+		p.ExpiresAt = c.ExpiresAt.UTC()
+	}
+	return p
 }
 
 // HasScope reports whether the space-separated Scope contains s.

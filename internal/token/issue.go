@@ -8,6 +8,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/keys"
 )
 
@@ -34,12 +35,19 @@ func NewIssuer(ks SigningKeys, ttl time.Duration) *Issuer {
 	return &Issuer{keys: ks, ttl: ttl, now: time.Now}
 }
 
-// Issue signs c as an RFC 9068 access token. Issuer, Subject, ClientID and
-// exactly one Audience are required. Missing values are filled in: IssuedAt
-// with the current time, ExpiresAt with IssuedAt plus the Issuer's ttl, ID
-// with NewID(); a caller that needs them (expires_in, revocation lists) sets
+// Issue signs p as an RFC 9068 access token. Issuer, Subject, ClientID and
+// Audience are required. Missing values are filled in: IssuedAt with the
+// current time, ExpiresAt with IssuedAt plus the Issuer's ttl, TokenID with
+// NewID(); a caller that needs them (expires_in, revocation lists) sets
 // them itself.
-func (i *Issuer) Issue(c Claims) (string, error) {
+func (i *Issuer) Issue(p *identity.Principal) (string, error) {
+	return i.Sign(claimsOf(p))
+}
+
+// Sign signs claims as they are, after the checks and defaults of Issue.
+// Issue is the way in for the authorization server; Sign lets tests make
+// tokens Issue never would.
+func (i *Issuer) Sign(c Claims) (string, error) {
 	switch {
 	case c.Issuer == "":
 		return "", errors.New("token: issue: no issuer")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/keys"
 )
 
@@ -64,8 +65,8 @@ type VerifierOptions struct {
 	// cached tokens too.
 	AcceptIssuer func(iss string) bool
 	// Revoked, if set, is asked on every Verify, cached token or not, and
-	// must be fast: it runs on the request path.
-	Revoked func(c *Claims) bool
+	// must be fast: it runs on the request path. It must not modify p.
+	Revoked func(p *identity.Principal) bool
 	// Leeway is the clock skew allowed on exp, nbf and iat: 0 (the issuer
 	// is this machine) up to MaxLeeway.
 	Leeway time.Duration
@@ -80,7 +81,7 @@ type VerifierOptions struct {
 type Verifier struct {
 	keys     KeySource
 	accept   func(string) bool
-	revoked  func(*Claims) bool
+	revoked  func(*identity.Principal) bool
 	leeway   time.Duration
 	now      func() time.Time
 	parser   *jwt.Parser
@@ -126,9 +127,9 @@ func NewVerifier(o VerifierOptions) (*Verifier, error) {
 }
 
 // Verify checks raw, the bearer token of a request to the protected
-// resource audience, and returns its claims. The Claims are the caller's
-// own copy, but their Audience slice is shared and must not be modified.
-func (v *Verifier) Verify(raw, audience string) (*Claims, error) {
+// resource audience, and returns who it stands for. The Principal is
+// shared with the cache: read it, never modify it.
+func (v *Verifier) Verify(raw, audience string) (*identity.Principal, error) {
 	if raw == "" || len(raw) > MaxSize {
 		return nil, fmt.Errorf("%w: empty or longer than %d bytes", ErrMalformed, MaxSize)
 	}
@@ -141,7 +142,7 @@ func (v *Verifier) Verify(raw, audience string) (*Claims, error) {
 			// (retirement, or by hand after a compromise) invalidates
 			// cached tokens at the next keys.Refresh.
 			if pub, ok := v.keys.PublicKey(e.kid); ok && pub == e.pub {
-				return v.check(e.claims, audience, now)
+				return v.check(e, audience, now)
 			}
 			v.cache.del(&sum)
 		}
@@ -150,15 +151,14 @@ func (v *Verifier) Verify(raw, audience string) (*Claims, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v.cache != nil {
-		v.cache.put(&sum, &entry{
-			claims:  c,
-			kid:     kid,
-			pub:     pub,
-			expires: c.ExpiresAt.Add(v.leeway),
-		}, now)
+	e := &entry{claims: c, kid: kid, pub: pub, expires: c.ExpiresAt.Add(v.leeway)}
+	if c.HasAudience(audience) {
+		e.who = c.principal(audience)
 	}
-	return v.check(c, audience, now)
+	if v.cache != nil && e.who != nil {
+		v.cache.put(&sum, e, now)
+	}
+	return v.check(e, audience, now)
 }
 
 // sha256Sum is the cache key of raw. The cache is keyed by the token's
@@ -170,8 +170,9 @@ func sha256Sum(raw string) [sha256.Size]byte {
 }
 
 // check is what Verify does on every call: expiry, issuer, audience,
-// revocation. c is shared with the cache; the caller gets a copy.
-func (v *Verifier) check(c *Claims, audience string, now time.Time) (*Claims, error) {
+// revocation. e is shared with the cache.
+func (v *Verifier) check(e *entry, audience string, now time.Time) (*identity.Principal, error) {
+	c := e.claims
 	if !now.Before(c.ExpiresAt.Add(v.leeway)) {
 		return nil, fmt.Errorf("%w at %s", ErrExpired, c.ExpiresAt.UTC().Format(time.RFC3339))
 	}
@@ -183,11 +184,16 @@ func (v *Verifier) check(c *Claims, audience string, now time.Time) (*Claims, er
 	if audience == "" || !c.HasAudience(audience) {
 		return nil, fmt.Errorf("%w: token is for %q, not %q", ErrAudience, []string(c.Audience), audience)
 	}
-	cp := *c
-	if v.revoked != nil && v.revoked(&cp) {
+	who := e.who
+	if who == nil || who.Audience != audience {
+		// A token with several audiences is cached for the first one it
+		// was presented for; the principal names the one accepted here.
+		who = c.principal(audience)
+	}
+	if v.revoked != nil && v.revoked(who) {
 		return nil, fmt.Errorf("%w: jti %q, grant %q", ErrRevoked, c.ID, c.GrantID)
 	}
-	return &cp, nil
+	return who, nil
 }
 
 // verify parses raw and checks what does not change between calls: the
@@ -294,8 +300,9 @@ func (v *Verifier) classify(tok *jwt.Token, err, keyErr error) error {
 // VerifyAnyAudience checks what Verify checks except the audience and the
 // revocation hook: for revocation and introspection at the authorization
 // server, which serves every resource of the gateway and decides about
-// revocation itself. It does not use the cache.
-func (v *Verifier) VerifyAnyAudience(raw string) (*Claims, error) {
+// revocation itself. It does not use the cache. The Principal's Audience
+// is the token's first.
+func (v *Verifier) VerifyAnyAudience(raw string) (*identity.Principal, error) {
 	if raw == "" || len(raw) > MaxSize {
 		return nil, fmt.Errorf("%w: empty or longer than %d bytes", ErrMalformed, MaxSize)
 	}
@@ -309,5 +316,5 @@ func (v *Verifier) VerifyAnyAudience(raw string) (*Claims, error) {
 	if !v.accept(c.Issuer) {
 		return nil, fmt.Errorf("%w: %q", ErrIssuer, c.Issuer)
 	}
-	return c, nil
+	return c.principal(""), nil
 }

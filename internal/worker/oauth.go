@@ -7,26 +7,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/config"
-	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/idp/github"
 	"github.com/mcpgate/mcpgate/internal/idp/oidc"
 	"github.com/mcpgate/mcpgate/internal/keys"
 	"github.com/mcpgate/mcpgate/internal/resource"
+	"github.com/mcpgate/mcpgate/internal/revocation"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/sqlite"
 	"github.com/mcpgate/mcpgate/internal/token"
 )
-
-// How often a worker reads the revocation log: revocations take effect in
-// every worker within a second.
-const revocationPoll = 250 * time.Millisecond
 
 // keyRefresh: how often a worker looks for keys rotated by another.
 const keyRefresh = time.Minute
@@ -37,7 +30,7 @@ type oauth struct {
 	keys     *keys.Set
 	issuer   *token.Issuer
 	verifier *token.Verifier
-	revoked  *revocations
+	revoked  *revocation.Mirror
 	server   *authserver.Server
 	guard    *resource.Guard
 	stop     context.CancelFunc
@@ -65,12 +58,12 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 		return nil, err
 	}
 	o.keys = ks
-	o.revoked = newRevocations(st)
+	o.revoked = revocation.New(st)
 	o.issuer = token.NewIssuer(ks, oc.AccessTokenTTL)
 	o.verifier, err = token.NewVerifier(token.VerifierOptions{
 		Keys:         ks,
 		AcceptIssuer: w.policy.IsIssuer,
-		Revoked:      func(c *token.Claims) bool { return o.revoked.covers(c.ID, c.GrantID, c.ClientID) },
+		Revoked:      o.revoked.Covers,
 	})
 	if err != nil {
 		st.Close()
@@ -86,9 +79,11 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 		Policy:  w.policy,
 		Store:   st,
 		IDP:     provider,
-		Tokens:  &tokens{issuer: o.issuer, verifier: o.verifier, keys: ks},
+		Signer:  o.issuer,
+		Reader:  o.verifier,
+		Keys:    ks,
 		Log:     w.log.With("component", "oauth"),
-		Revoked: o.revoked.covers,
+		Revoked: o.revoked.Covers,
 	})
 	if err != nil {
 		st.Close()
@@ -98,10 +93,10 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 	for _, a := range oc.AllowedOrigins {
 		origins = append(origins, strings.ToLower(a))
 	}
-	o.guard = resource.New(spec.Proxy, w.policy, &accessVerifier{o.verifier}, origins)
+	o.guard = resource.New(spec.Proxy, w.policy, o.verifier, origins)
 	ctx, cancel := context.WithCancel(context.Background())
 	o.stop = cancel
-	go o.revoked.poll(ctx, w.log)
+	go o.revoked.Run(ctx, w.log)
 	go o.maintain(ctx, w)
 	return o, nil
 }
@@ -149,7 +144,7 @@ func newProvider(oc *config.OAuth) (authserver.Provider, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &provider{p}, nil
+		return p, nil
 	case oc.OIDC != nil:
 		secret, err := readSecret(oc.OIDC.SecretFile)
 		if err != nil {
@@ -164,7 +159,7 @@ func newProvider(oc *config.OAuth) (authserver.Provider, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &provider{p}, nil
+		return p, nil
 	}
 	return nil, errors.New("no identity provider configured")
 }
@@ -179,149 +174,4 @@ func readSecret(path string) (string, error) {
 		return "", fmt.Errorf("client secret: %s is empty", path)
 	}
 	return s, nil
-}
-
-// provider adapts an idp.Provider to the authorization server.
-type provider struct{ p idp.Provider }
-
-func (a *provider) AuthCodeURL(state, redirectURI string) string {
-	return a.p.AuthCodeURL(state, redirectURI)
-}
-
-func (a *provider) Login(ctx context.Context, code, state, redirectURI string) (*authserver.Identity, error) {
-	id, err := a.p.Exchange(ctx, code, state, redirectURI)
-	if err != nil {
-		return nil, err
-	}
-	return &authserver.Identity{Subject: id.Subject, Login: id.Login, Orgs: id.Orgs, Teams: id.Teams}, nil
-}
-
-// tokens adapts the token package to the authorization server.
-type tokens struct {
-	issuer   *token.Issuer
-	verifier *token.Verifier
-	keys     *keys.Set
-}
-
-func (t *tokens) Issue(at *authserver.AccessToken) (string, error) {
-	return t.issuer.Issue(token.Claims{
-		Issuer: at.Issuer, Subject: at.Subject, Audience: []string{at.Audience},
-		ExpiresAt: numericDate(at.ExpiresAt), IssuedAt: numericDate(at.IssuedAt),
-		ID: at.JTI, ClientID: at.ClientID, Scope: at.Scope, Login: at.Login, GrantID: at.GrantID,
-	})
-}
-
-// Parse verifies a token for revocation and introspection, whatever its
-// audience.
-func (t *tokens) Parse(raw string) (*authserver.AccessToken, error) {
-	c, err := t.verifier.VerifyAnyAudience(raw)
-	if err != nil {
-		return nil, err
-	}
-	at := &authserver.AccessToken{
-		Issuer: c.Issuer, Subject: c.Subject, ClientID: c.ClientID, Scope: c.Scope,
-		Login: c.Login, GrantID: c.GrantID, JTI: c.ID,
-	}
-	if len(c.Audience) > 0 {
-		at.Audience = c.Audience[0]
-	}
-	if c.ExpiresAt != nil {
-		at.ExpiresAt = c.ExpiresAt.Time
-	}
-	if c.IssuedAt != nil {
-		at.IssuedAt = c.IssuedAt.Time
-	}
-	return at, nil
-}
-
-func (t *tokens) JWKS() []byte { return t.keys.JWKS() }
-
-// accessVerifier adapts the token verifier to the resource guard.
-type accessVerifier struct{ v *token.Verifier }
-
-func (a *accessVerifier) VerifyAccess(raw, audience string) (*resource.TokenInfo, error) {
-	c, err := a.v.Verify(raw, audience)
-	if err != nil {
-		return nil, err
-	}
-	ti := &resource.TokenInfo{Subject: c.Subject, Login: c.Login, ClientID: c.ClientID, Scopes: strings.Fields(c.Scope)}
-	if c.ExpiresAt != nil {
-		ti.Expiry = c.ExpiresAt.Time
-	}
-	return ti, nil
-}
-
-// revocations mirrors the store's revocation log in memory, so the bearer
-// check stays a map lookup.
-type revocations struct {
-	st store.Store
-
-	mu      sync.RWMutex
-	after   int64                // guarded by mu
-	entries map[string]time.Time // guarded by mu; kind+":"+value → expiry
-}
-
-func newRevocations(st store.Store) *revocations {
-	return &revocations{st: st, entries: map[string]time.Time{}}
-}
-
-func (r *revocations) covers(jti, grantID, clientID string) bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if len(r.entries) == 0 {
-		return false
-	}
-	_, a := r.entries[string(store.RevokeToken)+":"+jti]
-	_, b := r.entries[string(store.RevokeGrant)+":"+grantID]
-	_, c := r.entries[string(store.RevokeClient)+":"+clientID]
-	return a || b || c
-}
-
-func (r *revocations) poll(ctx context.Context, log interface{ Warn(string, ...any) }) {
-	t := time.NewTicker(revocationPoll)
-	defer t.Stop()
-	for {
-		if err := r.load(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("reading revocations", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (r *revocations) load(ctx context.Context) error {
-	for {
-		r.mu.RLock()
-		after := r.after
-		r.mu.RUnlock()
-		batch, err := r.st.Revocations(ctx, after, 1000)
-		if err != nil {
-			return err
-		}
-		now := time.Now()
-		r.mu.Lock()
-		for _, e := range batch {
-			r.entries[string(e.Kind)+":"+e.Value] = e.ExpiresAt
-			r.after = e.Seq
-		}
-		for k, exp := range r.entries {
-			if now.After(exp) {
-				delete(r.entries, k)
-			}
-		}
-		r.mu.Unlock()
-		if len(batch) < 1000 {
-			return nil
-		}
-	}
-}
-
-func numericDate(t time.Time) *jwt.NumericDate {
-	if t.IsZero() {
-		return nil
-	}
-	return jwt.NewNumericDate(t)
 }

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/keys"
 	"github.com/mcpgate/mcpgate/internal/token"
 )
@@ -108,12 +107,12 @@ func (g *gateway) mint(host string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return token.NewIssuer(ks, 2*time.Hour).Issue(token.Claims{
+	return token.NewIssuer(ks, 2*time.Hour).Issue(&identity.Principal{
 		Issuer:   "https://" + host,
 		Subject:  "bench|1",
-		Audience: jwt.ClaimStrings{"https://" + host + "/mcp"},
+		Audience: "https://" + host + "/mcp",
 		ClientID: "mcpgate-bench",
-		Scope:    "mcp",
+		Scopes:   []string{"mcp"},
 		Login:    "bench",
 	})
 }
