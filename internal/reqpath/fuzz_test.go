@@ -61,10 +61,12 @@ func refClean(in string) (decoded, canonical string, ok bool) {
 		s = strings.ReplaceAll(s, "//", "/")
 	}
 	for _, seg := range strings.Split(s, "/") {
-		for _, p := range []string{".;", "..;", ".%3B", "..%3B"} {
-			if strings.HasPrefix(seg, p) {
-				return "", "", false
-			}
+		d, _ := url.PathUnescape(seg)
+		if d != "." && d != ".." && strings.Contains(d, ".") && strings.Trim(d, ". ") == "" {
+			return "", "", false
+		}
+		if dot, _, semi := strings.Cut(d, ";"); semi && (dot == "." || dot == "..") {
+			return "", "", false
 		}
 	}
 	// RFC 3986 §5.2.4, steps A to E.
@@ -136,7 +138,7 @@ var seeds = []string{
 	"/docs/..%2fmcp", "/docs/.%2e/mcp", "/docs//../mcp", `/docs/..\mcp`,
 	"/docs/%5c../mcp", "//mcp", "/docs/./../mcp", "/docs/..;/mcp",
 	"/docs/%252e%252e/mcp", "/docs/%00/x", "/a%20b/%c3%a9/é", "/%7e/%41",
-	"/a/b/..", "/..", "*", "", "/docs/..%3B/x", "/x?y", "/x#y", "/%",
+	"/a/b/..", "/..", "/.../x", "/..%20/x", "*", "", "/docs/..%3B/x", "/x?y", "/x#y", "/%",
 }
 
 // FuzzPath checks Clean against refClean and its own invariants, and that

@@ -11,8 +11,9 @@
 // normalization):
 //
 //   - The path must start with "/"; "*", authority-form (CONNECT) and
-//     opaque targets are refused. (Go's server answers "OPTIONS *" itself
-//     before any handler runs.)
+//     opaque targets are refused. (net/http answers "OPTIONS *" over
+//     HTTP/1.1 and HTTP/2 itself, before any handler runs; over HTTP/3 it
+//     gets 400.)
 //   - Percent-encoded unreserved characters are decoded (%2E is ".", %7E
 //     is "~"), so "%2e%2e" is a dot segment; every other escape is kept,
 //     with upper-case hex, so the backend sees what the client sent.
@@ -26,9 +27,10 @@
 //     "/docs//../mcp" is "/mcp", as a server that ignores empty segments
 //     reads it. ".." at the root stays at the root, as RFC 3986 and Envoy
 //     do: the result is a path both the check and the backend see.
-//   - A segment that Java servlet containers read as a dot segment because
-//     of a path parameter (".;x", "..;x", also with ";" encoded) is
-//     refused.
+//   - A segment that some server reads as a dot segment is refused: "."
+//     or ".." with a path parameter (".;x", "..;x", also with ";"
+//     encoded), which Java servlet containers strip, and one made only of
+//     dots and spaces ("...", ".. "), which Windows trims.
 //   - A trailing slash is kept ("/a/b/.." is "/a/").
 package reqpath
 
@@ -48,7 +50,7 @@ var (
 	ErrControl      = errors.New("the request path contains a control character or a space")
 	ErrDelimiter    = errors.New(`the request path contains a raw "#" or "?"`)
 	ErrBadEscape    = errors.New("the request path contains a malformed percent-encoding")
-	ErrDotParam     = errors.New(`the request path contains a dot segment with parameters (";")`)
+	ErrDisguisedDot = errors.New(`the request path contains a segment some servers read as "." or ".."`)
 	ErrInconsistent = errors.New("the request URL's path and raw path disagree")
 )
 
@@ -133,8 +135,8 @@ func Clean(escaped string) (path, canonical string, err error) {
 			trailing = last
 			continue
 		}
-		if dotParam(c) {
-			return "", "", ErrDotParam
+		if disguisedDot(c) {
+			return "", "", ErrDisguisedDot
 		}
 		out = append(out, c)
 		trailing = false
@@ -197,15 +199,17 @@ func segment(s string) (string, error) {
 	return b.String(), nil
 }
 
-// dotParam reports whether a canonical segment is "." or ".." followed by
-// a path parameter, which Tomcat and Jetty strip before resolving dots.
-func dotParam(c string) bool {
+// disguisedDot reports whether a canonical segment other than "." and
+// ".." is one that some server resolves as a dot segment: Tomcat and Jetty
+// strip path parameters first ("..;x"), Windows trims trailing dots and
+// spaces ("...", ".. ").
+func disguisedDot(c string) bool {
 	for _, p := range []string{".;", "..;", ".%3B", "..%3B"} {
 		if strings.HasPrefix(c, p) {
 			return true
 		}
 	}
-	return false
+	return strings.Contains(c, ".") && strings.Trim(strings.ReplaceAll(c, "%20", " "), ". ") == ""
 }
 
 // unreserved is RFC 3986's unreserved set.

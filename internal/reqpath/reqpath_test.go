@@ -30,7 +30,6 @@ func TestClean(t *testing.T) {
 		{in: "/a/b/.", path: "/a/b/", escaped: "/a/b/"},
 		{in: "/a/./b/./", path: "/a/b/", escaped: "/a/b/"},
 		{in: "/a/..b/c..", path: "/a/..b/c..", escaped: "/a/..b/c.."},
-		{in: "/a/.../b", path: "/a/.../b", escaped: "/a/.../b"},
 		// Encoded dots are dots.
 		{in: "/docs/%2e%2e/mcp", path: "/mcp", escaped: "/mcp"},
 		{in: "/docs/%2E%2E/mcp", path: "/mcp", escaped: "/mcp"},
@@ -78,11 +77,17 @@ func TestClean(t *testing.T) {
 		{in: "/a%4", err: ErrBadEscape},
 		{in: "/a%zz", err: ErrBadEscape},
 		{in: "/a%%41", err: ErrBadEscape},
-		{in: "/docs/..;/mcp", err: ErrDotParam},
-		{in: "/docs/.;x/mcp", err: ErrDotParam},
-		{in: "/docs/..%3b/mcp", err: ErrDotParam},
-		{in: "/docs/%2e%2e;jsessionid=1/mcp", err: ErrDotParam},
-		// A ";" elsewhere is just a character.
+		{in: "/docs/..;/mcp", err: ErrDisguisedDot},
+		{in: "/docs/.;x/mcp", err: ErrDisguisedDot},
+		{in: "/docs/..%3b/mcp", err: ErrDisguisedDot},
+		{in: "/docs/%2e%2e;jsessionid=1/mcp", err: ErrDisguisedDot},
+		{in: "/docs/.../mcp", err: ErrDisguisedDot},
+		{in: "/docs/..%2e/mcp", err: ErrDisguisedDot},
+		{in: "/docs/..%20/mcp", err: ErrDisguisedDot},
+		{in: "/docs/.%20./mcp", err: ErrDisguisedDot},
+		{in: "/docs/%20", path: "/docs/ ", escaped: "/docs/%20"},
+		// A ";" or a space elsewhere is just a character.
+		{in: "/docs/a..%20b/.a", path: "/docs/a.. b/.a", escaped: "/docs/a..%20b/.a"},
 		{in: "/docs/a;b/..", path: "/docs/", escaped: "/docs/"},
 	} {
 		path, escaped, err := Clean(tc.in)

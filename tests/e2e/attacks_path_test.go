@@ -208,6 +208,8 @@ redirect_uris = ["http://127.0.0.1/callback"]
 		{"/docs/..;/mcp", refused},
 		{"/docs/..%3b/mcp", refused},
 		{"/docs/%00/../mcp", refused},
+		{"/docs/.../mcp", refused},
+		{"/docs/..%20/mcp", refused},
 	}
 	clients := []struct {
 		name string
