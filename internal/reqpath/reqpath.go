@@ -90,19 +90,18 @@ func Normalize(u *url.URL) error {
 	if err != nil {
 		return err
 	}
-	u.Path = path
 	// RawPath only when the default escaping of Path differs, as
 	// url.Parse does; httputil's joinURLPath takes the simpler branch
 	// then.
-	if (&url.URL{Path: path}).EscapedPath() == escaped {
-		u.RawPath = ""
-	} else {
-		u.RawPath = escaped
+	v := url.URL{Path: path}
+	if v.EscapedPath() != escaped {
+		v.RawPath = escaped
 	}
-	if u.EscapedPath() != escaped {
+	if v.EscapedPath() != escaped {
 		// Cannot happen: Clean's output is a valid encoding of path.
 		return ErrInconsistent
 	}
+	u.Path, u.RawPath = v.Path, v.RawPath
 	return nil
 }
 
