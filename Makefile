@@ -12,7 +12,8 @@ FUZZTIME ?= 10s
 # Fuzz targets as package:Target.
 FUZZ_TARGETS := ./internal/peek:FuzzClientHello ./internal/peek:FuzzParseClientHello \
 	./internal/peek:FuzzHTTPHost ./internal/config:FuzzLoad \
-	./internal/quicroute:FuzzParseInitial ./internal/quicroute:FuzzAssembler ./internal/quicroute:FuzzRoute
+	./internal/quicroute:FuzzParseInitial ./internal/quicroute:FuzzAssembler ./internal/quicroute:FuzzRoute \
+	./internal/reqpath:FuzzPath
 
 .PHONY: help build demo test lint unit integration e2e fuzz bench bench-quick clean package package-deps package-test package-golden-update systemtest systemtest-clean
 

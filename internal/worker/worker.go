@@ -437,6 +437,9 @@ func (w *Worker) handler() http.Handler {
 				"this connection does not serve the requested host", w.spec.Proxy.Name)
 			return
 		}
+		if !w.cleanPath(rw, r) {
+			return
+		}
 		if r.URL.Path == HealthPath {
 			w.health(rw, r)
 			return
