@@ -169,10 +169,15 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 	out := pr.Out.Header
 	out.Del("Forwarded")
 	out.Del("X-Real-Ip")
-	for k := range out {
-		if strings.HasPrefix(k, IdentityPrefix) {
-			delete(out, k)
-		}
+	// Before the identity is set: nothing the client sent may sit beside
+	// it under a name the backend could read as the same header.
+	h.dropHeaders(out, "header")
+	// Request trailers are declared to the backend in a Trailer field
+	// built from this map.
+	h.dropHeaders(pr.Out.Trailer, "trailer")
+	stripGatewayCookies(out)
+	if restrictUpgrade(out) {
+		h.log.Debug("dropped a request's protocol switch other than WebSocket", "path", pr.In.URL.Path)
 	}
 	if id, ok := IdentityFrom(pr.In.Context()); ok {
 		out.Set(IdentityPrefix+"User", id.User)
@@ -191,6 +196,12 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 }
 
 func (h *Handler) modifyResponse(res *http.Response) error {
+	if err := checkSwitch(res); err != nil {
+		return err
+	}
+	if n := dropGatewaySetCookies(res.Header); n > 0 {
+		h.log.Debug("dropped the backend's Set-Cookie for mcpgate's cookies", "count", n)
+	}
 	for _, k := range h.headers.RemoveResponse {
 		res.Header.Del(k)
 	}
