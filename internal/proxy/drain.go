@@ -19,6 +19,7 @@ type endTransport struct {
 }
 
 func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	filter1xx(req)
 	ctx, cancel := context.WithCancel(req.Context())
 	res, err := t.rt.RoundTrip(req.WithContext(ctx))
 	if err != nil {

@@ -3,6 +3,8 @@ package proxy
 import (
 	"errors"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 )
 
@@ -141,6 +143,24 @@ func dropGatewaySetCookies(hdr http.Header) int {
 		hdr["Set-Cookie"] = kept
 	}
 	return n
+}
+
+// filter1xx makes the backend's informational responses (103 Early Hints)
+// pass dropGatewaySetCookies too: ReverseProxy relays them to the client
+// from its own httptrace hook, before and apart from ModifyResponse. The
+// hook belongs to this request alone (ReverseProxy makes one per request),
+// so wrapping it in place costs one small allocation where composing a
+// second trace would cost several.
+func filter1xx(req *http.Request) {
+	tr := httptrace.ContextClientTrace(req.Context())
+	if tr == nil || tr.Got1xxResponse == nil {
+		return
+	}
+	relay := tr.Got1xxResponse
+	tr.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
+		dropGatewaySetCookies(http.Header(h))
+		return relay(code, h)
+	}
 }
 
 // isWebSocket reports whether an Upgrade field is exactly one protocol,

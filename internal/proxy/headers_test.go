@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"slices"
 	"strings"
 	"testing"
@@ -493,5 +496,43 @@ func TestUpgradeOnlyWebSocket(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEarlyHintsSetCookie: ReverseProxy relays a backend's 103 through its
+// own trace hook, past ModifyResponse; mcpgate's cookies are dropped there
+// too, the rest of the 103 still reaches the client.
+func TestEarlyHintsSetCookie(t *testing.T) {
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Set-Cookie", "__Host-mcpgate-flow=evil; Path=/; Secure")
+		w.Header().Add("Set-Cookie", "app=early")
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Set-Cookie")
+		io.WriteString(w, "ok")
+	}))
+	defer b.Close()
+	px := newProxy(t, b.URL, nil)
+	var early []http.Header
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			early = append(early, http.Header(h).Clone())
+			return nil
+		},
+	})
+	req, _ := http.NewRequestWithContext(ctx, "GET", px.URL+"/", nil)
+	res, err := px.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if len(early) != 1 {
+		t.Fatalf("the client got %d informational responses, want the one 103", len(early))
+	}
+	if sc := early[0].Values("Set-Cookie"); !slices.Equal(sc, []string{"app=early"}) {
+		t.Errorf("103 Set-Cookie at the client %q, want only the backend's own", sc)
+	}
+	if early[0].Get("Link") == "" {
+		t.Error("the 103's Link was lost")
 	}
 }

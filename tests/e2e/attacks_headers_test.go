@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -42,6 +44,8 @@ redirect_uris = ["http://127.0.0.1/callback"]
 	t.Run("trailers/h2", a.trailersH2)
 	t.Run("cookies/http1", a.cookiesHTTP1)
 	t.Run("cookies/h2", a.cookiesH2)
+	t.Run("cookies-early-hints/http1", a.earlyHintsHTTP1)
+	t.Run("cookies-early-hints/h2", a.earlyHintsH2)
 	t.Run("upgrade-h2c/http1", a.upgradeH2C)
 	t.Run("http2-settings/h2", a.http2SettingsH2)
 	t.Run("websocket-answered-h2c/http1", a.websocketAnsweredH2C)
@@ -300,6 +304,51 @@ func (a *attacker) cookiesH2(t *testing.T) {
 	checkCookies(t, a.spy.get(t, id), resp)
 }
 
+// checkEarly fails unless the client got the backend's 103 without its
+// Set-Cookie for mcpgate's cookie.
+func checkEarly(t *testing.T, early []http.Header) {
+	t.Helper()
+	if len(early) != 1 {
+		t.Fatalf("the client got %d informational responses, want the backend's 103", len(early))
+	}
+	if sc := early[0].Values("Set-Cookie"); strings.Join(sc, ",") != "app=early" {
+		t.Errorf("the client received Set-Cookie %q in a 103, want only the backend's own app=early", sc)
+	}
+}
+
+// earlyHintsHTTP1: ReverseProxy relays a backend's 103 Early Hints apart
+// from the final response; it must not set mcpgate's cookies either.
+func (a *attacker) earlyHintsHTTP1(t *testing.T) {
+	id := a.id()
+	resp, _, br, _ := a.raw1(t, "GET /mcp?case=early&id="+id+" HTTP/1.1\r\nHost: alpha.test\r\nAuthorization: Bearer "+a.token+"\r\nConnection: close\r\n\r\n")
+	if resp.StatusCode != http.StatusEarlyHints {
+		t.Fatalf("status %d, want the backend's 103 first", resp.StatusCode)
+	}
+	checkEarly(t, []http.Header{resp.Header})
+	final, err := http.ReadResponse(br, nil)
+	if err != nil || final.StatusCode != http.StatusOK {
+		t.Fatalf("final response: %v, %v; want 200", final, err)
+	}
+	final.Body.Close()
+}
+
+func (a *attacker) earlyHintsH2(t *testing.T) {
+	id := a.id()
+	req := a.h2Request(t, http.MethodGet, "case=early&id="+id, nil)
+	var early []http.Header
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			early = append(early, http.Header(h).Clone())
+			return nil
+		},
+	}))
+	resp, body := a.h2(t, req)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, body %q; want 200 from the backend", resp.StatusCode, body)
+	}
+	checkEarly(t, early)
+}
+
 // upgradeH2C: a request to switch to h2c (alone or in a list) reaches the
 // backend as an ordinary request, and the backend's 101 to h2c is never
 // relayed: after it, the connection would carry requests no check sees.
@@ -385,6 +434,7 @@ func (a *attacker) websocket(t *testing.T) {
 // request's case= query parameter:
 //   - (none): 200 "ok"
 //   - cookies: 200 with Set-Cookie for mcpgate's cookie names and its own
+//   - early: 103 with Set-Cookie for mcpgate's flow cookie and its own, then 200
 //   - h2c: 101 Upgrade: h2c, whatever was asked
 //   - ws: 101 Upgrade: websocket if asked, then echoes lines
 type rawSpy struct {
@@ -528,6 +578,10 @@ func (s *rawSpy) serve(c net.Conn) {
 			"Set-Cookie: __Host-mcpgate-flow; Path=/; Secure\r\n"+
 			"Set-Cookie: theme=light\r\n"+
 			"\r\nok")
+	case "early":
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n"+
+			"Set-Cookie: __Host-mcpgate-flow=evil; Path=/; Secure\r\nSet-Cookie: app=early\r\n\r\n"+
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 	case "h2c":
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
 		io.Copy(io.Discard, br) // until the gateway closes
