@@ -536,3 +536,42 @@ func TestEarlyHintsSetCookie(t *testing.T) {
 		t.Error("the 103's Link was lost")
 	}
 }
+
+// TestDropLogsNamesOnly: the debug log says which header, trailer, cookie
+// or upgrade was dropped, never a value (they may be credentials).
+func TestDropLogsNamesOnly(t *testing.T) {
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Add("Set-Cookie", "__Host-mcpgate-flow=backend-secret-value")
+	}))
+	defer b.Close()
+	var logs strings.Builder
+	p := &config.Proxy{Name: "notes", Target: upstreamOf(t, b.URL), Timeouts: config.Timeouts{Connect: time.Second, ResponseHeader: 5 * time.Second}}
+	h, err := New(p, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := httptest.NewServer(h)
+	defer px.Close()
+	req, _ := http.NewRequest("POST", px.URL+"/mcp", strings.NewReader("{}"))
+	req.ContentLength = -1
+	req.Header["X_Mcpgate_User"] = []string{"header-secret-value"}
+	req.Header.Set("Cookie", "__Host-mcpgate-flow=cookie-secret-value")
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "h2c-secret-value")
+	req.Trailer = http.Header{"X_Sum": {"trailer-secret-value"}}
+	res, err := px.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	got := logs.String()
+	for _, want := range []string{"name=X_mcpgate_user", "name=X_sum", "protocol switch", "Set-Cookie"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the debug log does not mention %s:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "secret-value") {
+		t.Errorf("a value reached the log:\n%s", got)
+	}
+}
