@@ -28,7 +28,7 @@ import (
 func TestAttackHeaders(t *testing.T) {
 	t.Parallel()
 	spy := newRawSpy(t)
-	e := startOAuth(t, harness.GitHubOAuthConfig{
+	e := startOAuthWith(t, harness.Options{QUIC: true}, harness.GitHubOAuthConfig{
 		CallbackHost: "alpha.test",
 		Tables: `[[oauth.clients]]
 client_id = "e2e-cli"
@@ -36,18 +36,21 @@ redirect_uris = ["http://127.0.0.1/callback"]
 `,
 	}, harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: spy.url})
 	access, _ := e.tokens(t, "alpha.test", "e2e-cli")
-	a := &attacker{e: e, spy: spy, token: access}
+	a := &attacker{e: e, spy: spy, token: access, h3: e.g.HTTP3Client(t)}
 
 	t.Run("lookalike-identity/http1", a.lookalikeHTTP1)
 	t.Run("lookalike-identity/h2", a.lookalikeH2)
+	t.Run("lookalike-identity/h3", a.lookalikeH3)
 	t.Run("trailers/http1", a.trailersHTTP1)
 	t.Run("trailers/h2", a.trailersH2)
 	t.Run("cookies/http1", a.cookiesHTTP1)
 	t.Run("cookies/h2", a.cookiesH2)
+	t.Run("cookies/h3", a.cookiesH3)
 	t.Run("cookies-early-hints/http1", a.earlyHintsHTTP1)
 	t.Run("cookies-early-hints/h2", a.earlyHintsH2)
 	t.Run("upgrade-h2c/http1", a.upgradeH2C)
 	t.Run("http2-settings/h2", a.http2SettingsH2)
+	t.Run("upgrade-h2c/h3", a.upgradeH3)
 	t.Run("websocket-answered-h2c/http1", a.websocketAnsweredH2C)
 	t.Run("websocket/http1", a.websocket)
 	e.checkLogSecrets(t)
@@ -60,6 +63,7 @@ type attacker struct {
 	e     *oauthEnv
 	spy   *rawSpy
 	token string
+	h3    *http.Client
 	n     int // request ids; subtests run in order
 }
 
@@ -115,6 +119,22 @@ func (a *attacker) h2(t *testing.T, req *http.Request) (*http.Response, string) 
 	return resp, string(body)
 }
 
+// h3 sends a request over HTTP/3 and returns the response with its body.
+func (a *attacker) h3Do(t *testing.T, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := a.h3.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.ProtoMajor != 3 {
+		t.Fatalf("protocol %s, want HTTP/3", resp.Proto)
+	}
+	return resp, string(body)
+}
+
 func (a *attacker) h2Request(t *testing.T, method, query string, body io.Reader) *http.Request {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -160,6 +180,24 @@ func (a *attacker) lookalikeH2(t *testing.T) {
 		req.Header[k] = append(req.Header[k], v) // as written: no canonicalisation
 	}
 	resp, body := a.h2(t, req)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, body %q; want 200 from the backend", resp.StatusCode, body)
+	}
+	got := a.spy.get(t, id)
+	checkIdentity(t, got)
+	if v := got.values("x-harmless"); len(v) != 1 || v[0] != "kept" {
+		t.Errorf("X-Harmless = %q, want [kept]: ordinary headers must pass", v)
+	}
+}
+
+func (a *attacker) lookalikeH3(t *testing.T) {
+	id := a.id()
+	req := a.h2Request(t, http.MethodGet, "id="+id, nil)
+	for line := range strings.Lines(lookalikes) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+		req.Header[k] = append(req.Header[k], v)
+	}
+	resp, body := a.h3Do(t, req)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d, body %q; want 200 from the backend", resp.StatusCode, body)
 	}
@@ -304,6 +342,17 @@ func (a *attacker) cookiesH2(t *testing.T) {
 	checkCookies(t, a.spy.get(t, id), resp)
 }
 
+func (a *attacker) cookiesH3(t *testing.T) {
+	id := a.id()
+	req := a.h2Request(t, http.MethodGet, "case=cookies&id="+id, nil)
+	req.Header["Cookie"] = []string{cookiesA, cookiesB}
+	resp, body := a.h3Do(t, req)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, body %q; want 200 from the backend", resp.StatusCode, body)
+	}
+	checkCookies(t, a.spy.get(t, id), resp)
+}
+
 // checkEarly fails unless the client got the backend's 103 without its
 // Set-Cookie for mcpgate's cookie.
 func checkEarly(t *testing.T, early []http.Header) {
@@ -393,6 +442,33 @@ func (a *attacker) http2SettingsH2(t *testing.T) {
 		t.Fatalf("status %d, body %q; want 200 from the backend", resp.StatusCode, body)
 	}
 	checkNoUpgrade(t, a.spy.get(t, id))
+}
+
+// upgradeH3: HTTP/3 has no Upgrade either, but the fields can be sent; an
+// h2c switch asked for that way must not reach the backend or come back.
+func (a *attacker) upgradeH3(t *testing.T) {
+	id := a.id()
+	req := a.h2Request(t, http.MethodGet, "case=h2c&id="+id, nil)
+	req.Header.Set("Connection", "Upgrade, HTTP2-Settings")
+	req.Header.Set("Upgrade", "h2c")
+	req.Header.Set("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := a.h3.Do(req)
+	if err != nil {
+		t.Logf("refused by the HTTP/3 stack: %v", err)
+		return
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		t.Errorf("the client received 101 Upgrade: %q", resp.Header.Get("Upgrade"))
+	}
+	a.spy.mu.Lock()
+	got, ok := a.spy.reqs[id]
+	a.spy.mu.Unlock()
+	if ok {
+		checkNoUpgrade(t, got)
+	}
 }
 
 // websocketAnsweredH2C: a WebSocket request the backend answers with a
