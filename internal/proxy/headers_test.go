@@ -479,6 +479,13 @@ func TestUpgradeOnlyWebSocket(t *testing.T) {
 			if res.StatusCode != tt.status {
 				t.Errorf("status %d, want %d", res.StatusCode, tt.status)
 			}
+			if tt.status == http.StatusBadGateway {
+				var body struct{ Error, Message string }
+				json.NewDecoder(res.Body).Decode(&body)
+				if body.Error != "bad_gateway" || !strings.Contains(body.Message, "does not relay") {
+					t.Errorf("502 body %+v, want bad_gateway saying the switch is not relayed", body)
+				}
+			}
 			s := <-seenc
 			if got := strings.Join(s.upgrade, ","); got != tt.backendUpgrade {
 				t.Errorf("backend asked to upgrade to %q, want %q", got, tt.backendUpgrade)

@@ -20,7 +20,9 @@ import (
 )
 
 // IdentityPrefix is reserved for headers mcpgate sets for the backend; any
-// client-supplied header with it is removed on ingress.
+// client-supplied header with it, in any case, is removed on the way to
+// the backend, as is every header whose name could be read as one of them
+// (X_MCPGate_User; see plainName).
 const IdentityPrefix = "X-Mcpgate-"
 
 // Identity is who the resource server verified; the backend receives it as
@@ -220,8 +222,11 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	status, code, msg := http.StatusBadGateway, "bad_gateway", "the MCP server behind this proxy could not be reached"
-	if isTimeout(err) {
+	switch {
+	case isTimeout(err):
 		status, code, msg = http.StatusGatewayTimeout, "gateway_timeout", "the MCP server behind this proxy did not answer in time"
+	case errors.Is(err, errUpgradeRefused):
+		msg = "the MCP server behind this proxy switched to a protocol mcpgate does not relay"
 	}
 	h.log.Warn("upstream error", "path", r.URL.Path, "status", status, "err", err)
 	WriteJSONError(w, status, code, msg, h.name)
