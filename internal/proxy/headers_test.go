@@ -582,3 +582,45 @@ func TestDropLogsNamesOnly(t *testing.T) {
 		t.Errorf("a value reached the log:\n%s", got)
 	}
 }
+
+// TestTrailerSetCookie: ReverseProxy copies the backend's trailers after
+// the body, past ModifyResponse; a Set-Cookie for mcpgate's names sent
+// there is dropped too, other trailers pass.
+func TestTrailerSetCookie(t *testing.T) {
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "Set-Cookie, X-Sum")
+		io.WriteString(w, "ok")
+		w.Header().Add("Set-Cookie", "__Host-mcpgate-flow=evil; Path=/; Secure")
+		w.Header().Add("Set-Cookie", "app=late")
+		w.Header().Set("X-Sum", "1")
+	}))
+	defer b.Close()
+	px := newProxy(t, b.URL, nil)
+	for _, proto := range []string{"HTTP/2.0", "HTTP/1.1"} {
+		t.Run(proto, func(t *testing.T) {
+			c := px.Client()
+			if proto == "HTTP/1.1" {
+				tr := c.Transport.(*http.Transport).Clone()
+				tr.ForceAttemptHTTP2 = false
+				tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+				c = &http.Client{Transport: tr}
+				defer tr.CloseIdleConnections()
+			}
+			res, err := c.Get(px.URL + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.Proto != proto {
+				t.Fatalf("proto %s, want %s", res.Proto, proto)
+			}
+			if sc := res.Trailer.Values("Set-Cookie"); !slices.Equal(sc, []string{"app=late"}) {
+				t.Errorf("trailer Set-Cookie at the client %q, want only the backend's own", sc)
+			}
+			if res.Trailer.Get("X-Sum") != "1" {
+				t.Errorf("trailers at the client %v, want X-Sum kept", res.Trailer)
+			}
+		})
+	}
+}

@@ -46,6 +46,8 @@ redirect_uris = ["http://127.0.0.1/callback"]
 	t.Run("cookies/http1", a.cookiesHTTP1)
 	t.Run("cookies/h2", a.cookiesH2)
 	t.Run("cookies/h3", a.cookiesH3)
+	t.Run("cookies-trailer/http1", a.trailerCookieHTTP1)
+	t.Run("cookies-trailer/h2", a.trailerCookieH2)
 	t.Run("cookies-early-hints/http1", a.earlyHintsHTTP1)
 	t.Run("cookies-early-hints/h2", a.earlyHintsH2)
 	t.Run("upgrade-h2c/http1", a.upgradeH2C)
@@ -353,6 +355,39 @@ func (a *attacker) cookiesH3(t *testing.T) {
 	checkCookies(t, a.spy.get(t, id), resp)
 }
 
+// checkTrailerCookie fails unless the client got the backend's trailers
+// without its Set-Cookie for mcpgate's cookie.
+func checkTrailerCookie(t *testing.T, trailer http.Header) {
+	t.Helper()
+	if sc := trailer.Values("Set-Cookie"); strings.Join(sc, ",") != "app=late" {
+		t.Errorf("the client received Set-Cookie %q in the trailer, want only the backend's own app=late", sc)
+	}
+	if trailer.Get("X-Sum") != "1" {
+		t.Errorf("the client received trailers %v, want X-Sum: 1 among them", trailer)
+	}
+}
+
+// trailerCookieHTTP1: ReverseProxy copies a backend's trailers after the
+// body, apart from the header rules; they must not set mcpgate's cookies.
+func (a *attacker) trailerCookieHTTP1(t *testing.T) {
+	id := a.id()
+	resp, body, _, _ := a.raw1(t, "GET /mcp?case=trailer&id="+id+" HTTP/1.1\r\nHost: alpha.test\r\nAuthorization: Bearer "+a.token+"\r\nTE: trailers\r\nConnection: close\r\n\r\n")
+	if resp.StatusCode != http.StatusOK || body != "ok" {
+		t.Fatalf("status %d, body %q; want 200 ok from the backend", resp.StatusCode, body)
+	}
+	checkTrailerCookie(t, resp.Trailer)
+}
+
+func (a *attacker) trailerCookieH2(t *testing.T) {
+	id := a.id()
+	req := a.h2Request(t, http.MethodGet, "case=trailer&id="+id, nil)
+	resp, body := a.h2(t, req)
+	if resp.StatusCode != http.StatusOK || body != "ok" {
+		t.Fatalf("status %d, body %q; want 200 ok from the backend", resp.StatusCode, body)
+	}
+	checkTrailerCookie(t, resp.Trailer)
+}
+
 // checkEarly fails unless the client got the backend's 103 without its
 // Set-Cookie for mcpgate's cookie.
 func checkEarly(t *testing.T, early []http.Header) {
@@ -510,6 +545,7 @@ func (a *attacker) websocket(t *testing.T) {
 // request's case= query parameter:
 //   - (none): 200 "ok"
 //   - cookies: 200 with Set-Cookie for mcpgate's cookie names and its own
+//   - trailer: 200 with Set-Cookie for mcpgate's flow cookie and its own in the trailer
 //   - early: 103 with Set-Cookie for mcpgate's flow cookie and its own, then 200
 //   - h2c: 101 Upgrade: h2c, whatever was asked
 //   - ws: 101 Upgrade: websocket if asked, then echoes lines
@@ -654,6 +690,9 @@ func (s *rawSpy) serve(c net.Conn) {
 			"Set-Cookie: __Host-mcpgate-flow; Path=/; Secure\r\n"+
 			"Set-Cookie: theme=light\r\n"+
 			"\r\nok")
+	case "trailer":
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Set-Cookie, X-Sum\r\nConnection: close\r\n\r\n"+
+			"2\r\nok\r\n0\r\nSet-Cookie: __Host-mcpgate-flow=evil; Path=/; Secure\r\nSet-Cookie: app=late\r\nX-Sum: 1\r\n\r\n")
 	case "early":
 		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n"+
 			"Set-Cookie: __Host-mcpgate-flow=evil; Path=/; Secure\r\nSet-Cookie: app=early\r\n\r\n"+
