@@ -23,8 +23,10 @@ import (
 // TestAttackHeaders is issue 10, items 5, 6 and 9, as an attacker with a
 // valid token (and a hostile backend) would try them against the real
 // binary, over HTTP/1.1 written by hand (so no client library tidies the
-// header names) and over HTTP/2. A raw TCP backend records the exact bytes
-// the gateway sent it.
+// header names), over HTTP/2 and, where the attack can be sent that way,
+// HTTP/3. A raw TCP backend records the exact header and trailer fields
+// the gateway sent it. The subtests share one gateway and run in order,
+// but each stands alone: its own request id, its own assertions.
 func TestAttackHeaders(t *testing.T) {
 	t.Parallel()
 	spy := newRawSpy(t)
@@ -121,7 +123,7 @@ func (a *attacker) h2(t *testing.T, req *http.Request) (*http.Response, string) 
 	return resp, string(body)
 }
 
-// h3 sends a request over HTTP/3 and returns the response with its body.
+// h3Do sends a request over HTTP/3 and returns the response with its body.
 func (a *attacker) h3Do(t *testing.T, req *http.Request) (*http.Response, string) {
 	t.Helper()
 	req.Header.Set("Authorization", "Bearer "+a.token)
