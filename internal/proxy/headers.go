@@ -11,7 +11,7 @@ import (
 // The request and response header rules that keep the backend from being
 // told, or telling the client, something only mcpgate may say. All of it
 // runs on every request: plain loops, no allocation unless something is
-// removed.
+// removed (filter1xx aside, one small closure).
 
 // plainName reports whether a header name has only letters, digits and
 // '-', the names nginx accepts by default (underscores_in_headers off,
@@ -37,7 +37,7 @@ func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
-// dropHeaders removes from h (request headers or trailers) every name that
+// dropHeaders removes from hdr (request headers or trailers) every name that
 // is not plain and every name in mcpgate's reserved identity space, in any
 // case spelling. Only names are logged: values may be credentials.
 func (h *Handler) dropHeaders(hdr http.Header, where string) {
