@@ -19,6 +19,7 @@ type endTransport struct {
 }
 
 func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	filter1xx(req)
 	ctx, cancel := context.WithCancel(req.Context())
 	res, err := t.rt.RoundTrip(req.WithContext(ctx))
 	if err != nil {
@@ -39,7 +40,7 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// Only streams are cut at the drain deadline; an ordinary request,
 		// even one still waiting for its headers then, keeps the grace the
 		// servers get.
-		res.Body = &endableBody{ReadCloser: res.Body, ended: new(atomic.Bool), release: cancel}
+		res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: new(atomic.Bool), release: cancel}
 		return res, nil
 	}
 	ended := new(atomic.Bool)
@@ -47,7 +48,7 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ended.Store(true)
 		cancel()
 	})
-	res.Body = &endableBody{ReadCloser: res.Body, ended: ended, release: func() { stop(); cancel() }}
+	res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: ended, release: func() { stop(); cancel() }}
 	return res, nil
 }
 
@@ -61,6 +62,7 @@ func isStreaming(res *http.Response) bool {
 
 type endableBody struct {
 	io.ReadCloser
+	res     *http.Response // whose Trailer is complete once the body is closed
 	ended   *atomic.Bool
 	release func()
 }
@@ -75,6 +77,9 @@ func (b *endableBody) Read(p []byte) (int, error) {
 
 func (b *endableBody) Close() error {
 	err := b.ReadCloser.Close()
+	// ReverseProxy copies the backend's trailers after this Close, past
+	// ModifyResponse: mcpgate's cookies must not be set from there either.
+	dropGatewaySetCookies(b.res.Trailer)
 	b.release()
 	return err
 }

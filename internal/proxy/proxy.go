@@ -21,7 +21,9 @@ import (
 )
 
 // IdentityPrefix is reserved for headers mcpgate sets for the backend; any
-// client-supplied header with it is removed on ingress.
+// client-supplied header with it, in any case, is removed on the way to
+// the backend, as is every header whose name could be read as one of them
+// (X_MCPGate_User; see plainName).
 const IdentityPrefix = "X-Mcpgate-"
 
 type identityKey struct{}
@@ -164,10 +166,15 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 	out := pr.Out.Header
 	out.Del("Forwarded")
 	out.Del("X-Real-Ip")
-	for k := range out {
-		if strings.HasPrefix(k, IdentityPrefix) {
-			delete(out, k)
-		}
+	// Before the identity is set: nothing the client sent may sit beside
+	// it under a name the backend could read as the same header.
+	h.dropHeaders(out, "header")
+	// Request trailers are declared to the backend in a Trailer field
+	// built from this map.
+	h.dropHeaders(pr.Out.Trailer, "trailer")
+	stripGatewayCookies(out)
+	if restrictUpgrade(out) {
+		h.log.Debug("dropped a request's protocol switch other than WebSocket", "path", pr.In.URL.Path)
 	}
 	if who, ok := IdentityFrom(pr.In.Context()); ok {
 		out.Set(IdentityPrefix+"User", who.Login)
@@ -186,6 +193,12 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 }
 
 func (h *Handler) modifyResponse(res *http.Response) error {
+	if err := checkSwitch(res); err != nil {
+		return err
+	}
+	if n := dropGatewaySetCookies(res.Header); n > 0 {
+		h.log.Debug("dropped the backend's Set-Cookie for mcpgate's cookies", "count", n)
+	}
 	for _, k := range h.headers.RemoveResponse {
 		res.Header.Del(k)
 	}
@@ -204,8 +217,11 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	status, code, msg := http.StatusBadGateway, "bad_gateway", "the MCP server behind this proxy could not be reached"
-	if isTimeout(err) {
+	switch {
+	case isTimeout(err):
 		status, code, msg = http.StatusGatewayTimeout, "gateway_timeout", "the MCP server behind this proxy did not answer in time"
+	case errors.Is(err, errUpgradeRefused):
+		msg = "the MCP server behind this proxy switched to a protocol mcpgate does not relay"
 	}
 	h.log.Warn("upstream error", "path", r.URL.Path, "status", status, "err", err)
 	WriteJSONError(w, status, code, msg, h.name)
