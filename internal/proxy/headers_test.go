@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 func TestPlainName(t *testing.T) {
@@ -353,7 +354,7 @@ func TestIdentityHeaders(t *testing.T) {
 	}
 	// Stand in for the resource Guard, which attaches the verified identity.
 	px := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		inner.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), Identity{User: "alice", Scopes: "mcp", ClientID: "cli"})))
+		inner.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), &identity.Principal{Login: "alice", Scopes: []string{"mcp"}, ClientID: "cli"})))
 	}))
 	px.EnableHTTP2 = true
 	px.StartTLS()

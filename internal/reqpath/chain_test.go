@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
+	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/reqpath"
 	"github.com/mcpgate/mcpgate/internal/resource"
@@ -25,11 +27,11 @@ import (
 
 type fakeVerifier struct{}
 
-func (fakeVerifier) VerifyAccess(raw, _ string) (*resource.TokenInfo, error) {
+func (fakeVerifier) Verify(raw, _ string) (*identity.Principal, error) {
 	if raw != "good" {
 		return nil, errors.New("bad token")
 	}
-	return &resource.TokenInfo{Login: "alice", Scopes: []string{"mcp"}}, nil
+	return &identity.Principal{Login: "alice", Scopes: []string{"mcp"}}, nil
 }
 
 // chainLog records one request's passage: what the guard let through and
@@ -115,7 +117,7 @@ func TestGuardAndProxyAgree(t *testing.T) {
 		l.mu.Unlock()
 		ph.ServeHTTP(w, r)
 	})
-	guarded := resource.New(p, fakeVerifier{}, nil).Wrap(behind)
+	guarded := resource.New(p, policy.New([]*config.Proxy{p}, nil), fakeVerifier{}, nil).Wrap(behind)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := reqpath.Request(r); err != nil {
 			proxy.WriteJSONError(w, http.StatusBadRequest, "invalid_path", err.Error(), p.Name)
