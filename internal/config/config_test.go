@@ -338,7 +338,7 @@ $DIR/notes.toml:7: timeouts.response_header: must be greater than zero`,
 		{
 			name: "bad headers",
 			files: map[string]string{"notes.toml": okProxy + `[headers]
-request = { "X-Mcpgate-User" = "eve", Connection = "close", "Bad Name" = "x", "X-Ok" = "a\r\nb" }
+request = { "X-Mcpgate-User" = "eve", Connection = "close", "Bad Name" = "x", "X-Ok" = "a\r\nb", "X_Mcpgate_User" = "eve" }
 response = { host = "x", "content-length" = "0", "x-env" = "a", "X-Env" = "b" }
 remove_request = ["Keep-Alive", "X-Debug", "x-debug", "TE"]
 remove_response = ["x-env"]
@@ -347,6 +347,7 @@ remove_response = ["x-env"]
 $DIR/notes.toml:6: headers.request.Connection: "Connection" is a hop-by-hop header and cannot be set or removed
 $DIR/notes.toml:6: headers.request.X-Mcpgate-User: "X-Mcpgate-User" is reserved (names starting with "X-Mcpgate-" belong to mcpgate)
 $DIR/notes.toml:6: headers.request.X-Ok: value must not contain CR, LF or NUL
+$DIR/notes.toml:6: headers.request.X_Mcpgate_User: "X_Mcpgate_User": header names may only contain letters, digits and '-'
 $DIR/notes.toml:7: headers.response.content-length: "Content-Length" is managed by the proxy and cannot be set or removed
 $DIR/notes.toml:7: headers.response.host: "Host" cannot be set or removed (use preserve_host)
 $DIR/notes.toml:7: headers.response.x-env: same header as headers.response.X-Env

@@ -414,6 +414,12 @@ func headerName(name string) (string, error) {
 	if !isToken(name) {
 		return "", fmt.Errorf("%q is not a valid header name", name)
 	}
+	if strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+		// The proxy drops such names on the way in (nginx's
+		// underscores_in_headers off): "X_MCPGate_User" reads as
+		// HTTP_X_MCPGATE_USER to a CGI-style backend.
+		return "", fmt.Errorf("%q: header names may only contain letters, digits and '-'", name)
+	}
 	canon := textproto.CanonicalMIMEHeaderKey(name)
 	switch {
 	case hopByHop[canon]:
