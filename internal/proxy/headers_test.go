@@ -625,3 +625,25 @@ func TestTrailerSetCookie(t *testing.T) {
 		})
 	}
 }
+
+func TestClearSiteDataDropped(t *testing.T) {
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
+		w.Header().Add("Set-Cookie", "app=gone; Max-Age=0")
+		io.WriteString(w, "ok")
+	}))
+	defer b.Close()
+	px := newProxy(t, b.URL, nil)
+	res, err := px.Client().Get(px.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if v := res.Header.Values("Clear-Site-Data"); len(v) != 0 {
+		t.Errorf("Clear-Site-Data %q reached the client; it would wipe mcpgate's cookies", v)
+	}
+	if sc := res.Header.Values("Set-Cookie"); !slices.Equal(sc, []string{"app=gone; Max-Age=0"}) {
+		t.Errorf("Set-Cookie %q, want the backend's own kept", sc)
+	}
+}

@@ -199,6 +199,10 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	if n := dropGatewaySetCookies(res.Header); n > 0 {
 		h.log.Debug("dropped the backend's Set-Cookie for mcpgate's cookies", "count", n)
 	}
+	// Clear-Site-Data "cookies" would wipe mcpgate's cookies (logins in
+	// progress) along with the backend's: the backend may clear its own
+	// with Set-Cookie, never the gateway's.
+	res.Header.Del("Clear-Site-Data")
 	for _, k := range h.headers.RemoveResponse {
 		res.Header.Del(k)
 	}
