@@ -150,7 +150,7 @@ func (s *Server) issue(r *http.Request, c *client, g *grant, replaces string) (*
 			Scope: g.scope, Resource: g.resource, Host: g.host, CreatedAt: now, ExpiresAt: now.Add(s.o.OAuth.RefreshTokenTTL),
 		}
 		if replaces != "" {
-			err = s.o.Store.RotateRefreshToken(r.Context(), replaces, next, now)
+			err = s.o.Store.RotateRefreshToken(r.Context(), replaces, "", next, now)
 		} else {
 			err = s.o.Store.CreateRefreshToken(r.Context(), next)
 		}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,14 +99,18 @@ func raceHelper(path string, in io.Reader, out io.Writer) error {
 	}
 	_, err = s.ConsumeAuthCode(ctx, hash("shared-code"), now)
 	consume := outcome(err)
-	err = s.RotateRefreshToken(ctx, hash("shared-rt"), &store.RefreshToken{
+	err = s.RotateRefreshToken(ctx, hash("shared-rt"), "nonce-"+id, &store.RefreshToken{
 		TokenHash: hash("next-" + id), GrantID: "g1", ClientID: "c1",
 		CreatedAt: now, ExpiresAt: now.Add(time.Hour),
 	}, now)
 	rotate := outcome(err)
 	_, err = s.TakePending(ctx, "shared-pending")
 	take := outcome(err)
-	fmt.Fprintf(out, "consume=%s rotate=%s take=%s\n", consume, rotate, take)
+	n, err := s.CountEvent(ctx, "shared-key", time.Minute, now)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "consume=%s rotate=%s take=%s count=%d\n", consume, rotate, take, n)
 	return s.Close()
 }
 
@@ -197,12 +202,17 @@ func TestMultiProcess(t *testing.T) {
 
 	tell("race")
 	wins := map[string]int{}
+	counts := map[string]bool{}
 	rotateWinner := -1
 	for i := range kids {
 		line := read(i)
 		t.Logf("child %d: %s", i, line)
 		for _, f := range strings.Fields(line) {
 			race, outcome, _ := strings.Cut(f, "=")
+			if race == "count" {
+				counts[outcome] = true
+				continue
+			}
 			switch outcome {
 			case "won":
 				wins[race]++
@@ -220,10 +230,62 @@ func TestMultiProcess(t *testing.T) {
 			t.Errorf("%s: %d winners, want 1", race, wins[race])
 		}
 	}
+	// One shared counter: the children saw 1..children, each once.
+	for n := 1; n <= children; n++ {
+		if !counts[fmt.Sprint(n)] {
+			t.Errorf("no child counted %d: the counts were %v; one counter per process?", n, counts)
+		}
+	}
 	for i := range kids {
 		_, err := s.GetRefreshToken(ctx, hash(fmt.Sprint("next-", i)))
 		if (err == nil) != (i == rotateWinner) {
 			t.Errorf("successor of child %d (winner %d): %v", i, rotateWinner, err)
+		}
+	}
+}
+
+// TestCountEventTwoStores: two Store instances on one file (as two
+// worker processes have) draw on one rate-limit budget, also when they
+// count at the same moment.
+func TestCountEventTwoStores(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "oauth.db")
+	var stores [2]*Store
+	for i := range stores {
+		s, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		stores[i] = s
+	}
+	const per = 10
+	now := time.Now()
+	seen := make(chan int64, 2*per)
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		wg.Go(func() {
+			for range per {
+				n, err := s.CountEvent(t.Context(), "register:192.0.2.1", time.Minute, now)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				seen <- n
+			}
+		})
+	}
+	wg.Wait()
+	close(seen)
+	got := map[int64]bool{}
+	for n := range seen {
+		if got[n] {
+			t.Errorf("count %d returned twice: the increments were not atomic", n)
+		}
+		got[n] = true
+	}
+	for n := int64(1); n <= 2*per; n++ {
+		if !got[n] {
+			t.Errorf("count %d never returned; got %v", n, got)
 		}
 	}
 }
@@ -245,7 +307,7 @@ func TestDurability(t *testing.T) {
 	for _, err := range []error{
 		s.CreateClient(ctx, client),
 		s.CreateRefreshToken(ctx, rt1),
-		s.RotateRefreshToken(ctx, rt1.TokenHash, rt2, now),
+		s.RotateRefreshToken(ctx, rt1.TokenHash, "n1", rt2, now),
 		s.PutConsent(ctx, &store.Consent{Subject: "alice", ClientID: "c1", Scope: "mcp", GrantedAt: now}),
 		s.RevokeAccessToken(ctx, "jti", now.Add(time.Hour)),
 		s.CreateAuthCode(ctx, &store.AuthCode{CodeHash: hash("code"), ClientID: "c1", ExpiresAt: now.Add(time.Minute)}),
@@ -446,7 +508,7 @@ func TestInputChecks(t *testing.T) {
 		"CreateAuthCode without expiry":     s.CreateAuthCode(ctx, &store.AuthCode{CodeHash: hash("c")}),
 		"CreateRefreshToken without expiry": s.CreateRefreshToken(ctx, &store.RefreshToken{TokenHash: hash("t")}),
 		"PutPending without expiry":         s.PutPending(ctx, &store.Pending{ID: "p"}),
-		"RotateRefreshToken at zero time": s.RotateRefreshToken(ctx, hash("t"),
+		"RotateRefreshToken at zero time": s.RotateRefreshToken(ctx, hash("t"), "n",
 			&store.RefreshToken{TokenHash: hash("u"), ExpiresAt: now.Add(time.Hour)}, time.Time{}),
 	} {
 		if err == nil {
