@@ -66,9 +66,9 @@ type Pending struct {
 	Scope               string // requested, space-separated
 	Resource            string // canonical resource the token is for
 	// After the upstream login: who logged in. Empty until then.
-	Subject   string
-	Login     string
-	Granted   string // granted scopes, space-separated
+	Subject string
+	Login   string
+	Granted string // granted scopes, space-separated
 	// Orgs and Teams are the memberships the provider reported at the
 	// login (GitHub organizations and "org/team", or OpenID Connect groups
 	// in Orgs), kept with the grant so a refresh can re-check them against
@@ -89,7 +89,7 @@ type AuthCode struct {
 	Scope         string
 	Subject       string
 	Login         string
-	Host          string // where the flow started: the issuer host
+	Host          string   // where the flow started: the issuer host
 	Orgs          []string // memberships at the login, as in Pending
 	Teams         []string
 	// AuthTime is when the user logged in: the refresh family's lifetime
