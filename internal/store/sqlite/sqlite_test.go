@@ -290,6 +290,57 @@ func TestCountEventTwoStores(t *testing.T) {
 	}
 }
 
+// TestMigrateFromVersion1: a database of the first schema, with a client
+// and a refresh token in it, opens migrated: the client's unused period
+// starts at its last change (not at the epoch, which would collect every
+// client at once) and the family's login time is its newest token's
+// creation.
+func TestMigrateFromVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "oauth.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, updated := time.UnixMilli(1_700_000_000_000).UTC(), time.UnixMilli(1_700_000_500_000).UTC()
+	for _, q := range []string{
+		migrations[0],
+		"PRAGMA user_version = 1",
+		fmt.Sprintf(`INSERT INTO clients VALUES ('c1', '', 0, '[]', 'n', '[]', '[]', 'none', '', '', NULL, 'x', %d, %d)`,
+			created.UnixMilli(), updated.UnixMilli()),
+		fmt.Sprintf(`INSERT INTO refresh_tokens VALUES ('%s', 'g1', 'c1', 's', 'alice', 'mcp', 'https://r/mcp', 'r', %d, %d, 0)`,
+			hash("rt"), created.UnixMilli(), time.Now().Add(time.Hour).UnixMilli()),
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := s.GetClient(t.Context(), "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.LastUsedAt.Equal(updated) {
+		t.Errorf("migrated client's last use %v, want its last change %v", c.LastUsedAt, updated)
+	}
+	rt, err := s.GetRefreshToken(t.Context(), hash("rt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rt.AuthTime.Equal(created) || rt.Orgs != nil || rt.RotationNonce != "" {
+		t.Errorf("migrated refresh token: %+v, want auth time %v and no memberships", rt, created)
+	}
+	n, err := s.CountEvent(t.Context(), "k", time.Minute, time.Now())
+	if err != nil || n != 1 {
+		t.Errorf("CountEvent on a migrated database: %d, %v", n, err)
+	}
+}
+
 // TestDurability: what was written is there after Close and a new Open,
 // as after a restart.
 func TestDurability(t *testing.T) {
