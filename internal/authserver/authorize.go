@@ -145,6 +145,9 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Subject, p.Login, p.Granted = id.Subject, id.Login, strings.Join(granted, " ")
+	// Kept with the grant: every refresh re-checks them against the
+	// configuration of the day.
+	p.Orgs, p.Teams = id.Orgs, id.Teams
 	if err := s.o.Store.UpdatePending(r.Context(), p); err != nil {
 		s.log.Error("storing login", "err", err)
 		s.errorPage(w, http.StatusInternalServerError, "Sign-in failed", "Try again.")
@@ -246,7 +249,7 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, p *store.Pend
 	err := s.o.Store.CreateAuthCode(r.Context(), &store.AuthCode{
 		CodeHash: hashHex(code), GrantID: randomToken(), ClientID: p.ClientID, RedirectURI: p.RedirectURI,
 		CodeChallenge: p.CodeChallenge, Resource: p.Resource, Scope: p.Granted, Subject: p.Subject,
-		Login: p.Login, Host: p.Host, ExpiresAt: s.now().Add(codeTTL),
+		Login: p.Login, Host: p.Host, Orgs: p.Orgs, Teams: p.Teams, AuthTime: s.now(), ExpiresAt: s.now().Add(codeTTL),
 	})
 	if err != nil {
 		s.log.Error("storing code", "err", err)

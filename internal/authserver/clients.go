@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/mcpgate/mcpgate/internal/store"
 )
@@ -31,6 +32,9 @@ type client struct {
 	GrantTypes     []string
 	Kind           clientKind
 	RequireConsent bool
+	// Introspect: a resource server ([[oauth.clients]] introspect = true),
+	// which may introspect any token. Only static confidential clients.
+	Introspect bool
 }
 
 func (c *client) allowsRefresh() bool { return slices.Contains(c.GrantTypes, "refresh_token") }
@@ -66,10 +70,51 @@ func (s *Server) lookupClient(ctx context.Context, id string) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.touch(ctx, sc)
 	return &client{
 		ID: sc.ID, Name: sc.Name, RedirectURIs: sc.RedirectURIs, Public: sc.SecretHash == "",
 		SecretHash: sc.SecretHash, GrantTypes: sc.GrantTypes, Kind: kindDynamic,
 	}, nil
+}
+
+// touchEvery is how stale a registered client's last use may get before a
+// use is written: at most one write per client and hour, not one per
+// request.
+const touchEvery = time.Hour
+
+// touch records that a registered client was used (any request naming it:
+// /authorize, /token, revocation, introspection), so that
+// dynamic_client_ttl counts from its last use. The row was just read, so
+// deciding costs nothing.
+func (s *Server) touch(ctx context.Context, c *store.Client) {
+	now := s.now()
+	if now.Sub(c.LastUsedAt) < touchEvery {
+		return
+	}
+	if err := s.o.Store.TouchClient(ctx, c.ID, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Warn("recording a client's use", "client_id", c.ID, "err", err)
+	}
+}
+
+// CollectClients deletes dynamically registered clients unused for
+// [oauth] dynamic_client_ttl, with their consents, codes and refresh
+// tokens, and revokes their access tokens in every worker. Clients from
+// metadata documents are not stored (only cached in memory), so there is
+// nothing of theirs to collect.
+func (s *Server) CollectClients(ctx context.Context) error {
+	ttl := s.o.OAuth.DynamicClientTTL
+	if ttl <= 0 {
+		return nil // not configured (tests building Options by hand)
+	}
+	now := s.now()
+	n, err := s.o.Store.DeleteUnusedClients(ctx, now.Add(-ttl), now.Add(s.o.OAuth.AccessTokenTTL+time.Minute))
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		s.log.Info("deleted unused dynamically registered clients", "count", n, "unused_for", ttl.String())
+	}
+	return nil
 }
 
 // isMetadataDocumentID: an https URL with a path is a client ID metadata

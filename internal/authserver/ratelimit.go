@@ -1,48 +1,26 @@
 package authserver
 
 import (
-	"net"
-	"sync"
+	"net/http"
 	"time"
 )
 
-// rateLimiter allows n events per window per key (the client address):
-// a fixed-window counter is enough to stop registration floods.
-type rateLimiter struct {
-	n      int
-	window time.Duration
-	mu     sync.Mutex
-	seen   map[string]*window // guarded by mu
-}
+// Dynamic registration allows registrationLimit registrations per client
+// network (clientKey: the address, or the /64 for IPv6) and window. The
+// count lives in the store, so every worker draws on the same budget: with
+// one counter per process, each proxy added to the gateway would add a
+// whole allowance.
+const (
+	registrationLimit  = 10
+	registrationWindow = time.Minute
+)
 
-type window struct {
-	start time.Time
-	count int
-}
-
-func newRateLimiter(n int, per time.Duration) *rateLimiter {
-	return &rateLimiter{n: n, window: per, seen: map[string]*window{}}
-}
-
-func (l *rateLimiter) allow(remoteAddr string, now time.Time) bool {
-	key, _, err := net.SplitHostPort(remoteAddr)
+// allowRegistration counts a registration attempt from r's network and
+// reports whether it is within the limit.
+func (s *Server) allowRegistration(r *http.Request) (bool, error) {
+	n, err := s.o.Store.CountEvent(r.Context(), "register "+clientKey(r), registrationWindow, s.now())
 	if err != nil {
-		key = remoteAddr
+		return false, err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.seen) > 10000 {
-		for k, w := range l.seen {
-			if now.Sub(w.start) > l.window {
-				delete(l.seen, k)
-			}
-		}
-	}
-	w := l.seen[key]
-	if w == nil || now.Sub(w.start) > l.window {
-		w = &window{start: now}
-		l.seen[key] = w
-	}
-	w.count++
-	return w.count <= l.n
+	return n <= registrationLimit, nil
 }

@@ -95,7 +95,14 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, errInvalidRequest("use POST"))
 		return
 	}
-	if !s.regLimit.allow(r.RemoteAddr, s.now()) {
+	switch ok, err := s.allowRegistration(r); {
+	case err != nil:
+		// Fail closed: an unlimited registration endpoint is the flood
+		// the limit exists to stop.
+		s.log.Error("counting registrations", "err", err)
+		writeJSONError(w, errServer("try again"))
+		return
+	case !ok:
 		w.Header().Set("Retry-After", "60")
 		writeJSONError(w, errTooMany())
 		return
@@ -116,7 +123,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		ID: id, RedirectURIs: m.RedirectURIs, Name: m.ClientName, GrantTypes: m.GrantTypes,
 		ResponseTypes: m.ResponseTypes, TokenEndpointAuthMethod: m.TokenEndpointAuthMethod,
 		Scope: m.Scope, ApplicationType: m.ApplicationType, RegistrationTokenHash: hashHex(regToken),
-		CreatedAt: now, UpdatedAt: now,
+		CreatedAt: now, UpdatedAt: now, LastUsedAt: now,
 	}
 	resp := registrationResponse{
 		registration: m, ClientID: id, ClientIDIssuedAt: now.Unix(),

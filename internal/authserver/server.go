@@ -79,7 +79,6 @@ type Server struct {
 	callbackPath string
 	static       map[string]*client
 	cimd         *metadataFetcher
-	regLimit     *rateLimiter
 	scopes       []string // scopes this gateway can issue
 }
 
@@ -113,12 +112,11 @@ func New(o Options) (*Server, error) {
 		callbackHost: cbHost,
 		callbackPath: cb.Path,
 		static:       map[string]*client{},
-		regLimit:     newRateLimiter(10, time.Minute),
 	}
 	for _, sc := range o.OAuth.Clients {
 		c := &client{
 			ID: sc.ID, Name: sc.Name, RedirectURIs: sc.RedirectURIs, Kind: kindStatic,
-			Public: sc.SecretFile == "", RequireConsent: sc.RequireConsent,
+			Public: sc.SecretFile == "", RequireConsent: sc.RequireConsent, Introspect: sc.Introspect && sc.SecretFile != "",
 			GrantTypes: []string{"authorization_code", "refresh_token"},
 		}
 		if sc.SecretFile != "" {

@@ -1,11 +1,13 @@
 package authserver
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -73,8 +75,13 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// codeGrant redeems an authorization code (single use; a second use
-// revokes everything the first issued).
+// codeGrant redeems an authorization code. A code is single use; a second
+// use by the client it was issued to, with the right PKCE verifier, means
+// the code leaked together with its verifier, and everything the first
+// redemption issued is revoked (RFC 6749 §4.1.2). Anyone else presenting a
+// redeemed code (another client, or without the verifier) only gets
+// invalid_grant: a code seen in a log or a Referer must not be a way to
+// kill the victim's grant.
 func (s *Server) codeGrant(r *http.Request, c *client) (*tokenResponse, *oauthError) {
 	f := r.PostForm
 	code, verifier := f.Get("code"), f.Get("code_verifier")
@@ -88,6 +95,11 @@ func (s *Server) codeGrant(r *http.Request, c *client) (*tokenResponse, *oauthEr
 	ac, err := s.o.Store.ConsumeAuthCode(r.Context(), hashHex(code), now)
 	switch {
 	case errors.Is(err, store.ErrAlreadyUsed):
+		if ac.ClientID != c.ID || !validVerifier(verifier) || !pkceMatches(verifier, ac.CodeChallenge) {
+			s.log.Warn("redeemed authorization code presented again by another client or without its verifier; nothing revoked",
+				"client_id", c.ID, "issued_to", ac.ClientID)
+			return nil, errInvalidGrant("the authorization code is invalid or was already used")
+		}
 		s.log.Warn("authorization code reused; revoking its grant", "client_id", ac.ClientID)
 		if err := s.o.Store.RevokeGrant(r.Context(), ac.GrantID, now.Add(s.o.OAuth.AccessTokenTTL)); err != nil {
 			s.log.Error("revoking grant", "err", err)
@@ -114,21 +126,36 @@ func (s *Server) codeGrant(r *http.Request, c *client) (*tokenResponse, *oauthEr
 			return nil, errInvalidTarget("resource does not match the authorization request")
 		}
 	}
-	return s.issue(r, c, &grant{
-		id: ac.GrantID, subject: ac.Subject, login: ac.Login, scope: ac.Scope,
-		resource: ac.Resource, host: ac.Host,
-	}, "")
+	g := &grant{id: ac.GrantID, subject: ac.Subject, login: ac.Login, scope: ac.Scope, resource: ac.Resource, host: ac.Host}
+	resp, oe := s.issue(c, g)
+	if oe != nil || !c.allowsRefresh() {
+		return resp, oe
+	}
+	authTime := ac.AuthTime
+	if authTime.IsZero() {
+		authTime = now // a code stored before login times were kept
+	}
+	rt := randomToken()
+	err = s.o.Store.CreateRefreshToken(r.Context(), &store.RefreshToken{
+		TokenHash: hashHex(rt), GrantID: g.id, ClientID: c.ID, Subject: g.subject, Login: g.login,
+		Scope: g.scope, Resource: g.resource, Host: g.host, Orgs: ac.Orgs, Teams: ac.Teams,
+		AuthTime: authTime, CreatedAt: now, ExpiresAt: authTime.Add(s.o.OAuth.RefreshTokenTTL),
+	})
+	if err != nil {
+		s.log.Error("storing refresh token", "err", err)
+		return nil, errServer("try again")
+	}
+	resp.RefreshToken = rt
+	return resp, nil
 }
 
-// grant is what tokens are issued from.
+// grant is what an access token is issued from.
 type grant struct {
 	id, subject, login, scope, resource, host string
 }
 
-// issue mints an access token and, for clients that use refresh tokens, a
-// refresh token in the grant's family. replaces, if set, is the refresh
-// token hash this one rotates.
-func (s *Server) issue(r *http.Request, c *client, g *grant, replaces string) (*tokenResponse, *oauthError) {
+// issue mints an access token for g.
+func (s *Server) issue(c *client, g *grant) (*tokenResponse, *oauthError) {
 	now := s.now()
 	// JWT times are whole seconds: fix them here, so expires_in tells the
 	// client exactly what the token says.
@@ -143,45 +170,63 @@ func (s *Server) issue(r *http.Request, c *client, g *grant, replaces string) (*
 		s.log.Error("signing access token", "err", err)
 		return nil, errServer("try again")
 	}
-	resp := &tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: int64(at.ExpiresAt.Sub(now) / time.Second), Scope: g.scope}
-	if c.allowsRefresh() {
-		rt := randomToken()
-		next := &store.RefreshToken{
-			TokenHash: hashHex(rt), GrantID: g.id, ClientID: c.ID, Subject: g.subject, Login: g.login,
-			Scope: g.scope, Resource: g.resource, Host: g.host, CreatedAt: now, ExpiresAt: now.Add(s.o.OAuth.RefreshTokenTTL),
-		}
-		if replaces != "" {
-			err = s.o.Store.RotateRefreshToken(r.Context(), replaces, next, now)
-		} else {
-			err = s.o.Store.CreateRefreshToken(r.Context(), next)
-		}
-		if errors.Is(err, store.ErrAlreadyRotated) {
-			return nil, nil // the caller handles the race
-		}
-		if err != nil {
-			s.log.Error("storing refresh token", "err", err)
-			return nil, errServer("try again")
-		}
-		resp.RefreshToken = rt
-	}
 	s.log.Info("token issued", "user", g.login, "client_id", c.ID, "scope", g.scope, "resource", g.resource)
-	return resp, nil
+	return &tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: int64(at.ExpiresAt.Sub(now) / time.Second), Scope: g.scope}, nil
 }
 
-// refreshGrant rotates a refresh token. A token rotated moments ago (a
-// client racing its own refreshes) gets a fresh successor within the grace
-// window; any later reuse means the token leaked, and the whole family is
-// revoked.
+// successorLabel separates successor derivation from any other use of
+// HMAC keyed by a refresh token; the version allows changing the scheme.
+const successorLabel = "mcpgate refresh successor v1\x00"
+
+// successorToken is the refresh token that replaces raw in a rotation with
+// nonce: base64url(HMAC-SHA256(key = raw, successorLabel || nonce)).
+//
+// Deriving the successor instead of drawing it at random lets a retry
+// inside refresh_reuse_grace get exactly the successor the first refresh
+// stored (its hash matches), without keeping any token in plaintext:
+//   - Computing it takes raw, a 256-bit random value only the client holds
+//     (the store has its SHA-256), and nonce, a 256-bit random value only
+//     the store holds (written with the rotation). Neither alone suffices,
+//     and HMAC-SHA256 with a 256-bit key is a PRF, so the successor is as
+//     unguessable as a random token.
+//   - The nonce is what keeps rotation's theft detection: without it
+//     anyone holding an old, rotated token could compute every later one
+//     and use the live token unnoticed instead of tripping reuse detection.
+//   - After the grace window a rotated token is reuse: refreshGrant
+//     revokes the family before anything is derived.
+func successorToken(raw, nonce string) string {
+	m := hmac.New(sha256.New, []byte(raw))
+	m.Write([]byte(successorLabel))
+	m.Write([]byte(nonce))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// maxSuccessorWalk bounds how far a retry inside the grace window follows
+// the family forward (the client may have rotated the successor too).
+const maxSuccessorWalk = 4
+
+// refreshGrant rotates a refresh token. Every refresh re-evaluates the
+// current policy for the user and the resource (see reevaluate) and keeps
+// the family's absolute lifetime: no token of a family outlives its login
+// plus refresh_token_ttl, however often it rotates. Access tokens issued
+// before a policy change stay valid until they expire (access_token_ttl
+// bounds that); memberships changed at the identity provider are seen at
+// the next login, which the absolute lifetime forces.
+//
+// A token rotated moments ago (a client racing its own refreshes) gets the
+// successor already issued, within the grace window; any later reuse means
+// the token leaked, and the whole family is revoked.
 func (s *Server) refreshGrant(r *http.Request, c *client) (*tokenResponse, *oauthError) {
 	f := r.PostForm
 	raw := f.Get("refresh_token")
 	if raw == "" {
 		return nil, errInvalidRequest("refresh_token is required")
 	}
-	hash := hashHex(raw)
-	for attempt := 0; attempt < 2; attempt++ {
+	requested := strings.Fields(f.Get("scope"))
+	ctx := r.Context()
+	for attempt := 0; attempt < 3; attempt++ {
 		now := s.now()
-		rt, err := s.o.Store.GetRefreshToken(r.Context(), hash)
+		rt, err := s.o.Store.GetRefreshToken(ctx, hashHex(raw))
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, errInvalidGrant("the refresh token is invalid, expired or revoked")
 		}
@@ -201,37 +246,143 @@ func (s *Server) refreshGrant(r *http.Request, c *client) (*tokenResponse, *oaut
 				return nil, errInvalidTarget("resource does not match the grant")
 			}
 		}
-		scope := rt.Scope
-		if req := strings.Fields(f.Get("scope")); len(req) > 0 {
-			for _, sc := range req {
-				if !strings.Contains(" "+rt.Scope+" ", " "+sc+" ") {
-					return nil, errInvalidScope("a refresh cannot widen the granted scope")
+		if !rt.RotatedAt.IsZero() {
+			if now.Sub(rt.RotatedAt) > s.o.OAuth.RefreshReuseGrace {
+				s.log.Warn("refresh token reused after rotation; revoking its family", "client_id", c.ID, "user", rt.Login)
+				if err := s.o.Store.RevokeGrant(ctx, rt.GrantID, now.Add(s.o.OAuth.AccessTokenTTL)); err != nil {
+					s.log.Error("revoking grant", "err", err)
 				}
+				return nil, errInvalidGrant("the refresh token was already used")
 			}
-			scope = strings.Join(req, " ")
+			return s.repeatRefresh(r, c, raw, rt, requested)
 		}
-		// The operator may have removed the user since the login.
-		if _, p, oe := s.resolveResource(rt.Resource, r); oe != nil || !s.o.Policy.Listed(p, rt.Login) {
-			return nil, errInvalidGrant("the user may no longer use this resource")
+		end := s.familyEnd(rt)
+		if !now.Before(end) {
+			return nil, errInvalidGrant("the refresh token expired: refresh_token_ttl counts from the login")
 		}
-		g := &grant{id: rt.GrantID, subject: rt.Subject, login: rt.Login, scope: scope, resource: rt.Resource, host: rt.Host}
-		if rt.RotatedAt.IsZero() {
-			resp, oe := s.issue(r, c, g, hash)
-			if resp == nil && oe == nil {
-				continue // lost a rotation race: read again, now rotated
-			}
-			return resp, oe
+		family, access, oe := s.reevaluate(r, rt, requested)
+		if oe != nil {
+			return nil, oe
 		}
-		if now.Sub(rt.RotatedAt) <= s.o.OAuth.RefreshReuseGrace {
-			return s.issue(r, c, g, "")
+		nonce := randomToken()
+		next := successorToken(raw, nonce)
+		err = s.o.Store.RotateRefreshToken(ctx, rt.TokenHash, nonce, &store.RefreshToken{
+			TokenHash: hashHex(next), GrantID: rt.GrantID, ClientID: c.ID, Subject: rt.Subject, Login: rt.Login,
+			Scope: family, Resource: rt.Resource, Host: rt.Host, Orgs: rt.Orgs, Teams: rt.Teams,
+			AuthTime: rt.AuthTime, CreatedAt: now, ExpiresAt: end,
+		}, now)
+		switch {
+		case errors.Is(err, store.ErrAlreadyRotated):
+			continue // lost a rotation race: read again, now rotated
+		case errors.Is(err, store.ErrNotFound):
+			return nil, errInvalidGrant("the refresh token is invalid, expired or revoked")
+		case err != nil:
+			s.log.Error("rotating refresh token", "err", err)
+			return nil, errServer("try again")
 		}
-		s.log.Warn("refresh token reused after rotation; revoking its family", "client_id", c.ID, "user", rt.Login)
-		if err := s.o.Store.RevokeGrant(r.Context(), rt.GrantID, now.Add(s.o.OAuth.AccessTokenTTL)); err != nil {
-			s.log.Error("revoking grant", "err", err)
-		}
-		return nil, errInvalidGrant("the refresh token was already used")
+		return s.refreshResponse(c, rt, access, next)
 	}
 	return nil, errServer("try again")
+}
+
+// repeatRefresh answers a refresh with a token rotated inside the grace
+// window: the successor already stored (following the family forward if
+// that was rotated too), with a new access token under the current policy.
+func (s *Server) repeatRefresh(r *http.Request, c *client, raw string, rt *store.RefreshToken, requested []string) (*tokenResponse, *oauthError) {
+	cur, curRaw := rt, raw
+	for i := 0; !cur.RotatedAt.IsZero(); i++ {
+		if i == maxSuccessorWalk || cur.RotationNonce == "" {
+			return nil, errInvalidGrant("the refresh token was already used")
+		}
+		curRaw = successorToken(curRaw, cur.RotationNonce)
+		next, err := s.o.Store.GetRefreshToken(r.Context(), hashHex(curRaw))
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, errInvalidGrant("the refresh token is invalid, expired or revoked")
+		}
+		if err != nil {
+			s.log.Error("reading refresh token", "err", err)
+			return nil, errServer("try again")
+		}
+		cur = next
+	}
+	if !s.now().Before(s.familyEnd(cur)) {
+		return nil, errInvalidGrant("the refresh token expired: refresh_token_ttl counts from the login")
+	}
+	_, access, oe := s.reevaluate(r, cur, requested)
+	if oe != nil {
+		return nil, oe
+	}
+	return s.refreshResponse(c, cur, access, curRaw)
+}
+
+func (s *Server) refreshResponse(c *client, rt *store.RefreshToken, scope, refresh string) (*tokenResponse, *oauthError) {
+	resp, oe := s.issue(c, &grant{id: rt.GrantID, subject: rt.Subject, login: rt.Login, scope: scope, resource: rt.Resource, host: rt.Host})
+	if oe != nil {
+		return nil, oe
+	}
+	resp.RefreshToken = refresh
+	return resp, nil
+}
+
+// familyEnd is when rt's family ends: its login plus the refresh_token_ttl
+// configured now, and never later than rt's own expiry (a shorter ttl
+// after a reload applies at once; a longer one does not extend a family).
+func (s *Server) familyEnd(rt *store.RefreshToken) time.Time {
+	if rt.AuthTime.IsZero() {
+		return rt.ExpiresAt
+	}
+	end := rt.AuthTime.Add(s.o.OAuth.RefreshTokenTTL)
+	if rt.ExpiresAt.Before(end) {
+		end = rt.ExpiresAt
+	}
+	return end
+}
+
+// reevaluate applies the current configuration to a refresh: the resource
+// must still be protected here, the user must still be allowed (user
+// lists, and the org, team or group restrictions checked against the
+// memberships stored at the login), and the family keeps only the scopes
+// still granted. It returns the family's scope and the access token's
+// (narrowed further to the requested scopes, which must lie within the
+// family's).
+func (s *Server) reevaluate(r *http.Request, rt *store.RefreshToken, requested []string) (family, access string, oe *oauthError) {
+	_, p, oe := s.resolveResource(rt.Resource, r)
+	if oe != nil {
+		return "", "", errInvalidGrant("the resource of this grant is no longer served by this gateway")
+	}
+	who := &identity.User{Subject: rt.Subject, Login: rt.Login, Orgs: rt.Orgs, Teams: rt.Teams}
+	if !s.allowed(p, who) {
+		s.log.Info("refresh refused: user no longer allowed", "user", rt.Login, "proxy", p.Name)
+		return "", "", errInvalidGrant("the user may no longer use this resource")
+	}
+	had := strings.Fields(rt.Scope)
+	for _, sc := range requested {
+		if !slices.Contains(had, sc) {
+			return "", "", errInvalidScope("a refresh cannot widen the granted scope")
+		}
+	}
+	granted := s.grant(p, who, had)
+	var kept, narrowed []string
+	for _, sc := range had {
+		if !slices.Contains(granted, sc) {
+			continue
+		}
+		kept = append(kept, sc)
+		if len(requested) == 0 || slices.Contains(requested, sc) {
+			narrowed = append(narrowed, sc)
+		}
+	}
+	if len(kept) == 0 {
+		s.log.Info("refresh refused: no scope left for user", "user", rt.Login, "proxy", p.Name)
+		return "", "", errInvalidGrant("the user no longer has any permission on this resource")
+	}
+	if len(narrowed) == 0 {
+		return "", "", errInvalidScope("none of the requested scopes is granted any more")
+	}
+	if len(kept) < len(had) {
+		s.log.Info("refresh narrowed to the current policy", "user", rt.Login, "proxy", p.Name, "scope", strings.Join(kept, " "))
+	}
+	return strings.Join(kept, " "), strings.Join(narrowed, " "), nil
 }
 
 func validVerifier(v string) bool {
@@ -289,7 +440,13 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// introspect is RFC 7662, for confidential clients.
+// introspect is RFC 7662. The caller must authenticate as a confidential
+// client (401 invalid_client otherwise, as §2.1 requires). A resource
+// server, a static client with introspect = true, learns about any token.
+// Any other confidential client (dynamically registered, or static without
+// introspect) learns only about its own tokens, which it holds anyway;
+// every other token is {"active": false}, exactly as for an unknown one,
+// so a malicious client cannot probe other clients' tokens.
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.clientForm(w, r)
 	if !ok {
@@ -299,10 +456,11 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, errInvalidClient("introspection needs a confidential client"))
 		return
 	}
+	mayKnow := func(clientID string) bool { return c.Introspect || clientID == c.ID }
 	inactive := map[string]any{"active": false}
 	tok := r.PostForm.Get("token")
 	if at, err := s.o.Reader.VerifyAnyAudience(tok); err == nil {
-		if s.revokedAccess(r, at) {
+		if !mayKnow(at.ClientID) || s.revokedAccess(r, at) {
 			writeJSON(w, http.StatusOK, inactive)
 			return
 		}
@@ -313,10 +471,10 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	if rt, err := s.o.Store.GetRefreshToken(r.Context(), hashHex(tok)); err == nil && rt.RotatedAt.IsZero() {
+	if rt, err := s.o.Store.GetRefreshToken(r.Context(), hashHex(tok)); err == nil && rt.RotatedAt.IsZero() && mayKnow(rt.ClientID) {
 		writeJSON(w, http.StatusOK, map[string]any{
 			"active": true, "scope": rt.Scope, "client_id": rt.ClientID, "username": rt.Login,
-			"token_type": "refresh_token", "exp": rt.ExpiresAt.Unix(), "iat": rt.CreatedAt.Unix(),
+			"token_type": "refresh_token", "exp": s.familyEnd(rt).Unix(), "iat": rt.CreatedAt.Unix(),
 			"sub": rt.Subject, "aud": rt.Resource, "iss": "https://" + rt.Host,
 		})
 		return

@@ -195,25 +195,6 @@ func TestCacheLifetime(t *testing.T) {
 	}
 }
 
-func TestRateLimiter(t *testing.T) {
-	l := newRateLimiter(3, time.Minute)
-	now := time.Now()
-	for i := range 3 {
-		if !l.allow("192.0.2.1:1000", now) {
-			t.Fatalf("request %d refused", i)
-		}
-	}
-	if l.allow("192.0.2.1:2000", now) {
-		t.Error("fourth request from one address allowed")
-	}
-	if !l.allow("192.0.2.2:1000", now) {
-		t.Error("another address refused")
-	}
-	if !l.allow("192.0.2.1:1000", now.Add(2*time.Minute)) {
-		t.Error("not allowed again after the window")
-	}
-}
-
 // TestClientSecretBasic: RFC 6749 §2.3.1 form-encodes Basic credentials,
 // but many clients (the TypeScript MCP SDK, curl -u) send them raw; both
 // must work, and a wrong secret must not.

@@ -39,8 +39,12 @@ var (
 	DefaultRefreshTokenTTL   = 720 * time.Hour
 	DefaultRefreshReuseGrace = 5 * time.Second
 	MaxRefreshReuseGrace     = 10 * time.Second
-	DefaultAuthScopes        = []string{"mcp"}
-	DefaultResourcePath      = "/mcp"
+	DefaultDynamicClientTTL  = 720 * time.Hour
+	// MinDynamicClientTTL bounds dynamic_client_ttl from below: a client's
+	// last use is recorded about once an hour.
+	MinDynamicClientTTL = time.Hour
+	DefaultAuthScopes   = []string{"mcp"}
+	DefaultResourcePath = "/mcp"
 	// MaxAccessTokenTTL bounds access_token_ttl: an access token cannot be
 	// called back from a client, so it must not live long.
 	MaxAccessTokenTTL = 24 * time.Hour
@@ -63,6 +67,9 @@ type OAuth struct {
 	// RefreshReuseGrace is how long a just-rotated refresh token is still
 	// accepted (concurrent refreshes); 0..MaxRefreshReuseGrace.
 	RefreshReuseGrace time.Duration `json:"refresh_reuse_grace"`
+	// DynamicClientTTL: a dynamically registered client unused (at
+	// /authorize or /token) for this long is deleted with its grants.
+	DynamicClientTTL time.Duration `json:"dynamic_client_ttl"`
 	// Users are the global lists, never nil. Allowed has no default that
 	// lets everyone in: it is ["*"] when omitted only if the provider
 	// restricts logins (allowed_orgs, allowed_teams or allowed_groups).
@@ -135,6 +142,9 @@ type StaticClient struct {
 	// Consent: static clients are trusted by the operator, so no consent
 	// page unless this is set.
 	RequireConsent bool `json:"require_consent,omitempty"`
+	// Introspect marks a resource server: it may introspect any token
+	// (RFC 7662). Only confidential clients may have it.
+	Introspect bool `json:"introspect,omitempty"`
 }
 
 // Server holds the [server] table of mcpgate.toml.

@@ -37,6 +37,7 @@ func (l *loader) oauth(g *loadedGlobal, proxies []*loadedProxy) *OAuth {
 		AccessTokenTTL:               DefaultAccessTokenTTL,
 		RefreshTokenTTL:              DefaultRefreshTokenTTL,
 		RefreshReuseGrace:            DefaultRefreshReuseGrace,
+		DynamicClientTTL:             DefaultDynamicClientTTL,
 		DynamicRegistration:          true,
 		ClientMetadataDocuments:      true,
 		MetadataDocumentPrivateAddrs: t.MetadataDocumentPrivateAddresses,
@@ -144,6 +145,13 @@ func (f *file) tokenLifetimes(p keyPath, t *oauthTable, o *OAuth) {
 			f.errorf(rp, "must be longer than access_token_ttl (%s)", formatDuration(o.AccessTokenTTL))
 		default:
 			o.RefreshTokenTTL = d.Duration
+		}
+	}
+	if d := t.DynamicClientTTL; d != nil {
+		if dp := p.key("dynamic_client_ttl"); d.Duration < MinDynamicClientTTL {
+			f.errorf(dp, "must be at least %s: a client's last use is recorded about once an hour", formatDuration(MinDynamicClientTTL))
+		} else {
+			o.DynamicClientTTL = d.Duration
 		}
 	}
 	if d := t.RefreshReuseGrace; d != nil {
@@ -330,7 +338,7 @@ func (l *loader) staticClients(f *file, p keyPath, in []clientTable) []StaticCli
 		if f.isBad(cp) {
 			continue
 		}
-		c := StaticClient{RequireConsent: t.RequireConsent}
+		c := StaticClient{RequireConsent: t.RequireConsent, Introspect: t.Introspect}
 		ok := true
 		idp := cp.key("client_id")
 		switch {
@@ -358,6 +366,11 @@ func (l *loader) staticClients(f *file, p keyPath, in []clientTable) []StaticCli
 			}
 		}
 		c.SecretFile = l.secret(f, cp, t.secret(), false)
+		if t.Introspect && t.ClientSecretFile == nil && t.ClientSecretCredential == nil {
+			// A public client proves nothing by its client_id, and an
+			// introspecting client learns about every token.
+			f.errorf(cp.key("introspect"), "needs client_secret_file or client_secret_credential: only a confidential client (a resource server) may introspect")
+		}
 		c.RedirectURIs = f.redirectURIs(cp.key("redirect_uris"), t.RedirectURIs)
 		if ok {
 			out = append(out, c)

@@ -258,6 +258,34 @@ $DIR/mcpgate.toml:26: oauth.clients[4].client_id: required
 $DIR/mcpgate.toml:28: oauth.clients[4].client_secret: secrets are never written inline: put the secret in a file and set client_secret_file, or name a systemd credential with client_secret_credential`,
 		},
 		{
+			name: "dynamic client lifetime too short",
+			files: map[string]string{"mcpgate.toml": strings.Replace(oauthGlobal, "[idp.github]", `dynamic_client_ttl = "59m"
+[idp.github]`, 1)},
+			want: `$DIR/mcpgate.toml:5: oauth.dynamic_client_ttl: must be at least 1h: a client's last use is recorded about once an hour`,
+		},
+		{
+			name: "negative and malformed dynamic client lifetime",
+			files: map[string]string{"mcpgate.toml": strings.Replace(oauthGlobal, "[idp.github]", `dynamic_client_ttl = "-720h"
+[idp.github]`, 1)},
+			want: `$DIR/mcpgate.toml:5: oauth.dynamic_client_ttl: must be at least 1h: a client's last use is recorded about once an hour`,
+		},
+		{
+			name: "introspection by a public client",
+			files: map[string]string{"mcpgate.toml": oauthGlobal + `
+[[oauth.clients]]
+client_id = "rs"
+redirect_uris = ["https://rs.example.com/cb"]
+introspect = true
+
+[[oauth.clients]]
+client_id = "rs2"
+redirect_uris = ["https://rs.example.com/cb"]
+client_secret_file = "github.secret"
+introspect = true
+`},
+			want: `$DIR/mcpgate.toml:12: oauth.clients[0].introspect: needs client_secret_file or client_secret_credential: only a confidential client (a resource server) may introspect`,
+		},
+		{
 			name: "bad token lifetimes",
 			files: map[string]string{"mcpgate.toml": strings.Replace(oauthGlobal, "[idp.github]", `access_token_ttl = "2h"
 refresh_token_ttl = "2h"
@@ -463,6 +491,7 @@ callback_url = "https://Auth.Example.com:8443/oauth/callback"
 access_token_ttl = "30m"
 refresh_token_ttl = "168h"
 refresh_reuse_grace = "0s"
+dynamic_client_ttl = "48h"
 allowed_users = ["*"]
 admin_users = ["alice"]
 user_users = ["*"]
@@ -478,6 +507,7 @@ name = "Internal CLI"
 client_secret_file = "secrets/cli.secret"
 redirect_uris = ["http://127.0.0.1/callback", "https://app.example.com/cb", "cursor://anysphere.cursor-retrieval/oauth/callback", "com.example.app:/oauth2redirect", "http://[::1]:33418/cb"]
 require_consent = true
+introspect = true
 
 [[oauth.clients]]
 client_id = "public"
@@ -530,6 +560,7 @@ resource_path = "/"
 		AccessTokenTTL:    30 * time.Minute,
 		RefreshTokenTTL:   168 * time.Hour,
 		RefreshReuseGrace: 0,
+		DynamicClientTTL:  48 * time.Hour,
 		Users: Users{
 			Allowed: []string{"*"},
 			Admin:   []string{"alice"},
@@ -548,6 +579,7 @@ resource_path = "/"
 				RedirectURIs: []string{"http://127.0.0.1/callback", "https://app.example.com/cb",
 					"cursor://anysphere.cursor-retrieval/oauth/callback", "com.example.app:/oauth2redirect", "http://[::1]:33418/cb"},
 				RequireConsent: true,
+				Introspect:     true,
 			},
 			{ID: "public", Name: "public", RedirectURIs: []string{"http://localhost/cb"}},
 		},
@@ -621,6 +653,7 @@ allowed_groups = ["MCP Users"]
 		AccessTokenTTL:          DefaultAccessTokenTTL,
 		RefreshTokenTTL:         DefaultRefreshTokenTTL,
 		RefreshReuseGrace:       DefaultRefreshReuseGrace,
+		DynamicClientTTL:        DefaultDynamicClientTTL,
 		Users:                   Users{Allowed: []string{"*"}, Admin: []string{}, User: []string{}, MCP: []string{}},
 		DynamicRegistration:     true,
 		ClientMetadataDocuments: true,

@@ -50,6 +50,7 @@ type oauthTable struct {
 	AccessTokenTTL    *duration `toml:"access_token_ttl"`
 	RefreshTokenTTL   *duration `toml:"refresh_token_ttl"`
 	RefreshReuseGrace *duration `toml:"refresh_reuse_grace"`
+	DynamicClientTTL  *duration `toml:"dynamic_client_ttl"`
 
 	AllowedUsers *[]string `toml:"allowed_users"`
 	AdminUsers   *[]string `toml:"admin_users"`
@@ -76,6 +77,7 @@ type clientTable struct {
 	ClientSecret           any       `toml:"client_secret"` // always an error
 	RedirectURIs           *[]string `toml:"redirect_uris"`
 	RequireConsent         bool      `toml:"require_consent"`
+	Introspect             bool      `toml:"introspect"`
 }
 
 func (t *clientTable) secret() secretKeys {

@@ -47,6 +47,10 @@ type Client struct {
 	RegistrationTokenHash string
 	CreatedAt             time.Time
 	UpdatedAt             time.Time
+	// LastUsedAt is when the client was last seen at /authorize or /token
+	// (updated at most about once an hour); unused clients are collected
+	// by DeleteUnusedClients.
+	LastUsedAt time.Time
 }
 
 // Pending is an authorization request in progress: stored when the user is
@@ -62,9 +66,15 @@ type Pending struct {
 	Scope               string // requested, space-separated
 	Resource            string // canonical resource the token is for
 	// After the upstream login: who logged in. Empty until then.
-	Subject   string
-	Login     string
-	Granted   string // granted scopes, space-separated
+	Subject string
+	Login   string
+	Granted string // granted scopes, space-separated
+	// Orgs and Teams are the memberships the provider reported at the
+	// login (GitHub organizations and "org/team", or OpenID Connect groups
+	// in Orgs), kept with the grant so a refresh can re-check them against
+	// the configuration of the day.
+	Orgs      []string
+	Teams     []string
 	ExpiresAt time.Time
 }
 
@@ -79,9 +89,14 @@ type AuthCode struct {
 	Scope         string
 	Subject       string
 	Login         string
-	Host          string // where the flow started: the issuer host
-	ExpiresAt     time.Time
-	UsedAt        time.Time // zero until redeemed
+	Host          string   // where the flow started: the issuer host
+	Orgs          []string // memberships at the login, as in Pending
+	Teams         []string
+	// AuthTime is when the user logged in: the refresh family's lifetime
+	// counts from it.
+	AuthTime  time.Time
+	ExpiresAt time.Time
+	UsedAt    time.Time // zero until redeemed
 }
 
 // RefreshToken is one refresh token of a family (a grant). Rotation
@@ -95,9 +110,18 @@ type RefreshToken struct {
 	Scope     string
 	Resource  string
 	Host      string
+	Orgs      []string // memberships at the login, as in Pending
+	Teams     []string
+	// AuthTime is the family's login time, carried through rotations; no
+	// token of the family lives past AuthTime + refresh_token_ttl.
+	AuthTime  time.Time
 	CreatedAt time.Time
 	ExpiresAt time.Time
 	RotatedAt time.Time // zero while current
+	// RotationNonce is set with RotatedAt: the server-side random value
+	// the successor was derived from (with the token itself), so a retry
+	// inside the grace window can compute the same successor again.
+	RotationNonce string
 }
 
 // Consent remembers that a user approved a client for some scopes.
@@ -139,6 +163,12 @@ type Store interface {
 	// DeleteClient removes the client, its consents, codes and refresh
 	// tokens, and records a RevokeClient revocation expiring at revokeUntil.
 	DeleteClient(ctx context.Context, id string, revokeUntil time.Time) error
+	// TouchClient sets the client's LastUsedAt to now; ErrNotFound if
+	// there is no such client.
+	TouchClient(ctx context.Context, id string, now time.Time) error
+	// DeleteUnusedClients deletes, as DeleteClient does, every client whose
+	// LastUsedAt is before unusedSince, and returns how many it deleted.
+	DeleteUnusedClients(ctx context.Context, unusedSince, revokeUntil time.Time) (int, error)
 
 	PutPending(ctx context.Context, p *Pending) error
 	// UpdatePending replaces a pending authorization (after login).
@@ -157,10 +187,11 @@ type Store interface {
 	// GetRefreshToken returns the token, rotated or not; expired or
 	// revoked → ErrNotFound.
 	GetRefreshToken(ctx context.Context, tokenHash string) (*RefreshToken, error)
-	// RotateRefreshToken atomically marks old rotated (at now) and stores
-	// next, only if old is not rotated yet; otherwise ErrAlreadyRotated and
-	// nothing changes. Unknown old → ErrNotFound.
-	RotateRefreshToken(ctx context.Context, oldHash string, next *RefreshToken, now time.Time) error
+	// RotateRefreshToken atomically marks old rotated (at now, with nonce
+	// as its RotationNonce) and stores next, only if old is not rotated
+	// yet; otherwise ErrAlreadyRotated and nothing changes. Unknown old →
+	// ErrNotFound.
+	RotateRefreshToken(ctx context.Context, oldHash, nonce string, next *RefreshToken, now time.Time) error
 	// RevokeGrant deletes every refresh token of the grant and records a
 	// RevokeGrant revocation expiring at revokeUntil.
 	RevokeGrant(ctx context.Context, grantID string, revokeUntil time.Time) error
@@ -176,6 +207,12 @@ type Store interface {
 
 	PutConsent(ctx context.Context, c *Consent) error
 	GetConsent(ctx context.Context, subject, clientID string) (*Consent, error)
+
+	// CountEvent counts one event for key in a fixed window that opens at
+	// the key's first event and lasts window, and returns the count
+	// including this event. It is atomic across processes sharing the
+	// store, so every worker draws on one budget.
+	CountEvent(ctx context.Context, key string, window time.Duration, now time.Time) (int64, error)
 
 	// Cleanup deletes everything expired before now.
 	Cleanup(ctx context.Context, now time.Time) error

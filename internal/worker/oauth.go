@@ -116,6 +116,9 @@ func (o *oauth) maintain(ctx context.Context, w *Worker) {
 			if err := o.store.Cleanup(ctx, time.Now()); err != nil {
 				w.log.Warn("cleaning the OAuth store", "err", err)
 			}
+			if err := o.server.CollectClients(ctx); err != nil {
+				w.log.Warn("collecting unused clients", "err", err)
+			}
 		}
 	}
 }

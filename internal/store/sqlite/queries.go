@@ -40,24 +40,25 @@ func affected(res sql.Result, err error) (int64, error) {
 
 const clientCols = `id, secret_hash, secret_expires_at, redirect_uris, name, grant_types,
 	response_types, token_endpoint_auth_method, scope, application_type, metadata,
-	registration_token_hash, created_at, updated_at`
+	registration_token_hash, created_at, updated_at, last_used_at`
 
 func clientArgs(c *store.Client) []any {
 	return []any{c.ID, c.SecretHash, ms(c.SecretExpiresAt), listJSON(c.RedirectURIs), c.Name,
 		listJSON(c.GrantTypes), listJSON(c.ResponseTypes), c.TokenEndpointAuthMethod, c.Scope,
-		c.ApplicationType, c.Metadata, c.RegistrationTokenHash, ms(c.CreatedAt), ms(c.UpdatedAt)}
+		c.ApplicationType, c.Metadata, c.RegistrationTokenHash, ms(c.CreatedAt), ms(c.UpdatedAt), ms(c.LastUsedAt)}
 }
 
 func scanClient(r rowScanner) (*store.Client, error) {
 	var c store.Client
-	var secretExp, created, updated int64
+	var secretExp, created, updated, used int64
 	var redirect, grants, responses string
 	if err := r.Scan(&c.ID, &c.SecretHash, &secretExp, &redirect, &c.Name, &grants, &responses,
 		&c.TokenEndpointAuthMethod, &c.Scope, &c.ApplicationType, &c.Metadata,
-		&c.RegistrationTokenHash, &created, &updated); err != nil {
+		&c.RegistrationTokenHash, &created, &updated, &used); err != nil {
 		return nil, err
 	}
 	c.SecretExpiresAt, c.CreatedAt, c.UpdatedAt = fromMS(secretExp), fromMS(created), fromMS(updated)
+	c.LastUsedAt = fromMS(used)
 	var err error
 	if c.RedirectURIs, err = parseList(redirect); err != nil {
 		return nil, fmt.Errorf("redirect_uris: %w", err)
@@ -77,7 +78,7 @@ func scanClient(r rowScanner) (*store.Client, error) {
 // CreateClient stores a new client; ErrAlreadyExists if the ID is taken.
 func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
 	n, err := affected(s.w.ExecContext(ctx, `INSERT INTO clients (`+clientCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, clientArgs(c)...))
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, clientArgs(c)...))
 	if err != nil {
 		return fmt.Errorf("sqlite: create client: %w", err)
 	}
@@ -103,7 +104,7 @@ func (s *Store) UpdateClient(ctx context.Context, c *store.Client) error {
 	n, err := affected(s.w.ExecContext(ctx, `UPDATE clients SET secret_hash = ?, secret_expires_at = ?,
 		redirect_uris = ?, name = ?, grant_types = ?, response_types = ?,
 		token_endpoint_auth_method = ?, scope = ?, application_type = ?, metadata = ?,
-		registration_token_hash = ?, created_at = ?, updated_at = ? WHERE id = ?`,
+		registration_token_hash = ?, created_at = ?, updated_at = ?, last_used_at = ? WHERE id = ?`,
 		append(args[1:], c.ID)...))
 	if err != nil {
 		return fmt.Errorf("sqlite: update client: %w", err)
@@ -129,16 +130,7 @@ func (s *Store) DeleteClient(ctx context.Context, id string, revokeUntil time.Ti
 		if n == 0 {
 			return store.ErrNotFound
 		}
-		for _, q := range []string{
-			`DELETE FROM consents WHERE client_id = ?`,
-			`DELETE FROM auth_codes WHERE client_id = ?`,
-			`DELETE FROM refresh_tokens WHERE client_id = ?`,
-		} {
-			if _, err := tx.ExecContext(ctx, q, id); err != nil {
-				return err
-			}
-		}
-		return addRevocation(ctx, tx, store.RevokeClient, id, revokeUntil)
+		return deleteClientData(ctx, tx, id, revokeUntil)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: delete client %q: %w", id, err)
@@ -146,24 +138,102 @@ func (s *Store) DeleteClient(ctx context.Context, id string, revokeUntil time.Ti
 	return nil
 }
 
+// deleteClientData removes what belongs to a deleted client and logs the
+// revocation that kills its access tokens in every worker.
+func deleteClientData(ctx context.Context, tx *sql.Tx, id string, revokeUntil time.Time) error {
+	for _, q := range []string{
+		`DELETE FROM consents WHERE client_id = ?`,
+		`DELETE FROM auth_codes WHERE client_id = ?`,
+		`DELETE FROM refresh_tokens WHERE client_id = ?`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, id); err != nil {
+			return err
+		}
+	}
+	return addRevocation(ctx, tx, store.RevokeClient, id, revokeUntil)
+}
+
+// TouchClient sets the client's last use; ErrNotFound if there is none.
+func (s *Store) TouchClient(ctx context.Context, id string, now time.Time) error {
+	if now.IsZero() {
+		return errZeroNow("touch client")
+	}
+	n, err := affected(s.w.ExecContext(ctx, `UPDATE clients SET last_used_at = ? WHERE id = ?`, ms(now), id))
+	if err != nil {
+		return fmt.Errorf("sqlite: touch client: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("sqlite: touch client %q: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// DeleteUnusedClients deletes the clients last used before unusedSince,
+// with everything DeleteClient removes, in one transaction.
+func (s *Store) DeleteUnusedClients(ctx context.Context, unusedSince, revokeUntil time.Time) (int, error) {
+	if err := requireExpiry("delete unused clients", revokeUntil); err != nil {
+		return 0, err
+	}
+	var n int
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `DELETE FROM clients WHERE last_used_at < ? RETURNING id`, ms(unusedSince))
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if err := deleteClientData(ctx, tx, id, revokeUntil); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: delete unused clients: %w", err)
+	}
+	return n, nil
+}
+
 // Pending authorizations.
 
 const pendingCols = `host, client_id, redirect_uri, state, code_challenge,
-	code_challenge_method, scope, resource, subject, login, granted, expires_at`
+	code_challenge_method, scope, resource, subject, login, granted, expires_at, orgs, teams`
 
 func pendingArgs(p *store.Pending) []any {
 	return []any{p.Host, p.ClientID, p.RedirectURI, p.State, p.CodeChallenge,
-		p.CodeChallengeMethod, p.Scope, p.Resource, p.Subject, p.Login, p.Granted, ms(p.ExpiresAt)}
+		p.CodeChallengeMethod, p.Scope, p.Resource, p.Subject, p.Login, p.Granted, ms(p.ExpiresAt),
+		listJSON(p.Orgs), listJSON(p.Teams)}
 }
 
 func scanPending(r rowScanner, id string) (*store.Pending, error) {
 	p := store.Pending{ID: id}
 	var exp int64
+	var orgs, teams string
 	if err := r.Scan(&p.Host, &p.ClientID, &p.RedirectURI, &p.State, &p.CodeChallenge,
-		&p.CodeChallengeMethod, &p.Scope, &p.Resource, &p.Subject, &p.Login, &p.Granted, &exp); err != nil {
+		&p.CodeChallengeMethod, &p.Scope, &p.Resource, &p.Subject, &p.Login, &p.Granted, &exp,
+		&orgs, &teams); err != nil {
 		return nil, err
 	}
 	p.ExpiresAt = fromMS(exp)
+	var err error
+	if p.Orgs, err = parseList(orgs); err != nil {
+		return nil, fmt.Errorf("orgs: %w", err)
+	}
+	if p.Teams, err = parseList(teams); err != nil {
+		return nil, fmt.Errorf("teams: %w", err)
+	}
 	return &p, nil
 }
 
@@ -175,7 +245,7 @@ func (s *Store) PutPending(ctx context.Context, p *store.Pending) error {
 		return err
 	}
 	n, err := affected(s.w.ExecContext(ctx, `INSERT INTO pending (id_hash, `+pendingCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id_hash) DO NOTHING`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id_hash) DO NOTHING`,
 		append([]any{hashID(p.ID)}, pendingArgs(p)...)...))
 	if err != nil {
 		return fmt.Errorf("sqlite: put pending: %w", err)
@@ -194,7 +264,8 @@ func (s *Store) UpdatePending(ctx context.Context, p *store.Pending) error {
 	}
 	n, err := affected(s.w.ExecContext(ctx, `UPDATE pending SET host = ?, client_id = ?, redirect_uri = ?,
 		state = ?, code_challenge = ?, code_challenge_method = ?, scope = ?, resource = ?,
-		subject = ?, login = ?, granted = ?, expires_at = ? WHERE id_hash = ? AND expires_at > ?`,
+		subject = ?, login = ?, granted = ?, expires_at = ?, orgs = ?, teams = ?
+		WHERE id_hash = ? AND expires_at > ?`,
 		append(pendingArgs(p), hashID(p.ID), ms(time.Now()))...))
 	if err != nil {
 		return fmt.Errorf("sqlite: update pending: %w", err)
@@ -235,7 +306,7 @@ func (s *Store) GetPending(ctx context.Context, id string) (*store.Pending, erro
 // Authorization codes.
 
 const codeCols = `code_hash, grant_id, client_id, redirect_uri, code_challenge, resource,
-	scope, subject, login, host, expires_at, used_at`
+	scope, subject, login, host, expires_at, used_at, orgs, teams, auth_time`
 
 // CreateAuthCode stores a new code; ErrAlreadyExists if its hash is taken.
 func (s *Store) CreateAuthCode(ctx context.Context, c *store.AuthCode) error {
@@ -243,9 +314,9 @@ func (s *Store) CreateAuthCode(ctx context.Context, c *store.AuthCode) error {
 		return err
 	}
 	n, err := affected(s.w.ExecContext(ctx, `INSERT INTO auth_codes (`+codeCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (code_hash) DO NOTHING`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (code_hash) DO NOTHING`,
 		c.CodeHash, c.GrantID, c.ClientID, c.RedirectURI, c.CodeChallenge, c.Resource, c.Scope,
-		c.Subject, c.Login, c.Host, ms(c.ExpiresAt), ms(c.UsedAt)))
+		c.Subject, c.Login, c.Host, ms(c.ExpiresAt), ms(c.UsedAt), listJSON(c.Orgs), listJSON(c.Teams), ms(c.AuthTime)))
 	if err != nil {
 		return fmt.Errorf("sqlite: create auth code: %w", err)
 	}
@@ -266,17 +337,24 @@ func (s *Store) ConsumeAuthCode(ctx context.Context, codeHash string, now time.T
 	var code *store.AuthCode
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		var c store.AuthCode
-		var exp, used int64
+		var exp, used, authTime int64
+		var orgs, teams string
 		err := tx.QueryRowContext(ctx, `SELECT `+codeCols+` FROM auth_codes WHERE code_hash = ?`, codeHash).Scan(
 			&c.CodeHash, &c.GrantID, &c.ClientID, &c.RedirectURI, &c.CodeChallenge, &c.Resource,
-			&c.Scope, &c.Subject, &c.Login, &c.Host, &exp, &used)
+			&c.Scope, &c.Subject, &c.Login, &c.Host, &exp, &used, &orgs, &teams, &authTime)
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		c.ExpiresAt, c.UsedAt = fromMS(exp), fromMS(used)
+		c.ExpiresAt, c.UsedAt, c.AuthTime = fromMS(exp), fromMS(used), fromMS(authTime)
+		if c.Orgs, err = parseList(orgs); err != nil {
+			return fmt.Errorf("orgs: %w", err)
+		}
+		if c.Teams, err = parseList(teams); err != nil {
+			return fmt.Errorf("teams: %w", err)
+		}
 		if used != 0 {
 			code = &c
 			return store.ErrAlreadyUsed // rolls back: nothing was changed
@@ -305,24 +383,33 @@ func (s *Store) ConsumeAuthCode(ctx context.Context, codeHash string, now time.T
 // Refresh tokens.
 
 const tokenCols = `token_hash, grant_id, client_id, subject, login, scope, resource, host,
-	created_at, expires_at, rotated_at`
+	created_at, expires_at, rotated_at, orgs, teams, auth_time, rotation_nonce`
 
 func tokenArgs(t *store.RefreshToken) []any {
 	return []any{t.TokenHash, t.GrantID, t.ClientID, t.Subject, t.Login, t.Scope, t.Resource,
-		t.Host, ms(t.CreatedAt), ms(t.ExpiresAt), ms(t.RotatedAt)}
+		t.Host, ms(t.CreatedAt), ms(t.ExpiresAt), ms(t.RotatedAt), listJSON(t.Orgs), listJSON(t.Teams),
+		ms(t.AuthTime), t.RotationNonce}
 }
 
 const insertToken = `INSERT INTO refresh_tokens (` + tokenCols + `)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING`
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING`
 
 func scanToken(r rowScanner) (*store.RefreshToken, error) {
 	var t store.RefreshToken
-	var created, exp, rotated int64
+	var created, exp, rotated, authTime int64
+	var orgs, teams string
 	if err := r.Scan(&t.TokenHash, &t.GrantID, &t.ClientID, &t.Subject, &t.Login, &t.Scope,
-		&t.Resource, &t.Host, &created, &exp, &rotated); err != nil {
+		&t.Resource, &t.Host, &created, &exp, &rotated, &orgs, &teams, &authTime, &t.RotationNonce); err != nil {
 		return nil, err
 	}
-	t.CreatedAt, t.ExpiresAt, t.RotatedAt = fromMS(created), fromMS(exp), fromMS(rotated)
+	t.CreatedAt, t.ExpiresAt, t.RotatedAt, t.AuthTime = fromMS(created), fromMS(exp), fromMS(rotated), fromMS(authTime)
+	var err error
+	if t.Orgs, err = parseList(orgs); err != nil {
+		return nil, fmt.Errorf("orgs: %w", err)
+	}
+	if t.Teams, err = parseList(teams); err != nil {
+		return nil, fmt.Errorf("teams: %w", err)
+	}
 	return &t, nil
 }
 
@@ -353,11 +440,11 @@ func (s *Store) GetRefreshToken(ctx context.Context, tokenHash string) (*store.R
 	return t, nil
 }
 
-// RotateRefreshToken marks old rotated at now and stores next, in one
-// transaction. ErrAlreadyRotated if old was rotated before, ErrNotFound if
-// it is unknown or expired (now), ErrAlreadyExists if next's hash is taken;
-// in every error case nothing changes.
-func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
+// RotateRefreshToken marks old rotated at now with nonce and stores next,
+// in one transaction. ErrAlreadyRotated if old was rotated before,
+// ErrNotFound if it is unknown or expired (now), ErrAlreadyExists if
+// next's hash is taken; in every error case nothing changes.
+func (s *Store) RotateRefreshToken(ctx context.Context, oldHash, nonce string, next *store.RefreshToken, now time.Time) error {
 	if err := requireExpiry("rotate refresh token", next.ExpiresAt); err != nil {
 		return err
 	}
@@ -380,8 +467,8 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 		if exp <= ms(now) {
 			return fmt.Errorf("expired: %w", store.ErrNotFound)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET rotated_at = ? WHERE token_hash = ?`,
-			ms(now), oldHash); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET rotated_at = ?, rotation_nonce = ?
+			WHERE token_hash = ?`, ms(now), nonce, oldHash); err != nil {
 			return err
 		}
 		n, err := affected(tx.ExecContext(ctx, insertToken, tokenArgs(next)...))
@@ -512,11 +599,40 @@ func (s *Store) GetConsent(ctx context.Context, subject, clientID string) (*stor
 	return &c, nil
 }
 
-// Cleanup deletes pending authorizations, codes, refresh tokens and
-// revocations that expired at or before now, in one transaction.
+// Rate limits.
+
+// CountEvent counts an event for key. The upsert is one statement, so it
+// is atomic without a transaction, across processes too: of two workers
+// counting at once, one sees n and the other n+1. The window opens at the
+// key's first event (not on a clock boundary), so a burst is never split
+// across two windows and let through twice.
+func (s *Store) CountEvent(ctx context.Context, key string, window time.Duration, now time.Time) (int64, error) {
+	if now.IsZero() {
+		return 0, errZeroNow("count event")
+	}
+	if window <= 0 {
+		return 0, fmt.Errorf("sqlite: count event: window %v is not positive", window)
+	}
+	var n int64
+	err := s.w.QueryRowContext(ctx, `INSERT INTO rate_limits (key, window_start, count, expires_at)
+		VALUES (?1, ?2, 1, ?2 + ?3)
+		ON CONFLICT (key) DO UPDATE SET
+			count        = CASE WHEN expires_at > ?2 THEN count + 1 ELSE 1 END,
+			window_start = CASE WHEN expires_at > ?2 THEN window_start ELSE ?2 END,
+			expires_at   = CASE WHEN expires_at > ?2 THEN expires_at ELSE ?2 + ?3 END
+		RETURNING count`, key, ms(now), window.Milliseconds()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: count event: %w", err)
+	}
+	return n, nil
+}
+
+// Cleanup deletes pending authorizations, codes, refresh tokens,
+// revocations and rate-limit windows that expired at or before now, in one
+// transaction.
 func (s *Store) Cleanup(ctx context.Context, now time.Time) error {
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		for _, table := range []string{"pending", "auth_codes", "refresh_tokens", "revocations"} {
+		for _, table := range []string{"pending", "auth_codes", "refresh_tokens", "revocations", "rate_limits"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE expires_at <= ?`, ms(now)); err != nil {
 				return fmt.Errorf("%s: %w", table, err)
 			}

@@ -103,6 +103,43 @@ CREATE TABLE revocations (
 ) STRICT;
 CREATE INDEX revocations_expires_at ON revocations (expires_at);
 `,
+	// 2: refresh families keep the login's memberships and time, rotation
+	// keeps its nonce (issue 10 items 8 and 10); clients record their last
+	// use and a shared counter limits registrations (item 11).
+	//
+	// MERGE NOTE: the flow branch appends its own migration at this index;
+	// whichever merges second moves its migration one index up (append,
+	// never edit).
+	`
+ALTER TABLE clients ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;
+-- Existing clients start their unused period now-ish, not at the epoch
+-- (which would collect them all at once).
+UPDATE clients SET last_used_at = max(created_at, updated_at);
+CREATE INDEX clients_last_used_at ON clients (last_used_at);
+
+ALTER TABLE pending ADD COLUMN orgs TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE pending ADD COLUMN teams TEXT NOT NULL DEFAULT '[]';
+
+ALTER TABLE auth_codes ADD COLUMN orgs TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE auth_codes ADD COLUMN teams TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE auth_codes ADD COLUMN auth_time INTEGER NOT NULL DEFAULT 0;
+
+ALTER TABLE refresh_tokens ADD COLUMN orgs TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE refresh_tokens ADD COLUMN teams TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE refresh_tokens ADD COLUMN auth_time INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE refresh_tokens ADD COLUMN rotation_nonce TEXT NOT NULL DEFAULT '';
+-- Families from before had sliding expiry; the newest token's creation is
+-- the best login time left.
+UPDATE refresh_tokens SET auth_time = created_at;
+
+CREATE TABLE rate_limits (
+	key          TEXT PRIMARY KEY,
+	window_start INTEGER NOT NULL,
+	count        INTEGER NOT NULL,
+	expires_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX rate_limits_expires_at ON rate_limits (expires_at);
+`,
 }
 
 // schemaVersion is the user_version a fully migrated database has.

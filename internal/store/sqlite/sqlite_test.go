@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,14 +99,18 @@ func raceHelper(path string, in io.Reader, out io.Writer) error {
 	}
 	_, err = s.ConsumeAuthCode(ctx, hash("shared-code"), now)
 	consume := outcome(err)
-	err = s.RotateRefreshToken(ctx, hash("shared-rt"), &store.RefreshToken{
+	err = s.RotateRefreshToken(ctx, hash("shared-rt"), "nonce-"+id, &store.RefreshToken{
 		TokenHash: hash("next-" + id), GrantID: "g1", ClientID: "c1",
 		CreatedAt: now, ExpiresAt: now.Add(time.Hour),
 	}, now)
 	rotate := outcome(err)
 	_, err = s.TakePending(ctx, "shared-pending")
 	take := outcome(err)
-	fmt.Fprintf(out, "consume=%s rotate=%s take=%s\n", consume, rotate, take)
+	n, err := s.CountEvent(ctx, "shared-key", time.Minute, now)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "consume=%s rotate=%s take=%s count=%d\n", consume, rotate, take, n)
 	return s.Close()
 }
 
@@ -197,12 +202,17 @@ func TestMultiProcess(t *testing.T) {
 
 	tell("race")
 	wins := map[string]int{}
+	counts := map[string]bool{}
 	rotateWinner := -1
 	for i := range kids {
 		line := read(i)
 		t.Logf("child %d: %s", i, line)
 		for _, f := range strings.Fields(line) {
 			race, outcome, _ := strings.Cut(f, "=")
+			if race == "count" {
+				counts[outcome] = true
+				continue
+			}
 			switch outcome {
 			case "won":
 				wins[race]++
@@ -220,11 +230,114 @@ func TestMultiProcess(t *testing.T) {
 			t.Errorf("%s: %d winners, want 1", race, wins[race])
 		}
 	}
+	// One shared counter: the children saw 1..children, each once.
+	for n := 1; n <= children; n++ {
+		if !counts[fmt.Sprint(n)] {
+			t.Errorf("no child counted %d: the counts were %v; one counter per process?", n, counts)
+		}
+	}
 	for i := range kids {
 		_, err := s.GetRefreshToken(ctx, hash(fmt.Sprint("next-", i)))
 		if (err == nil) != (i == rotateWinner) {
 			t.Errorf("successor of child %d (winner %d): %v", i, rotateWinner, err)
 		}
+	}
+}
+
+// TestCountEventTwoStores: two Store instances on one file (as two
+// worker processes have) draw on one rate-limit budget, also when they
+// count at the same moment.
+func TestCountEventTwoStores(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "oauth.db")
+	var stores [2]*Store
+	for i := range stores {
+		s, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		stores[i] = s
+	}
+	const per = 10
+	now := time.Now()
+	seen := make(chan int64, 2*per)
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		wg.Go(func() {
+			for range per {
+				n, err := s.CountEvent(t.Context(), "register:192.0.2.1", time.Minute, now)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				seen <- n
+			}
+		})
+	}
+	wg.Wait()
+	close(seen)
+	got := map[int64]bool{}
+	for n := range seen {
+		if got[n] {
+			t.Errorf("count %d returned twice: the increments were not atomic", n)
+		}
+		got[n] = true
+	}
+	for n := int64(1); n <= 2*per; n++ {
+		if !got[n] {
+			t.Errorf("count %d never returned; got %v", n, got)
+		}
+	}
+}
+
+// TestMigrateFromVersion1: a database of the first schema, with a client
+// and a refresh token in it, opens migrated: the client's unused period
+// starts at its last change (not at the epoch, which would collect every
+// client at once) and the family's login time is its newest token's
+// creation.
+func TestMigrateFromVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "oauth.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, updated := time.UnixMilli(1_700_000_000_000).UTC(), time.UnixMilli(1_700_000_500_000).UTC()
+	for _, q := range []string{
+		migrations[0],
+		"PRAGMA user_version = 1",
+		fmt.Sprintf(`INSERT INTO clients VALUES ('c1', '', 0, '[]', 'n', '[]', '[]', 'none', '', '', NULL, 'x', %d, %d)`,
+			created.UnixMilli(), updated.UnixMilli()),
+		fmt.Sprintf(`INSERT INTO refresh_tokens VALUES ('%s', 'g1', 'c1', 's', 'alice', 'mcp', 'https://r/mcp', 'r', %d, %d, 0)`,
+			hash("rt"), created.UnixMilli(), time.Now().Add(time.Hour).UnixMilli()),
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := s.GetClient(t.Context(), "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.LastUsedAt.Equal(updated) {
+		t.Errorf("migrated client's last use %v, want its last change %v", c.LastUsedAt, updated)
+	}
+	rt, err := s.GetRefreshToken(t.Context(), hash("rt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rt.AuthTime.Equal(created) || rt.Orgs != nil || rt.RotationNonce != "" {
+		t.Errorf("migrated refresh token: %+v, want auth time %v and no memberships", rt, created)
+	}
+	n, err := s.CountEvent(t.Context(), "k", time.Minute, time.Now())
+	if err != nil || n != 1 {
+		t.Errorf("CountEvent on a migrated database: %d, %v", n, err)
 	}
 }
 
@@ -245,7 +358,7 @@ func TestDurability(t *testing.T) {
 	for _, err := range []error{
 		s.CreateClient(ctx, client),
 		s.CreateRefreshToken(ctx, rt1),
-		s.RotateRefreshToken(ctx, rt1.TokenHash, rt2, now),
+		s.RotateRefreshToken(ctx, rt1.TokenHash, "n1", rt2, now),
 		s.PutConsent(ctx, &store.Consent{Subject: "alice", ClientID: "c1", Scope: "mcp", GrantedAt: now}),
 		s.RevokeAccessToken(ctx, "jti", now.Add(time.Hour)),
 		s.CreateAuthCode(ctx, &store.AuthCode{CodeHash: hash("code"), ClientID: "c1", ExpiresAt: now.Add(time.Minute)}),
@@ -446,7 +559,7 @@ func TestInputChecks(t *testing.T) {
 		"CreateAuthCode without expiry":     s.CreateAuthCode(ctx, &store.AuthCode{CodeHash: hash("c")}),
 		"CreateRefreshToken without expiry": s.CreateRefreshToken(ctx, &store.RefreshToken{TokenHash: hash("t")}),
 		"PutPending without expiry":         s.PutPending(ctx, &store.Pending{ID: "p"}),
-		"RotateRefreshToken at zero time": s.RotateRefreshToken(ctx, hash("t"),
+		"RotateRefreshToken at zero time": s.RotateRefreshToken(ctx, hash("t"), "n",
 			&store.RefreshToken{TokenHash: hash("u"), ExpiresAt: now.Add(time.Hour)}, time.Time{}),
 	} {
 		if err == nil {

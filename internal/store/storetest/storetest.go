@@ -19,7 +19,11 @@
 //     use) with ErrAlreadyUsed, also after the code expired, until Cleanup
 //     removed it: reuse must stay detectable for the code's lifetime.
 //   - RotateRefreshToken whose successor hash exists: ErrAlreadyExists and
-//     the old token stays unrotated.
+//     the old token stays unrotated (and without a RotationNonce).
+//   - CountEvent's window opens at the key's first event and the count is
+//     atomic across every Store instance on the same backing data.
+//   - DeleteUnusedClients removes exactly what DeleteClient would, for
+//     each client last used before the cut-off.
 //   - RevokeGrant logs its revocation even when no refresh token of the
 //     grant is left (access tokens of the grant may still be live).
 //   - Revocation Seq values are never reused, also after Cleanup removed
@@ -55,6 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Client/GetUnknown", testClientGetUnknown},
 		{"Client/Update", testClientUpdate},
 		{"Client/Delete", testClientDelete},
+		{"Client/TouchAndCollectUnused", testClientTouchAndCollect},
 
 		{"Pending/PutGetTake", testPendingPutGetTake},
 		{"Pending/PutDuplicate", testPendingPutDuplicate},
@@ -71,6 +76,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RefreshToken/RotateErrors", testRefreshRotateErrors},
 		{"RefreshToken/RevokeGrant", testRevokeGrant},
 		{"RefreshToken/Delete", testRefreshDelete},
+		{"RefreshToken/FamilyAbsoluteExpiry", testRefreshFamilyExpiry},
+
+		{"RateLimit/CountEvent", testCountEvent},
 
 		{"Revocation/AccessToken", testRevokeAccessToken},
 		{"Revocation/CursorLimitExpiry", testRevocationsCursor},
@@ -82,6 +90,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Race/CreateClient", testRaceCreateClient},
 		{"Race/ConsumeAuthCode", testRaceConsumeAuthCode},
 		{"Race/RotateRefreshToken", testRaceRotateRefreshToken},
+		{"Race/RotateSameSuccessor", testRaceRotateSameSuccessor},
+		{"Race/CountEvent", testRaceCountEvent},
 		{"Race/TakePending", testRaceTakePending},
 	}
 	for _, tc := range tests {
@@ -125,6 +135,7 @@ func sampleClient(id string, t0 time.Time) *store.Client {
 		RegistrationTokenHash:   hash("rat-" + id),
 		CreatedAt:               t0,
 		UpdatedAt:               t0,
+		LastUsedAt:              t0,
 	}
 }
 
@@ -155,6 +166,9 @@ func sampleCode(code, clientID string, expires time.Time) *store.AuthCode {
 		Subject:       "12345",
 		Login:         "alice",
 		Host:          "mcp.example.com",
+		Orgs:          []string{"acme"},
+		Teams:         []string{"acme/platform"},
+		AuthTime:      expires.Add(-time.Minute),
 		ExpiresAt:     expires,
 	}
 }
@@ -169,6 +183,9 @@ func sampleToken(token, grantID, clientID string, created, expires time.Time) *s
 		Scope:     "mcp",
 		Resource:  "https://mcp.example.com/mcp",
 		Host:      "mcp.example.com",
+		Orgs:      []string{"acme", "globex"},
+		Teams:     []string{"acme/platform"},
+		AuthTime:  created,
 		CreatedAt: created,
 		ExpiresAt: expires,
 	}
@@ -447,6 +464,7 @@ func testPendingUpdate(t *testing.T, s store.Store) {
 	ok(t, s.PutPending(ctx, p), "PutPending")
 	upd := *p
 	upd.Subject, upd.Login, upd.Granted = "12345", "alice", "mcp"
+	upd.Orgs, upd.Teams = []string{"acme"}, []string{"acme/platform"}
 	ok(t, s.UpdatePending(ctx, &upd), "UpdatePending")
 	got, err := s.GetPending(ctx, "p1")
 	ok(t, err, "GetPending")
@@ -571,12 +589,13 @@ func testRefreshRotate(t *testing.T, s store.Store) {
 
 	t1 := t0.Add(time.Minute)
 	rt2 := sampleToken("rt2", "g1", "client-1", t1, t1.Add(time.Hour))
-	ok(t, s.RotateRefreshToken(ctx, rt1.TokenHash, rt2, t1), "RotateRefreshToken")
+	ok(t, s.RotateRefreshToken(ctx, rt1.TokenHash, "nonce-1", rt2, t1), "RotateRefreshToken")
 
 	// The rotated token stays readable, so the caller can allow a grace
 	// window for a concurrent refresh.
 	rotated := *rt1
 	rotated.RotatedAt = t1
+	rotated.RotationNonce = "nonce-1"
 	got, err := s.GetRefreshToken(ctx, rt1.TokenHash)
 	ok(t, err, "GetRefreshToken rotated")
 	equal(t, "rotated token", got, &rotated)
@@ -587,7 +606,7 @@ func testRefreshRotate(t *testing.T, s store.Store) {
 	// A second rotation of the same token loses and changes nothing.
 	t2 := t1.Add(time.Minute)
 	rt2b := sampleToken("rt2b", "g1", "client-1", t2, t2.Add(time.Hour))
-	wantErr(t, s.RotateRefreshToken(ctx, rt1.TokenHash, rt2b, t2), store.ErrAlreadyRotated, "RotateRefreshToken again")
+	wantErr(t, s.RotateRefreshToken(ctx, rt1.TokenHash, "nonce-2", rt2b, t2), store.ErrAlreadyRotated, "RotateRefreshToken again")
 	_, err = s.GetRefreshToken(ctx, rt2b.TokenHash)
 	wantErr(t, err, store.ErrNotFound, "GetRefreshToken of the losing successor")
 	got, err = s.GetRefreshToken(ctx, rt1.TokenHash)
@@ -596,7 +615,7 @@ func testRefreshRotate(t *testing.T, s store.Store) {
 
 	// The successor rotates in turn.
 	rt3 := sampleToken("rt3", "g1", "client-1", t2, t2.Add(time.Hour))
-	ok(t, s.RotateRefreshToken(ctx, rt2.TokenHash, rt3, t2), "RotateRefreshToken successor")
+	ok(t, s.RotateRefreshToken(ctx, rt2.TokenHash, "nonce-3", rt3, t2), "RotateRefreshToken successor")
 	_, err = s.GetRefreshToken(ctx, rt3.TokenHash)
 	ok(t, err, "GetRefreshToken third")
 }
@@ -605,26 +624,26 @@ func testRefreshRotateErrors(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	t0 := now()
 	next := sampleToken("next", "g1", "client-1", t0, t0.Add(time.Hour))
-	wantErr(t, s.RotateRefreshToken(ctx, hash("unknown"), next, t0), store.ErrNotFound, "RotateRefreshToken unknown")
+	wantErr(t, s.RotateRefreshToken(ctx, hash("unknown"), "n", next, t0), store.ErrNotFound, "RotateRefreshToken unknown")
 	_, err := s.GetRefreshToken(ctx, next.TokenHash)
 	wantErr(t, err, store.ErrNotFound, "successor of unknown token")
 
 	old := sampleToken("old", "g1", "client-1", t0.Add(-time.Hour), t0.Add(time.Minute))
 	ok(t, s.CreateRefreshToken(ctx, old), "CreateRefreshToken")
-	wantErr(t, s.RotateRefreshToken(ctx, old.TokenHash, next, t0.Add(time.Minute)), store.ErrNotFound, "RotateRefreshToken expired")
+	wantErr(t, s.RotateRefreshToken(ctx, old.TokenHash, "n", next, t0.Add(time.Minute)), store.ErrNotFound, "RotateRefreshToken expired")
 	_, err = s.GetRefreshToken(ctx, next.TokenHash)
 	wantErr(t, err, store.ErrNotFound, "successor of expired token")
 
 	// A successor hash that is taken fails the rotation as a whole.
 	taken := sampleToken("taken", "g2", "client-1", t0, t0.Add(time.Hour))
 	ok(t, s.CreateRefreshToken(ctx, taken), "CreateRefreshToken taken")
-	wantErr(t, s.RotateRefreshToken(ctx, old.TokenHash, taken, t0), store.ErrAlreadyExists, "RotateRefreshToken onto a taken hash")
+	wantErr(t, s.RotateRefreshToken(ctx, old.TokenHash, "n", taken, t0), store.ErrAlreadyExists, "RotateRefreshToken onto a taken hash")
 	got, err := s.GetRefreshToken(ctx, old.TokenHash)
 	ok(t, err, "GetRefreshToken old")
-	if !got.RotatedAt.IsZero() {
-		t.Fatalf("failed rotation marked the token rotated at %v", got.RotatedAt)
+	if !got.RotatedAt.IsZero() || got.RotationNonce != "" {
+		t.Fatalf("failed rotation marked the token rotated at %v with nonce %q", got.RotatedAt, got.RotationNonce)
 	}
-	ok(t, s.RotateRefreshToken(ctx, old.TokenHash, next, t0), "RotateRefreshToken after failures")
+	ok(t, s.RotateRefreshToken(ctx, old.TokenHash, "n", next, t0), "RotateRefreshToken after failures")
 }
 
 func testRevokeGrant(t *testing.T, s store.Store) {
@@ -635,7 +654,7 @@ func testRevokeGrant(t *testing.T, s store.Store) {
 	rt2 := sampleToken("rt2", "g1", "client-1", t0, t0.Add(time.Hour))
 	other := sampleToken("other", "g2", "client-1", t0, t0.Add(time.Hour))
 	ok(t, s.CreateRefreshToken(ctx, rt1), "CreateRefreshToken")
-	ok(t, s.RotateRefreshToken(ctx, rt1.TokenHash, rt2, t0), "RotateRefreshToken")
+	ok(t, s.RotateRefreshToken(ctx, rt1.TokenHash, "n", rt2, t0), "RotateRefreshToken")
 	ok(t, s.CreateRefreshToken(ctx, other), "CreateRefreshToken other")
 
 	ok(t, s.RevokeGrant(ctx, "g1", until), "RevokeGrant")
@@ -659,7 +678,7 @@ func testRefreshDelete(t *testing.T, s store.Store) {
 	rt1 := sampleToken("rt1", "g1", "client-1", t0, t0.Add(time.Hour))
 	rt2 := sampleToken("rt2", "g1", "client-1", t0, t0.Add(time.Hour))
 	ok(t, s.CreateRefreshToken(ctx, rt1), "CreateRefreshToken")
-	ok(t, s.RotateRefreshToken(ctx, rt1.TokenHash, rt2, t0), "RotateRefreshToken")
+	ok(t, s.RotateRefreshToken(ctx, rt1.TokenHash, "n", rt2, t0), "RotateRefreshToken")
 	ok(t, s.DeleteRefreshToken(ctx, rt1.TokenHash), "DeleteRefreshToken")
 	_, err := s.GetRefreshToken(ctx, rt1.TokenHash)
 	wantErr(t, err, store.ErrNotFound, "GetRefreshToken deleted")
@@ -883,7 +902,7 @@ func testRaceRotateRefreshToken(t *testing.T, s store.Store) {
 		return sampleToken(fmt.Sprint("next-", i), "g1", "client-1", t0, t0.Add(time.Hour))
 	}
 	errs := race(func(i int) error {
-		return s.RotateRefreshToken(ctx, rt.TokenHash, next(i), t0)
+		return s.RotateRefreshToken(ctx, rt.TokenHash, fmt.Sprint("nonce-", i), next(i), t0)
 	})
 	w := oneWinner(t, errs, store.ErrAlreadyRotated)
 	for i := range racers {
@@ -908,4 +927,151 @@ func testRaceTakePending(t *testing.T, s store.Store) {
 	})
 	w := oneWinner(t, errs, store.ErrNotFound)
 	equal(t, "winner's pending", got[w], p)
+}
+
+// Client expiry.
+
+func testClientTouchAndCollect(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	until := t0.Add(time.Hour)
+	month := 30 * 24 * time.Hour
+	for _, c := range []struct {
+		id   string
+		used time.Time
+	}{{"idle", t0.Add(-month - time.Hour)}, {"touched", t0.Add(-month - time.Hour)}, {"busy", t0.Add(-time.Hour)}} {
+		cl := sampleClient(c.id, c.used)
+		ok(t, s.CreateClient(ctx, cl), "CreateClient "+c.id)
+		ok(t, s.PutConsent(ctx, &store.Consent{Subject: "alice", ClientID: c.id, Scope: "mcp", GrantedAt: c.used}), "PutConsent "+c.id)
+		ok(t, s.CreateRefreshToken(ctx, sampleToken("rt-"+c.id, "grant-"+c.id, c.id, t0, t0.Add(time.Hour))), "CreateRefreshToken "+c.id)
+	}
+	ok(t, s.TouchClient(ctx, "touched", t0), "TouchClient")
+	got, err := s.GetClient(ctx, "touched")
+	ok(t, err, "GetClient touched")
+	if !got.LastUsedAt.Equal(t0) {
+		t.Fatalf("LastUsedAt after TouchClient: %v, want %v", got.LastUsedAt, t0)
+	}
+	wantErr(t, s.TouchClient(ctx, "nobody", t0), store.ErrNotFound, "TouchClient unknown")
+
+	n, err := s.DeleteUnusedClients(ctx, t0.Add(-month), until)
+	ok(t, err, "DeleteUnusedClients")
+	if n != 1 {
+		t.Fatalf("DeleteUnusedClients deleted %d clients, want 1 (idle)", n)
+	}
+	_, err = s.GetClient(ctx, "idle")
+	wantErr(t, err, store.ErrNotFound, "GetClient of a collected client")
+	_, err = s.GetConsent(ctx, "alice", "idle")
+	wantErr(t, err, store.ErrNotFound, "GetConsent of a collected client")
+	_, err = s.GetRefreshToken(ctx, hash("rt-idle"))
+	wantErr(t, err, store.ErrNotFound, "GetRefreshToken of a collected client")
+	wantRevocation(t, s, store.RevokeClient, "idle", until)
+	for _, id := range []string{"touched", "busy"} {
+		_, err = s.GetClient(ctx, id)
+		ok(t, err, "GetClient "+id)
+		_, err = s.GetRefreshToken(ctx, hash("rt-"+id))
+		ok(t, err, "GetRefreshToken "+id)
+	}
+	n, err = s.DeleteUnusedClients(ctx, t0.Add(-month), until)
+	ok(t, err, "DeleteUnusedClients again")
+	if n != 0 {
+		t.Fatalf("DeleteUnusedClients again deleted %d clients", n)
+	}
+}
+
+// testRefreshFamilyExpiry: the store keeps AuthTime through a rotation
+// and honours a successor's ExpiresAt even though it was just created (the
+// caller caps it at the family's login + refresh_token_ttl).
+func testRefreshFamilyExpiry(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	login := t0.Add(-time.Hour)
+	rt1 := sampleToken("rt1", "g1", "client-1", login, login.Add(time.Hour+time.Minute))
+	ok(t, s.CreateRefreshToken(ctx, rt1), "CreateRefreshToken")
+	rt2 := sampleToken("rt2", "g1", "client-1", t0, login.Add(time.Hour+time.Minute))
+	rt2.AuthTime = login
+	ok(t, s.RotateRefreshToken(ctx, rt1.TokenHash, "n", rt2, t0), "RotateRefreshToken")
+	got, err := s.GetRefreshToken(ctx, rt2.TokenHash)
+	ok(t, err, "GetRefreshToken successor")
+	equal(t, "successor", got, rt2)
+
+	// A successor whose family ended a moment ago is not returned, however
+	// new it is.
+	rt3 := sampleToken("rt3", "g2", "client-1", t0, t0.Add(-time.Millisecond))
+	rt3.AuthTime = t0.Add(-2 * time.Hour)
+	ok(t, s.CreateRefreshToken(ctx, sampleToken("rt3-parent", "g2", "client-1", rt3.AuthTime, t0.Add(time.Minute))), "CreateRefreshToken parent")
+	ok(t, s.RotateRefreshToken(ctx, hash("rt3-parent"), "n", rt3, t0), "RotateRefreshToken onto an ended family")
+	_, err = s.GetRefreshToken(ctx, rt3.TokenHash)
+	wantErr(t, err, store.ErrNotFound, "GetRefreshToken of a successor past the family's end")
+}
+
+// Rate limits.
+
+func testCountEvent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	count := func(key string, at time.Time, want int64) {
+		t.Helper()
+		n, err := s.CountEvent(ctx, key, time.Minute, at)
+		ok(t, err, "CountEvent "+key)
+		if n != want {
+			t.Fatalf("CountEvent(%s) at %v: %d, want %d", key, at.Sub(t0), n, want)
+		}
+	}
+	count("a", t0, 1)
+	count("a", t0.Add(30*time.Second), 2)
+	count("b", t0.Add(30*time.Second), 1)
+	// The window opened at the first event, not on a clock boundary.
+	count("a", t0.Add(time.Minute-time.Millisecond), 3)
+	count("a", t0.Add(time.Minute), 1) // a new window
+	count("a", t0.Add(90*time.Second), 2)
+	count("b", t0.Add(80*time.Second), 2)
+
+	// Cleanup drops windows that ended; counting starts over.
+	ok(t, s.Cleanup(ctx, t0.Add(3*time.Minute)), "Cleanup")
+	count("a", t0.Add(30*time.Second), 1)
+}
+
+// testRaceRotateSameSuccessor: of racing rotations exactly one wins, and
+// every loser reads back the winner's nonce, which names the successor
+// that is stored: the caller derives the same successor from it.
+func testRaceRotateSameSuccessor(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	rt := sampleToken("rt", "g1", "client-1", t0, t0.Add(time.Hour))
+	ok(t, s.CreateRefreshToken(ctx, rt), "CreateRefreshToken")
+	successor := func(nonce string) *store.RefreshToken {
+		return sampleToken("succ-of-rt-"+nonce, "g1", "client-1", t0, t0.Add(time.Hour))
+	}
+	errs := race(func(i int) error {
+		return s.RotateRefreshToken(ctx, rt.TokenHash, fmt.Sprint("nonce-", i), successor(fmt.Sprint("nonce-", i)), t0)
+	})
+	w := oneWinner(t, errs, store.ErrAlreadyRotated)
+	got, err := s.GetRefreshToken(ctx, rt.TokenHash)
+	ok(t, err, "GetRefreshToken rotated")
+	if want := fmt.Sprint("nonce-", w); got.RotationNonce != want {
+		t.Fatalf("a loser reads nonce %q, want the winner's %q", got.RotationNonce, want)
+	}
+	_, err = s.GetRefreshToken(ctx, successor(got.RotationNonce).TokenHash)
+	ok(t, err, "GetRefreshToken of the successor the nonce names")
+}
+
+func testRaceCountEvent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	counts := make([]int64, racers)
+	errs := race(func(i int) error {
+		var err error
+		counts[i], err = s.CountEvent(ctx, "k", time.Minute, t0)
+		return err
+	})
+	for i, err := range errs {
+		ok(t, err, fmt.Sprint("CountEvent of racer ", i))
+	}
+	seen := map[int64]bool{}
+	for _, n := range counts {
+		if n < 1 || n > racers || seen[n] {
+			t.Fatalf("racing counts %v: want each of 1..%d once", counts, racers)
+		}
+		seen[n] = true
+	}
 }
