@@ -168,11 +168,15 @@ func reloadLike(fs *flag.FlagSet, args []string, do func(context.Context, string
 		fmt.Fprintln(os.Stderr, "mcpgate:", err)
 		return 1
 	}
-	for _, e := range res.Errors {
-		fmt.Fprintln(os.Stderr, e)
-	}
-	for _, f := range res.Failed {
-		fmt.Fprintln(os.Stderr, "failed:", f)
+	// Under systemctl reload (ExecReload=) this stderr is the journal, where
+	// the supervisor has already logged each error: log them once.
+	if !logging.ToJournal(os.Stderr) {
+		for _, e := range res.Errors {
+			fmt.Fprintln(os.Stderr, e)
+		}
+		for _, f := range res.Failed {
+			fmt.Fprintln(os.Stderr, "failed:", f)
+		}
 	}
 	switch {
 	case len(res.Errors) > 0:

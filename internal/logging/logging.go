@@ -15,9 +15,13 @@ import (
 )
 
 // New returns a logger writing to w: JSON unless w is a terminal, where
-// text is easier to read. level is "debug", "info", "warn" or "error".
+// text is easier to read; JSON with each line's syslog priority when w is
+// the journal. level is "debug", "info", "warn" or "error".
 func New(w *os.File, level string) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: parseLevel(level)}
+	if ToJournal(w) {
+		return slog.New(newPrefixed(w, opts))
+	}
 	if isTerminal(w) {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
