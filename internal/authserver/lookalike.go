@@ -136,6 +136,7 @@ var confusables = func() map[rune]rune {
 		'N': "пη",
 		'O': "оοσόо",
 		'P': "рρ",
+		'R': "гя",
 		'S': "ѕ",
 		'T': "тτ",
 		'U': "υџц",
