@@ -215,6 +215,8 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	proof := randomToken()
 	p.Subject, p.Login, p.Granted, p.ProofHash = id.Subject, id.Login, strings.Join(granted, " "), hashHex(proof)
+	// The provider's code is redeemed: its verifier and nonce are spent.
+	p.UpstreamVerifier, p.Nonce = "", ""
 	if err := s.o.Store.UpdatePending(r.Context(), p); err != nil {
 		s.log.Error("storing login", "err", err)
 		s.errorPage(w, http.StatusInternalServerError, "Sign-in failed", "Try again.")

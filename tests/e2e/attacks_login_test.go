@@ -52,6 +52,7 @@ redirect_uris = ["http://127.0.0.1/callback"]
 	t.Run("start-link-single-use", func(t *testing.T) { testStartLinkSingleUse(t, e) })
 	t.Run("other-host-completes", func(t *testing.T) { testOtherHostCompletes(t, e) })
 	t.Run("upstream-pkce", func(t *testing.T) { testUpstreamPKCE(t, e) })
+	t.Run("github-sign-in-page", func(t *testing.T) { testGitHubSignInPage(t, e) })
 	t.Run("authorize-size-limits", func(t *testing.T) { testAuthorizeLimits(t, e) })
 	// Last: it uses up the test address's allowance of pending flows.
 	t.Run("pending-flows-per-address", func(t *testing.T) { testPendingPerAddress(t, e) })
@@ -287,6 +288,37 @@ func testUpstreamPKCE(t *testing.T, e *oauthEnv) {
 		t.Errorf("the code_verifier of the exchange does not match the challenge")
 	}
 	e.remember(p.Get("code_verifier"))
+}
+
+// testGitHubSignInPage: a browser not signed in at GitHub signs in on
+// GitHub's page (as the browser test does) in the middle of a flow started
+// on another host than the callback host, and ends with its own identity.
+func testGitHubSignInPage(t *testing.T, e *oauthEnv) {
+	e.gh.SetLoginAs("")
+	defer e.gh.SetLoginAs("alice")
+	verifier := oauth2.GenerateVerifier()
+	rec := &flowRecorder{base: e.g.BrowserTransport()}
+	agent := &headless.Agent{Transport: rec, Login: "bob"}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := agent.Authorize(ctx, authorizeURL("beta.test", verifier), loopbackRedirect)
+	steps := rec.Steps()
+	if err != nil {
+		t.Fatalf("flow with GitHub's sign-in page: %v%s", err, describeSteps(steps))
+	}
+	if findStep(steps, "/login") == nil || findStep(steps, "/session") == nil {
+		t.Errorf("the flow did not pass GitHub's sign-in page:%s", describeSteps(steps))
+	}
+	tr := e.postForm(t, "https://beta.test/token", url.Values{
+		"grant_type": {"authorization_code"}, "code": {res.Code}, "redirect_uri": {loopbackRedirect},
+		"code_verifier": {verifier}, "client_id": {"e2e-cli"}, "resource": {"https://beta.test/mcp"},
+	}, "", "")
+	if tr.status != http.StatusOK {
+		t.Fatalf("token: %v", tr)
+	}
+	if _, claims := jwtParts(t, tr.str("access_token")); claims["login"] != "bob" {
+		t.Errorf("token login %v, want bob", claims["login"])
+	}
 }
 
 // pendingFlows counts the live pending flows of the test's address in the

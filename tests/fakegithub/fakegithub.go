@@ -334,8 +334,8 @@ func redirectAllowed(callback, redirect string) bool {
 var loginPage = template.Must(template.New("login").Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in to GitHub · GitHub</title></head>
 <body><main><h1>Sign in to GitHub</h1>{{if .Error}}<p role="alert">{{.Error}}</p>{{end}}
-<form action="/session" method="post"><label for="login_field">Username or email address</label>
-<input type="text" name="login" id="login_field"><label for="password">Password</label>
+<form method="post" action="/session"><label for="login_field">Username or email address</label>
+<input name="login" id="login_field" type="text" autocapitalize="off" autocomplete="username"><label for="password">Password</label>
 <input type="password" name="password" id="password"><input type="hidden" name="return_to" value="{{.ReturnTo}}">
 <input type="submit" name="commit" value="Sign in"></form>
 </main></body></html>

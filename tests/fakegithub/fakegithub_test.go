@@ -289,7 +289,7 @@ func TestBrowserSession(t *testing.T) {
 	}
 	rt := loc.Query().Get("return_to")
 	_, page := get(t, s.WebURL+loc.String())
-	for _, want := range []string{`<form action="/session" method="post">`, `name="login" id="login_field"`,
+	for _, want := range []string{`<form method="post" action="/session">`, `<input name="login" id="login_field"`,
 		`name="return_to" value="` + strings.ReplaceAll(rt, "&", "&amp;") + `"`, `name="commit" value="Sign in"`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("login page lacks %s:\n%s", want, page)
