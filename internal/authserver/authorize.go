@@ -282,23 +282,30 @@ func (s *Server) consent(w http.ResponseWriter, r *http.Request) {
 // signed in. A flow whose login came back elsewhere has only one of them.
 func (s *Server) flowFromRequest(w http.ResponseWriter, r *http.Request, flow, proof string) (*store.Pending, *client, bool) {
 	ck, err := r.Cookie(flowCookie)
-	if flow == "" || err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(hashHex(flow))) != 1 {
-		s.errorPage(w, http.StatusForbidden, "Sign-in not recognised",
-			"This sign-in was not started in this browser. Start again from your application.")
-		return nil, nil, false
-	}
+	cookieOK := flow != "" && err == nil && subtle.ConstantTimeCompare([]byte(ck.Value), []byte(hashHex(flow))) == 1
 	p, err := s.o.Store.GetPending(r.Context(), flow)
 	if err != nil || p.Subject == "" || p.Host != canonicalHost(r.Host) {
+		if !cookieOK {
+			s.errorPage(w, http.StatusForbidden, "Sign-in not recognised",
+				"This sign-in was not started in this browser. Start again from your application.")
+			return nil, nil, false
+		}
 		s.errorPage(w, http.StatusBadRequest, "Sign-in expired", "This sign-in is unknown or has expired. Start again from your application.")
 		return nil, nil, false
 	}
-	if p.ProofHash == "" || subtle.ConstantTimeCompare([]byte(hashHex(proof)), []byte(p.ProofHash)) != 1 {
-		// The browser that started the flow did not sign in itself: the
-		// identity attached is someone else's. The flow is dead.
-		s.o.Store.TakePending(r.Context(), p.ID)
-		s.log.Warn("sign-in refused: continued without the proof of the browser that signed in", "host", p.Host, "client_id", p.ClientID)
+	proofOK := p.ProofHash != "" && subtle.ConstantTimeCompare([]byte(hashHex(proof)), []byte(p.ProofHash)) == 1
+	if !cookieOK || !proofOK {
+		if cookieOK != proofOK {
+			// One half only: the flow was started in one browser and signed
+			// in in another, so the identity attached is not the starter's
+			// (or the starter's link was used by someone else). The flow is
+			// dead, so the other half is worthless too.
+			s.o.Store.TakePending(r.Context(), p.ID)
+			s.log.Warn("sign-in refused: started and signed in in different browsers", "host", p.Host, "client_id", p.ClientID,
+				"has_flow_cookie", cookieOK, "has_proof", proofOK)
+		}
 		s.errorPage(w, http.StatusForbidden, "Sign-in not recognised",
-			"The sign-in for this request was completed in another browser, so it was stopped. Start again from your application.")
+			"This sign-in was not started and completed in the same browser, so it was stopped. If you did not start it, someone may have sent you a link; otherwise start again from your application.")
 		return nil, nil, false
 	}
 	c, err := s.lookupClient(r.Context(), p.ClientID)

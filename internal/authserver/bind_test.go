@@ -172,13 +172,33 @@ func TestFlowCompletes(t *testing.T) {
 	start, _ := b.get(authzURL("other.test")).Location()
 	idpURL, _ := b.get(start.String()).Location()
 	cont, _ := b.get("https://notes.test/oauth/callback?" + url.Values{"state": {idpURL.Query().Get("state")}, "code": {"c"}}.Encode()).Location()
-	// Only the browser holding the flow cookie can use the proof.
-	if resp := newBrowser(s).get(cont.String()); resp.StatusCode != http.StatusForbidden {
-		t.Errorf("continue in another browser: %d", resp.StatusCode)
+	// A browser without the flow cookie gets nothing; one without flow
+	// cookie or proof does not disturb the flow.
+	stranger := *cont
+	stranger.RawQuery = url.Values{"flow": {cont.Query().Get("flow")}}.Encode()
+	if resp := newBrowser(s).get(stranger.String()); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("continue in another browser without the proof: %d", resp.StatusCode)
 	}
 	done, _ := b.get(cont.String()).Location()
 	if done == nil || !strings.HasPrefix(done.String(), "http://127.0.0.1:9/cb?") || done.Query().Get("code") == "" {
 		t.Fatalf("continue: Location %v", done)
+	}
+}
+
+// TestProofInAnotherBrowser: the proof without the flow cookie (the
+// browser that signed in is not the one that started) kills the flow, so
+// the proof cannot be carried to the starter's browser afterwards.
+func TestProofInAnotherBrowser(t *testing.T) {
+	s, _ := flowServer(t)
+	b := newBrowser(s)
+	start, _ := b.get(authzURL("other.test")).Location()
+	idpURL, _ := b.get(start.String()).Location()
+	cont, _ := b.get("https://notes.test/oauth/callback?" + url.Values{"state": {idpURL.Query().Get("state")}, "code": {"c"}}.Encode()).Location()
+	if resp := newBrowser(s).get(cont.String()); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("continue with the proof in another browser: %d", resp.StatusCode)
+	}
+	if resp := b.get(cont.String()); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("continue afterwards with flow cookie and proof: %d, want 400 (flow gone)", resp.StatusCode)
 	}
 }
 

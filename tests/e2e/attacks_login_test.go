@@ -216,11 +216,18 @@ func testVictimFollowsStartLink(t *testing.T, e *oauthEnv) {
 	if cont == nil || cont.Status != http.StatusForbidden {
 		t.Errorf("the victim's continue without the flow cookie: want 403:%s", describeSteps(steps))
 	}
-	// The attacker has the flow cookie but not the proof.
+	// The attacker has the flow cookie but not the proof (and the victim's
+	// use of the proof without the flow cookie has killed the flow).
 	loc := attacker.walk(t, "https://beta.test/oauth/continue?flow="+url.QueryEscape(flow), isRedirectURI)
 	wantNoCodeFor(t, e, "beta.test", loc, verifier, "continue without the proof")
-	if st := attacker.rec.Steps(); st[len(st)-1].Status != http.StatusForbidden {
-		t.Errorf("the attacker's continue: want 403:%s", describeSteps(st))
+	if st := attacker.rec.Steps(); st[len(st)-1].Status < 400 {
+		t.Errorf("the attacker's continue: want an error page:%s", describeSteps(st))
+	}
+	// Nor would the victim's proof help him now.
+	if cont != nil {
+		u, _ := url.Parse(cont.URL)
+		loc = attacker.walk(t, "https://beta.test/oauth/continue?"+u.RawQuery, isRedirectURI)
+		wantNoCodeFor(t, e, "beta.test", loc, verifier, "continue with the victim's proof")
 	}
 	// Nor does a guessed proof help.
 	loc = attacker.walk(t, "https://beta.test/oauth/continue?flow="+url.QueryEscape(flow)+"&proof="+rand.Text(), isRedirectURI)
