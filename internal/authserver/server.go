@@ -23,16 +23,18 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/identity"
+	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
 // Provider is the upstream identity provider (idp/github, idp/oidc).
 type Provider interface {
-	AuthCodeURL(state, redirectURI string) string
-	// Exchange redeems the provider's code; state is the value given to
-	// AuthCodeURL.
-	Exchange(ctx context.Context, code, state, redirectURI string) (*identity.User, error)
+	// AuthCodeURL is the provider's login URL for state (the flow's ID),
+	// with the S256 challenge of the flow's verifier and its nonce.
+	AuthCodeURL(state, redirectURI string, s idp.Secrets) string
+	// Exchange redeems the provider's code with the same secrets.
+	Exchange(ctx context.Context, code, redirectURI string, s idp.Secrets) (*identity.User, error)
 }
 
 // Signer signs access tokens (token.Issuer).
@@ -72,14 +74,16 @@ type Options struct {
 
 // Server serves the OAuth endpoints of one worker's hosts.
 type Server struct {
-	o            Options
-	log          *slog.Logger
-	now          func() time.Time
-	callbackHost string // canonical host name, without port
-	callbackPath string
-	static       map[string]*client
-	cimd         *metadataFetcher
-	scopes       []string // scopes this gateway can issue
+	o              Options
+	log            *slog.Logger
+	now            func() time.Time
+	callbackName   string // canonical host name of callback_url, for comparisons
+	callbackHost   string // host[:port] of callback_url, for URLs
+	callbackPath   string
+	callbackScheme string
+	static         map[string]*client
+	cimd           *metadataFetcher
+	scopes         []string // scopes this gateway can issue
 }
 
 // Lifetimes that are not configurable.
@@ -106,12 +110,14 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("authserver: callback_url: invalid host %q", cb.Host)
 	}
 	s := &Server{
-		o:            o,
-		log:          o.Log,
-		now:          o.Now,
-		callbackHost: cbHost,
-		callbackPath: cb.Path,
-		static:       map[string]*client{},
+		o:              o,
+		log:            o.Log,
+		now:            o.Now,
+		callbackName:   cbHost,
+		callbackHost:   strings.ToLower(cb.Host),
+		callbackPath:   cb.Path,
+		callbackScheme: cb.Scheme,
+		static:         map[string]*client{},
 	}
 	for _, sc := range o.OAuth.Clients {
 		c := &client{
@@ -138,9 +144,15 @@ func New(o Options) (*Server, error) {
 // Handle serves r if it is for an OAuth endpoint and reports whether it did.
 func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 	path := r.URL.Path
-	if name, _ := policy.HostName(r.Host); path == s.callbackPath && name == s.callbackHost {
-		s.callback(w, r)
-		return true
+	if s.isCallbackHost(r.Host) {
+		switch path {
+		case s.callbackPath:
+			s.callback(w, r)
+			return true
+		case startPath:
+			s.start(w, r)
+			return true
+		}
 	}
 	switch path {
 	case "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration":

@@ -1,8 +1,12 @@
 // Package headless is a small user agent for OAuth authorization flows
 // without a browser, for the demo client and the end-to-end tests: it
 // follows redirects with a cookie jar, signs in at mcpgate's development
-// identity provider, answers mcpgate's consent form, and stops at the
-// client's redirect URI.
+// identity provider (or a fake GitHub's sign-in page), answers mcpgate's
+// consent form, and stops at the client's redirect URI. Like a browser it
+// keeps every cookie, so mcpgate's binding of a flow to the browser (the
+// flow cookie on the proxy host, the bind cookie on the callback host after
+// /oauth/start) holds, and it submits forms with their hidden fields as
+// they are (the consent form's flow, proof and csrf values).
 package headless
 
 import (

@@ -18,9 +18,13 @@ type User struct {
 	// "oidc:<issuer host[/path]>:<sub>". It never changes when the user
 	// renames their account.
 	Subject string
-	// Login is the name the user lists hold: the GitHub login, or for
-	// OpenID Connect the subject (or the configured claim).
+	// Login is the name the user lists hold and backends are told: the
+	// GitHub login (GitHub logins are case-insensitive), or for OpenID
+	// Connect the stable sub claim, or the claim configured as
+	// username_claim. Never a name the user may choose at an OpenID Connect
+	// provider (preferred_username) unless the operator configured it.
 	Login string
+	// Name is for display only (OIDC: name, else preferred_username).
 	Name  string
 	Email string
 	// Orgs are GitHub organization logins or OpenID Connect groups;

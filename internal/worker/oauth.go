@@ -157,7 +157,7 @@ func newProvider(oc *config.OAuth) (authserver.Provider, error) {
 		defer cancel()
 		p, err := oidc.New(ctx, oidc.Config{
 			Issuer: oc.OIDC.Issuer, ClientID: oc.OIDC.ClientID, ClientSecret: secret,
-			Scopes: oc.OIDC.Scopes, GroupsClaim: oc.OIDC.GroupsClaim,
+			Scopes: oc.OIDC.Scopes, GroupsClaim: oc.OIDC.GroupsClaim, UsernameClaim: oc.OIDC.UsernameClaim,
 		}, nil)
 		if err != nil {
 			return nil, err

@@ -103,13 +103,20 @@ CREATE TABLE revocations (
 ) STRICT;
 CREATE INDEX revocations_expires_at ON revocations (expires_at);
 `,
-	// 2: refresh families keep the login's memberships and time, rotation
+	// 2: pending flows carry the upstream PKCE verifier and nonce, the
+	// browser binding (bind cookie and continue proof, hashed) and the
+	// client's network for the per-address limit.
+	`
+ALTER TABLE pending ADD COLUMN client_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE pending ADD COLUMN upstream_verifier TEXT NOT NULL DEFAULT '';
+ALTER TABLE pending ADD COLUMN nonce TEXT NOT NULL DEFAULT '';
+ALTER TABLE pending ADD COLUMN bind_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE pending ADD COLUMN proof_hash TEXT NOT NULL DEFAULT '';
+CREATE INDEX pending_client_key ON pending (client_key, expires_at);
+`,
+	// 3: refresh families keep the login's memberships and time, rotation
 	// keeps its nonce (issue 10 items 8 and 10); clients record their last
 	// use and a shared counter limits registrations (item 11).
-	//
-	// MERGE NOTE: the flow branch appends its own migration at this index;
-	// whichever merges second moves its migration one index up (append,
-	// never edit).
 	`
 ALTER TABLE clients ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;
 -- Existing clients start their unused period now-ish, not at the epoch
