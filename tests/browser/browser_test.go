@@ -47,6 +47,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -303,6 +304,8 @@ func (e *env) attack(t *testing.T, startLink bool) {
 	}
 	t.Logf("victim ended at %s (HTTP %d): %s", victimEnd, resp.Status, oneLine(victimText))
 	t.Logf("attacker ended at %s (HTTP %d): %s", attackerEnd, resp2.Status, oneLine(attackerText))
+	// Whatever mcpgate set in either browser has the right attributes.
+	checkHostCookies(t, append(alice.cookies(e.cookieURLs()...), mallory.cookies(e.cookieURLs()...)...))
 	if t.Failed() {
 		t.Logf("victim's path:%s", alice.describeTrace())
 		t.Logf("attacker's path:%s", mallory.describeTrace())
@@ -516,6 +519,7 @@ func redact(q url.Values) url.Values {
 type browser struct {
 	ctx     context.Context // its root chromedp context
 	dataDir string
+	closed  atomic.Bool // set at cleanup: chromedp may still log, the test may not
 
 	mu     sync.Mutex
 	output bytes.Buffer // guarded by mu; Chromium's stdout and stderr
@@ -566,23 +570,35 @@ func startBrowser(t *testing.T, exe, gatewayAddr string, pins []string) *browser
 		}),
 	}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithErrorf(func(format string, args ...any) {
+		if !b.closed.Load() {
+			t.Logf("chromedp: "+format, args...)
+		}
+	}))
 	b.ctx = ctx
 	var pgid int
 	t.Cleanup(func() {
+		b.closed.Store(true)
+		// Browser.close first, so that Chromium ends its own children;
+		// then the allocator waits for the process.
+		if err := bounded(10*time.Second, func() error { return chromedp.Cancel(ctx) }); err != nil {
+			t.Logf("closing chromium: %v", err)
+		}
 		cancel()
-		done := make(chan struct{})
-		go func() { acancel(); close(done) }() // waits for the process
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("chromium did not exit within 10s of the end of the test; killing it")
+		if err := bounded(10*time.Second, func() error { acancel(); return nil }); err != nil {
+			t.Errorf("chromium did not exit within 10s of the end of the test: %v", err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		left := b.leftovers()
+		for len(left) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			left = b.leftovers()
 		}
 		if pgid > 0 {
-			_ = syscall.Kill(-pgid, syscall.SIGKILL) // ours: its own group
+			_ = syscall.Kill(-pgid, syscall.SIGKILL) // its own group: anything of it still there
 		}
-		if left := b.leftovers(); len(left) > 0 {
-			t.Errorf("chromium processes left after the test: %v; killing them", left)
+		if len(left) > 0 {
+			t.Errorf("chromium processes left 3s after the browser exited: %v; killing them", left)
 			for _, pid := range left {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
