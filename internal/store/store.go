@@ -61,6 +61,22 @@ type Pending struct {
 	CodeChallengeMethod string
 	Scope               string // requested, space-separated
 	Resource            string // canonical resource the token is for
+	// ClientKey is the network the request came from (IPv4 address, IPv6
+	// /64), for the per-address limit on live pending flows.
+	ClientKey string
+	// UpstreamVerifier is the PKCE code_verifier mcpgate sends to the
+	// identity provider, and Nonce the OpenID Connect nonce: random, never
+	// derived from ID, kept as-is because the exchange needs them.
+	UpstreamVerifier string
+	Nonce            string
+	// BindHash is the hex SHA-256 of the bind cookie set on the callback
+	// host when the flow was sent to the provider; "" until then. The
+	// callback refuses a browser without the matching cookie.
+	BindHash string
+	// ProofHash is the hex SHA-256 of the one-time proof the callback gives
+	// the browser that signed in; continuing the flow needs it together
+	// with the flow cookie.
+	ProofHash string
 	// After the upstream login: who logged in. Empty until then.
 	Subject   string
 	Login     string
@@ -147,6 +163,13 @@ type Store interface {
 	TakePending(ctx context.Context, id string) (*Pending, error)
 	// GetPending reads without deleting. Expired → ErrNotFound.
 	GetPending(ctx context.Context, id string) (*Pending, error)
+	// BindPending records bindHash as the flow's BindHash only if none is
+	// recorded yet, atomically: a second binding → ErrAlreadyUsed and
+	// nothing changes. Unknown or expired → ErrNotFound.
+	BindPending(ctx context.Context, id, bindHash string) error
+	// CountPending counts the pending authorizations with this ClientKey
+	// that have not expired at now.
+	CountPending(ctx context.Context, clientKey string, now time.Time) (int, error)
 
 	CreateAuthCode(ctx context.Context, c *AuthCode) error
 	// ConsumeAuthCode marks the code used and returns it. A code used

@@ -4,12 +4,18 @@
 //
 // Like GitHub, it serves the web endpoints and the API on two different
 // origins, answers token errors with HTTP 200, expires codes after ten
-// minutes and paginates lists with Link headers. Tests choose who is
-// logged in (SetLoginAs) and read counters afterwards.
+// minutes, paginates lists with Link headers and checks PKCE (S256) when the
+// authorize request carried a code_challenge. Tests choose who is logged in:
+// SetLoginAs for every browser, or per browser by signing in on the web
+// origin (GET /login, POST /session sets the user_session cookie), which
+// beats SetLoginAs. They read counters afterwards.
 package fakegithub
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -73,9 +79,14 @@ type grant struct {
 	redirectURI string // as given on authorize; "" if none was given
 	login       string
 	scopes      []string
+	challenge   string // PKCE S256 code_challenge; "" without PKCE
 	expires     time.Time
 	used        bool
 }
+
+// SessionCookie is the cookie a browser signed in at the fake carries, as
+// on github.com.
+const SessionCookie = "user_session"
 
 type token struct {
 	login  string
@@ -89,17 +100,20 @@ type Server struct {
 	AuthorizeURL, TokenURL string
 	web, api               *httptest.Server
 
-	mu      sync.Mutex       // guards everything below
-	users   map[string]*User // by lower-case login
-	apps    map[string]app
-	grants  map[string]*grant // by code
-	tokens  map[string]token
-	loginAs string
-	offset  time.Duration // added to time.Now by Advance
+	mu     sync.Mutex       // guards everything below
+	users  map[string]*User // by lower-case login
+	apps   map[string]app
+	grants map[string]*grant // by code
+	tokens map[string]token
+	// sessions maps user_session cookie values to logins.
+	sessions map[string]string
+	loginAs  string
+	offset   time.Duration // added to time.Now by Advance
 	// counters and recordings
 	authorizeRequests, tokenRequests, issued int
 	lastAuthorize                            url.Values
 	lastTokenHeader                          http.Header
+	lastTokenParams                          url.Values
 	apiRequests                              map[string]int
 	lastAPIHeader                            map[string]http.Header
 }
@@ -112,12 +126,15 @@ func New(t testing.TB) *Server {
 		apps:          map[string]app{},
 		grants:        map[string]*grant{},
 		tokens:        map[string]token{},
+		sessions:      map[string]string{},
 		apiRequests:   map[string]int{},
 		lastAPIHeader: map[string]http.Header{},
 	}
 	web := http.NewServeMux()
 	web.HandleFunc("/login/oauth/authorize", s.authorize)
 	web.HandleFunc("/login/oauth/access_token", s.accessToken)
+	web.HandleFunc("/login", s.loginForm)
+	web.HandleFunc("/session", s.session)
 	web.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { notFoundPage(w) })
 	s.web = httptest.NewServer(web)
 	s.api = httptest.NewServer(http.HandlerFunc(s.serveAPI))
@@ -139,8 +156,10 @@ func (s *Server) AddUser(u User) {
 	s.users[strings.ToLower(u.Login)] = &u
 }
 
-// SetLoginAs makes the authorize endpoint auto-approve as login; "" means
-// nobody is logged in, and authorize shows GitHub's sign-in page.
+// SetLoginAs makes the authorize endpoint auto-approve as login for every
+// browser that is not signed in with its own user_session cookie; ""
+// means nobody is logged in, and authorize sends such a browser to
+// GitHub's sign-in page (/login?return_to=...).
 func (s *Server) SetLoginAs(login string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -201,6 +220,33 @@ func (s *Server) TokensIssued() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.issued
+}
+
+// LastTokenParams are the parameters of the last access_token request
+// (query and body together; the client secret is removed).
+func (s *Server) LastTokenParams() url.Values {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := url.Values{}
+	for k, v := range s.lastTokenParams {
+		q[k] = slices.Clone(v)
+	}
+	return q
+}
+
+// SignIn creates a session for login, as POST /session does, and returns
+// the user_session cookie value (for a test that builds its own browser).
+func (s *Server) SignIn(login string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.newSession(login)
+}
+
+// newSession creates a session. Call with mu held.
+func (s *Server) newSession(login string) string {
+	v := base64.RawURLEncoding.EncodeToString(random(24))
+	s.sessions[v] = login
+	return v
 }
 
 // LastTokenRequestHeader is the header of the last access_token request.
@@ -287,12 +333,68 @@ func redirectAllowed(callback, redirect string) bool {
 
 var loginPage = template.Must(template.New("login").Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in to GitHub · GitHub</title></head>
-<body><main><h1>Sign in to GitHub</h1><p>to continue to <strong>{{.}}</strong></p>
+<body><main><h1>Sign in to GitHub</h1>{{if .Error}}<p role="alert">{{.Error}}</p>{{end}}
 <form action="/session" method="post"><label for="login_field">Username or email address</label>
 <input type="text" name="login" id="login_field"><label for="password">Password</label>
-<input type="password" name="password" id="password"><input type="submit" name="commit" value="Sign in"></form>
+<input type="password" name="password" id="password"><input type="hidden" name="return_to" value="{{.ReturnTo}}">
+<input type="submit" name="commit" value="Sign in"></form>
 </main></body></html>
 `))
+
+// localPath accepts a return_to that stays on the fake's origin: an
+// absolute path, not a scheme-relative "//host".
+func localPath(p string) bool {
+	return strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "//") && !strings.HasPrefix(p, "/\\")
+}
+
+// loginForm imitates GET https://github.com/login?return_to=...
+func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		notFoundPage(w)
+		return
+	}
+	rt := r.URL.Query().Get("return_to")
+	if !localPath(rt) {
+		rt = "/"
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	loginPage.Execute(w, map[string]string{"ReturnTo": rt})
+}
+
+// session imitates POST https://github.com/session: a known login (any
+// password) gets a user_session cookie and goes back to return_to.
+func (s *Server) session(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		notFoundPage(w)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 1<<16)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	login := strings.TrimSpace(r.PostForm.Get("login"))
+	rt := r.PostForm.Get("return_to")
+	if !localPath(rt) {
+		rt = "/"
+	}
+	s.mu.Lock()
+	u, ok := s.users[strings.ToLower(login)]
+	var sess string
+	if ok {
+		sess = s.newSession(u.Login)
+	}
+	s.mu.Unlock()
+	if !ok {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		loginPage.Execute(w, map[string]string{"ReturnTo": rt, "Error": "Incorrect username or password."})
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: sess, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, rt, http.StatusFound)
+}
 
 func notFoundPage(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -345,21 +447,38 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, appendQuery(a.callback, params), http.StatusFound)
 		return
 	}
-	if s.loginAs == "" {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		loginPage.Execute(w, a.id)
+	challenge, method := q.Get("code_challenge"), q.Get("code_challenge_method")
+	if challenge != "" && method != "S256" {
+		// GitHub supports S256 only.
+		params := url.Values{"error": {"invalid_request"}, "error_description": {"code_challenge_method must be S256"}}
+		if state != "" {
+			params.Set("state", state)
+		}
+		http.Redirect(w, r, appendQuery(a.callback, params), http.StatusFound)
 		return
 	}
-	if _, ok := s.users[strings.ToLower(s.loginAs)]; !ok {
-		http.Error(w, fmt.Sprintf("fakegithub: SetLoginAs(%q) names no user added with AddUser", s.loginAs), http.StatusInternalServerError)
+	// A browser signed in with its own session is that user (and, the app
+	// being registered, approves at once as for an app already authorized);
+	// otherwise SetLoginAs decides; otherwise GitHub's sign-in page.
+	login := s.loginAs
+	if c, err := r.Cookie(SessionCookie); err == nil && s.sessions[c.Value] != "" {
+		login = s.sessions[c.Value]
+	}
+	if login == "" {
+		http.Redirect(w, r, "/login?"+url.Values{"return_to": {r.URL.RequestURI()}}.Encode(), http.StatusFound)
+		return
+	}
+	if _, ok := s.users[strings.ToLower(login)]; !ok {
+		http.Error(w, fmt.Sprintf("fakegithub: SetLoginAs(%q) names no user added with AddUser", login), http.StatusInternalServerError)
 		return
 	}
 	code := hex.EncodeToString(random(10)) // GitHub codes are 20 hex digits
 	s.grants[code] = &grant{
 		clientID:    a.id,
 		redirectURI: redirect,
-		login:       s.loginAs,
+		login:       login,
 		scopes:      splitScopes(q.Get("scope")),
+		challenge:   challenge,
 		expires:     s.now().Add(CodeLifetime),
 	}
 	target := redirect
@@ -405,6 +524,12 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	s.tokenRequests++
 	s.lastTokenHeader = r.Header.Clone()
+	s.lastTokenParams = url.Values{}
+	for k, v := range params {
+		if k != "client_secret" {
+			s.lastTokenParams[k] = slices.Clone(v)
+		}
+	}
 	a, ok := s.apps[clientID]
 	if !ok || secret == "" || a.secret != secret {
 		writeToken(w, r, ErrIncorrectClientCredentials)
@@ -421,6 +546,10 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if g.challenge != "" && !verifierMatches(params.Get("code_verifier"), g.challenge) {
+		writeToken(w, r, ErrBadVerificationCode)
+		return
+	}
 	g.used = true
 	s.issued++
 	tok := s.newToken(g.login, g.scopes)
@@ -429,6 +558,15 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request) {
 		"token_type":   "bearer",
 		"scope":        strings.Join(g.scopes, ","),
 	})
+}
+
+// verifierMatches checks an RFC 7636 S256 code_verifier.
+func verifierMatches(verifier, challenge string) bool {
+	if len(verifier) < 43 || len(verifier) > 128 {
+		return false
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	return subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(challenge)) == 1
 }
 
 func writeToken(w http.ResponseWriter, r *http.Request, v any) {

@@ -184,7 +184,11 @@ func TestAuthorizeEdges(t *testing.T) {
 		t.Fatalf("mismatch: %d %s", resp.StatusCode, loc)
 	}
 	s.SetLoginAs("")
-	resp, body = get(t, s.AuthorizeURL+"?client_id=Iv1.app")
+	resp, _ = get(t, s.AuthorizeURL+"?client_id=Iv1.app")
+	if loc := resp.Header.Get("Location"); resp.StatusCode != 302 || loc != "/login?return_to="+url.QueryEscape("/login/oauth/authorize?client_id=Iv1.app") {
+		t.Fatalf("signed out: %d %s, want a redirect to the sign-in page", resp.StatusCode, loc)
+	}
+	resp, body = get(t, s.WebURL+"/login?return_to=%2Flogin%2Foauth%2Fauthorize")
 	if resp.StatusCode != 200 || !strings.Contains(body, "Sign in to GitHub") {
 		t.Fatalf("login page: %d", resp.StatusCode)
 	}
@@ -232,5 +236,104 @@ func TestScopesLimitOrgsAndTeams(t *testing.T) {
 	resp, _ = get(t, s.APIURL+"/user", "Authorization", "Bearer "+tok, "X-GitHub-Api-Version", "1999-01-01")
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad API version: %d", resp.StatusCode)
+	}
+}
+
+func TestPKCE(t *testing.T) {
+	s := setup(t)
+	verifier := "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+	challenge := "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM" // RFC 7636 appendix B
+	code := func() string {
+		resp, _ := get(t, s.AuthorizeURL+"?"+url.Values{"client_id": {"Iv1.app"}, "redirect_uri": {callback}, "state": {"st"},
+			"code_challenge": {challenge}, "code_challenge_method": {"S256"}}.Encode())
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		return loc.Query().Get("code")
+	}
+	for _, v := range []string{"", "wrong-verifier-wrong-verifier-wrong-verifier-x"} {
+		form := url.Values{"client_id": {"Iv1.app"}, "client_secret": {"s3cret"}, "code": {code()}}
+		if v != "" {
+			form.Set("code_verifier", v)
+		}
+		_, body := postToken(t, s, form, "application/json")
+		if !strings.Contains(body, `"bad_verification_code"`) {
+			t.Errorf("verifier %q: %s", v, body)
+		}
+	}
+	form := url.Values{"client_id": {"Iv1.app"}, "client_secret": {"s3cret"}, "code": {code()}, "code_verifier": {verifier}}
+	_, body := postToken(t, s, form, "application/json")
+	if !strings.Contains(body, "access_token") {
+		t.Fatalf("right verifier: %s", body)
+	}
+	if got := s.LastTokenParams(); got.Get("code_verifier") != verifier || got.Has("client_secret") {
+		t.Errorf("LastTokenParams %v", got)
+	}
+	resp, _ := get(t, s.AuthorizeURL+"?"+url.Values{"client_id": {"Iv1.app"}, "state": {"st"},
+		"code_challenge": {verifier}, "code_challenge_method": {"plain"}}.Encode())
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=invalid_request") {
+		t.Errorf("plain PKCE: %s", loc)
+	}
+}
+
+// TestBrowserSession pins the contract the browser test relies on: a
+// signed-out browser is sent to /login, signs in through POST /session,
+// and its user_session cookie then decides who it is, before SetLoginAs.
+func TestBrowserSession(t *testing.T) {
+	s := setup(t)
+	s.AddUser(User{Login: "bob", ID: 43})
+	s.SetLoginAs("")
+	authz := s.AuthorizeURL + "?" + url.Values{"client_id": {"Iv1.app"}, "redirect_uri": {callback}, "state": {"st"}}.Encode()
+	resp, _ := get(t, authz)
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != 302 || err != nil || loc.Path != "/login" {
+		t.Fatalf("signed out: %d %v", resp.StatusCode, loc)
+	}
+	rt := loc.Query().Get("return_to")
+	_, page := get(t, s.WebURL+loc.String())
+	for _, want := range []string{`<form action="/session" method="post">`, `name="login" id="login_field"`,
+		`name="return_to" value="` + strings.ReplaceAll(rt, "&", "&amp;") + `"`, `name="commit" value="Sign in"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("login page lacks %s:\n%s", want, page)
+		}
+	}
+	post := func(login string) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, s.WebURL+"/session", strings.NewReader(url.Values{"login": {login}, "return_to": {rt}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := post("nobody"); resp.StatusCode == 302 {
+		t.Error("unknown login signed in")
+	}
+	resp = post("bob")
+	var sess *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == SessionCookie {
+			sess = c
+		}
+	}
+	if resp.StatusCode != 302 || resp.Header.Get("Location") != rt || sess == nil || !sess.HttpOnly || sess.Path != "/" {
+		t.Fatalf("POST /session: %d %q %+v", resp.StatusCode, resp.Header.Get("Location"), sess)
+	}
+	s.SetLoginAs("alice") // the cookie beats it
+	resp, _ = get(t, s.WebURL+rt, "Cookie", SessionCookie+"="+sess.Value)
+	cb, _ := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != 302 || cb.Query().Get("code") == "" {
+		t.Fatalf("signed-in authorize: %d %v", resp.StatusCode, cb)
+	}
+	_, body := postToken(t, s, url.Values{"client_id": {"Iv1.app"}, "client_secret": {"s3cret"}, "code": {cb.Query().Get("code")}}, "application/json")
+	var tr struct {
+		AccessToken string `json:"access_token"`
+	}
+	json.Unmarshal([]byte(body), &tr)
+	_, user := get(t, s.APIURL+"/user", "Authorization", "Bearer "+tr.AccessToken)
+	if !strings.Contains(user, `"login":"bob"`) {
+		t.Errorf("the session's user is not the one who logged in: %s", user)
+	}
+	if s.SignIn("alice") == "" {
+		t.Error("SignIn")
 	}
 }

@@ -1,6 +1,8 @@
 // Package fakeoidc is a small OpenID Connect provider for tests: discovery,
 // an authorize endpoint that auto-approves as a chosen user, a token
-// endpoint that returns an id_token signed RS256 (or ES256), and the JWKS.
+// endpoint that returns an id_token signed RS256 (or ES256) carrying the
+// authorization request's nonce, and the JWKS. PKCE (S256) is advertised
+// and checked when the authorization request carried a code_challenge.
 // Knobs make it misbehave the ways a connector must notice: another issuer
 // in discovery, edited claims, a rotated or unpublished signing key.
 package fakeoidc
@@ -11,6 +13,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -45,6 +49,7 @@ type client struct {
 
 type grant struct {
 	clientID, redirectURI, sub, nonce, scope string
+	challenge                                string // S256 code_challenge; "" without PKCE
 	expires                                  time.Time
 	used                                     bool
 }
@@ -158,7 +163,9 @@ func (s *Server) EditDiscovery(f func(doc map[string]any)) {
 	s.discovery = f
 }
 
-// EditClaims installs f to edit the claims of every id_token issued.
+// EditClaims installs f to edit the claims of every id_token issued (for
+// example to replace the nonce, as a replayed or injected token would
+// carry another one).
 func (s *Server) EditClaims(f func(claims map[string]any)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -235,6 +242,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		"scopes_supported":                      []string{"openid", "profile", "email", "groups"},
 		"grant_types_supported":                 []string{"authorization_code"},
 		"claims_supported":                      []string{"sub", "iss", "aud", "exp", "iat", "nonce", "name", "email", "email_verified", "preferred_username", "groups"},
+		"code_challenge_methods_supported":      []string{"S256"},
 	}
 	if s.discovery != nil {
 		s.discovery(doc)
@@ -299,9 +307,14 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "<!DOCTYPE html><html lang=\"en\"><head><title>Log in</title></head><body><h1>Log in to fakeoidc</h1></body></html>\n")
 		return
 	}
+	challenge := q.Get("code_challenge")
+	if challenge != "" && q.Get("code_challenge_method") != "S256" {
+		back(url.Values{"error": {"invalid_request"}, "error_description": {"code_challenge_method must be S256"}})
+		return
+	}
 	code := b64(random(24))
 	s.grants[code] = &grant{clientID: q.Get("client_id"), redirectURI: redirect, sub: s.loginAs,
-		nonce: q.Get("nonce"), scope: q.Get("scope"), expires: time.Now().Add(time.Minute)}
+		nonce: q.Get("nonce"), scope: q.Get("scope"), challenge: challenge, expires: time.Now().Add(time.Minute)}
 	back(url.Values{"code": {code}})
 }
 
@@ -352,6 +365,13 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	if !ok || g.used || g.clientID != id || time.Now().After(g.expires) || g.redirectURI != r.PostForm.Get("redirect_uri") {
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "the code is invalid, expired, used, or for another client or redirect_uri")
 		return
+	}
+	if g.challenge != "" {
+		sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+		if subtle.ConstantTimeCompare([]byte(b64(sum[:])), []byte(g.challenge)) != 1 {
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "PKCE verification failed")
+			return
+		}
 	}
 	g.used = true
 	u := s.users[g.sub]

@@ -1,6 +1,7 @@
 package fakeoidc
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -58,5 +59,55 @@ func TestDiscoveryJWKSAndToken(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || tok["token_type"] != "Bearer" || strings.Count(tok["id_token"].(string), ".") != 2 {
 		t.Fatalf("token: %d %v", resp.StatusCode, tok)
+	}
+}
+
+func TestPKCEAndNonce(t *testing.T) {
+	s := New(t)
+	s.RegisterClient("c", "sec", "http://127.0.0.1:1/cb")
+	s.AddUser(User{Sub: "u1"})
+	s.SetLoginAs("u1")
+	const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+	const challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM" // RFC 7636 appendix B
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 5 * time.Second}
+	exchange := func(v string) (int, map[string]any) {
+		resp, err := c.Get(s.URL + "/authorize?" + url.Values{"response_type": {"code"}, "scope": {"openid"}, "client_id": {"c"},
+			"state": {"st"}, "nonce": {"n-1"}, "redirect_uri": {"http://127.0.0.1:1/cb"},
+			"code_challenge": {challenge}, "code_challenge_method": {"S256"}}.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		form := url.Values{"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")},
+			"redirect_uri": {"http://127.0.0.1:1/cb"}, "code_verifier": {v}}
+		req, _ := http.NewRequest(http.MethodPost, s.URL+"/token", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("c", "sec")
+		resp, err = c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body
+	}
+	if st, body := exchange("wrong"); st != http.StatusBadRequest || body["error"] != "invalid_grant" {
+		t.Errorf("wrong verifier: %d %v", st, body)
+	}
+	st, body := exchange(verifier)
+	if st != http.StatusOK {
+		t.Fatalf("right verifier: %d %v", st, body)
+	}
+	parts := strings.Split(body["id_token"].(string), ".")
+	if len(parts) != 3 {
+		t.Fatalf("id_token %v", body)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims map[string]any
+	json.Unmarshal(raw, &claims)
+	if claims["nonce"] != "n-1" {
+		t.Errorf("nonce claim %v, want the request's", claims["nonce"])
 	}
 }

@@ -149,18 +149,21 @@ func (s *Store) DeleteClient(ctx context.Context, id string, revokeUntil time.Ti
 // Pending authorizations.
 
 const pendingCols = `host, client_id, redirect_uri, state, code_challenge,
-	code_challenge_method, scope, resource, subject, login, granted, expires_at`
+	code_challenge_method, scope, resource, client_key, upstream_verifier, nonce,
+	bind_hash, proof_hash, subject, login, granted, expires_at`
 
 func pendingArgs(p *store.Pending) []any {
 	return []any{p.Host, p.ClientID, p.RedirectURI, p.State, p.CodeChallenge,
-		p.CodeChallengeMethod, p.Scope, p.Resource, p.Subject, p.Login, p.Granted, ms(p.ExpiresAt)}
+		p.CodeChallengeMethod, p.Scope, p.Resource, p.ClientKey, p.UpstreamVerifier, p.Nonce,
+		p.BindHash, p.ProofHash, p.Subject, p.Login, p.Granted, ms(p.ExpiresAt)}
 }
 
 func scanPending(r rowScanner, id string) (*store.Pending, error) {
 	p := store.Pending{ID: id}
 	var exp int64
 	if err := r.Scan(&p.Host, &p.ClientID, &p.RedirectURI, &p.State, &p.CodeChallenge,
-		&p.CodeChallengeMethod, &p.Scope, &p.Resource, &p.Subject, &p.Login, &p.Granted, &exp); err != nil {
+		&p.CodeChallengeMethod, &p.Scope, &p.Resource, &p.ClientKey, &p.UpstreamVerifier, &p.Nonce,
+		&p.BindHash, &p.ProofHash, &p.Subject, &p.Login, &p.Granted, &exp); err != nil {
 		return nil, err
 	}
 	p.ExpiresAt = fromMS(exp)
@@ -175,7 +178,7 @@ func (s *Store) PutPending(ctx context.Context, p *store.Pending) error {
 		return err
 	}
 	n, err := affected(s.w.ExecContext(ctx, `INSERT INTO pending (id_hash, `+pendingCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id_hash) DO NOTHING`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id_hash) DO NOTHING`,
 		append([]any{hashID(p.ID)}, pendingArgs(p)...)...))
 	if err != nil {
 		return fmt.Errorf("sqlite: put pending: %w", err)
@@ -194,6 +197,7 @@ func (s *Store) UpdatePending(ctx context.Context, p *store.Pending) error {
 	}
 	n, err := affected(s.w.ExecContext(ctx, `UPDATE pending SET host = ?, client_id = ?, redirect_uri = ?,
 		state = ?, code_challenge = ?, code_challenge_method = ?, scope = ?, resource = ?,
+		client_key = ?, upstream_verifier = ?, nonce = ?, bind_hash = ?, proof_hash = ?,
 		subject = ?, login = ?, granted = ?, expires_at = ? WHERE id_hash = ? AND expires_at > ?`,
 		append(pendingArgs(p), hashID(p.ID), ms(time.Now()))...))
 	if err != nil {
@@ -230,6 +234,38 @@ func (s *Store) GetPending(ctx context.Context, id string) (*store.Pending, erro
 		return nil, notFound("get pending", err)
 	}
 	return p, nil
+}
+
+// BindPending sets bind_hash where it is still empty, in one statement,
+// so of two browsers racing to bind the same flow exactly one wins.
+func (s *Store) BindPending(ctx context.Context, id, bindHash string) error {
+	if bindHash == "" {
+		return fmt.Errorf("sqlite: bind pending: empty hash")
+	}
+	n, err := affected(s.w.ExecContext(ctx, `UPDATE pending SET bind_hash = ?
+		WHERE id_hash = ? AND bind_hash = '' AND expires_at > ?`, bindHash, hashID(id), ms(time.Now())))
+	if err != nil {
+		return fmt.Errorf("sqlite: bind pending: %w", err)
+	}
+	if n == 1 {
+		return nil
+	}
+	if _, err := s.GetPending(ctx, id); err != nil {
+		return fmt.Errorf("sqlite: bind pending: %w", store.ErrNotFound)
+	}
+	return fmt.Errorf("sqlite: bind pending: %w", store.ErrAlreadyUsed)
+}
+
+// CountPending counts the live pending authorizations of one client
+// network (indexed by client_key, expires_at).
+func (s *Store) CountPending(ctx context.Context, clientKey string, now time.Time) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM pending WHERE client_key = ? AND expires_at > ?`,
+		clientKey, ms(now)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: count pending: %w", err)
+	}
+	return n, nil
 }
 
 // Authorization codes.

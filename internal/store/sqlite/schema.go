@@ -103,6 +103,17 @@ CREATE TABLE revocations (
 ) STRICT;
 CREATE INDEX revocations_expires_at ON revocations (expires_at);
 `,
+	// 2: pending flows carry the upstream PKCE verifier and nonce, the
+	// browser binding (bind cookie and continue proof, hashed) and the
+	// client's network for the per-address limit.
+	`
+ALTER TABLE pending ADD COLUMN client_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE pending ADD COLUMN upstream_verifier TEXT NOT NULL DEFAULT '';
+ALTER TABLE pending ADD COLUMN nonce TEXT NOT NULL DEFAULT '';
+ALTER TABLE pending ADD COLUMN bind_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE pending ADD COLUMN proof_hash TEXT NOT NULL DEFAULT '';
+CREATE INDEX pending_client_key ON pending (client_key, expires_at);
+`,
 }
 
 // schemaVersion is the user_version a fully migrated database has.

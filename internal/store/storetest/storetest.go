@@ -60,6 +60,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Pending/PutDuplicate", testPendingPutDuplicate},
 		{"Pending/Update", testPendingUpdate},
 		{"Pending/Expired", testPendingExpired},
+		{"Pending/BindOnce", testPendingBindOnce},
+		{"Pending/Count", testPendingCount},
 
 		{"AuthCode/ConsumeOnce", testAuthCodeConsumeOnce},
 		{"AuthCode/Unknown", testAuthCodeUnknown},
@@ -83,6 +85,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Race/ConsumeAuthCode", testRaceConsumeAuthCode},
 		{"Race/RotateRefreshToken", testRaceRotateRefreshToken},
 		{"Race/TakePending", testRaceTakePending},
+		{"Race/BindPending", testRaceBindPending},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,6 +142,10 @@ func samplePending(id string, expires time.Time) *store.Pending {
 		CodeChallengeMethod: "S256",
 		Scope:               "mcp",
 		Resource:            "https://mcp.example.com/mcp",
+		ClientKey:           "192.0.2.7",
+		UpstreamVerifier:    "upstream-verifier-" + id,
+		Nonce:               "nonce-" + id,
+		ProofHash:           hash("proof-" + id),
 		ExpiresAt:           expires,
 	}
 }
@@ -471,6 +478,72 @@ func testPendingExpired(t *testing.T, s store.Store) {
 	wantErr(t, s.UpdatePending(ctx, &upd), store.ErrNotFound, "UpdatePending expired")
 	_, err = s.TakePending(ctx, "old")
 	wantErr(t, err, store.ErrNotFound, "TakePending expired")
+}
+
+func testPendingBindOnce(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p := samplePending("p1", now().Add(10*time.Minute))
+	ok(t, s.PutPending(ctx, p), "PutPending")
+	ok(t, s.BindPending(ctx, "p1", hash("bind-1")), "BindPending")
+	// The second browser to come (a victim given the link) cannot rebind.
+	wantErr(t, s.BindPending(ctx, "p1", hash("bind-2")), store.ErrAlreadyUsed, "BindPending again")
+	got, err := s.GetPending(ctx, "p1")
+	ok(t, err, "GetPending")
+	want := *p
+	want.BindHash = hash("bind-1")
+	equal(t, "GetPending after bind", got, &want)
+	// UpdatePending carries the binding along like every other field.
+	upd := *got
+	upd.Subject = "12345"
+	ok(t, s.UpdatePending(ctx, &upd), "UpdatePending")
+	got, err = s.GetPending(ctx, "p1")
+	ok(t, err, "GetPending after update")
+	equal(t, "GetPending after update", got, &upd)
+
+	wantErr(t, s.BindPending(ctx, "never", hash("bind-1")), store.ErrNotFound, "BindPending unknown")
+	ok(t, s.PutPending(ctx, samplePending("old", now().Add(-time.Second))), "PutPending expired")
+	wantErr(t, s.BindPending(ctx, "old", hash("bind-1")), store.ErrNotFound, "BindPending expired")
+}
+
+func testPendingCount(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	count := func(key string, at time.Time) int {
+		t.Helper()
+		n, err := s.CountPending(ctx, key, at)
+		ok(t, err, "CountPending")
+		return n
+	}
+	if n := count("192.0.2.7", t0); n != 0 {
+		t.Fatalf("CountPending of an empty store = %d", n)
+	}
+	for i, exp := range []time.Duration{time.Minute, 10 * time.Minute, 10 * time.Minute, -time.Second} {
+		p := samplePending(fmt.Sprint("p", i), t0.Add(exp))
+		ok(t, s.PutPending(ctx, p), "PutPending")
+	}
+	other := samplePending("other", t0.Add(10*time.Minute))
+	other.ClientKey = "2001:db8::/64"
+	ok(t, s.PutPending(ctx, other), "PutPending other")
+
+	if n := count("192.0.2.7", t0); n != 3 {
+		t.Errorf("CountPending now = %d, want 3 (the expired one does not count)", n)
+	}
+	if n := count("192.0.2.7", t0.Add(2*time.Minute)); n != 2 {
+		t.Errorf("CountPending in 2 minutes = %d, want 2", n)
+	}
+	if n := count("2001:db8::/64", t0); n != 1 {
+		t.Errorf("CountPending of the other key = %d, want 1", n)
+	}
+	_, err := s.TakePending(ctx, "p1")
+	ok(t, err, "TakePending")
+	if n := count("192.0.2.7", t0); n != 2 {
+		t.Errorf("CountPending after a take = %d, want 2", n)
+	}
+	// Cleanup collects expired flows.
+	ok(t, s.Cleanup(ctx, t0.Add(2*time.Minute)), "Cleanup")
+	if n := count("192.0.2.7", t0); n != 1 {
+		t.Errorf("CountPending after cleanup = %d, want 1 (p2 only)", n)
+	}
 }
 
 // Authorization codes.
@@ -908,4 +981,17 @@ func testRaceTakePending(t *testing.T, s store.Store) {
 	})
 	w := oneWinner(t, errs, store.ErrNotFound)
 	equal(t, "winner's pending", got[w], p)
+}
+
+func testRaceBindPending(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p := samplePending("p1", now().Add(10*time.Minute))
+	ok(t, s.PutPending(ctx, p), "PutPending")
+	errs := race(func(i int) error { return s.BindPending(ctx, "p1", hash(fmt.Sprint("bind-", i))) })
+	w := oneWinner(t, errs, store.ErrAlreadyUsed)
+	got, err := s.GetPending(ctx, "p1")
+	ok(t, err, "GetPending")
+	if got.BindHash != hash(fmt.Sprint("bind-", w)) {
+		t.Errorf("BindHash is not the winner's")
+	}
 }
