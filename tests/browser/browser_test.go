@@ -38,12 +38,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,13 +215,14 @@ func (e *env) legit(t *testing.T) {
 
 	// The cookies as the browser stored them.
 	seen := checkHostCookies(t, cookies)
-	if !seen["__Host-mcpgate-flow@"+flowHost] {
+	if !seenCookie(seen, "__Host-mcpgate-flow", flowHost) {
 		t.Errorf("no __Host-mcpgate-flow cookie on %s was seen (cookies: %s)", flowHost, describeCookies(cookies))
 	}
-	if alice.visited("https://"+callbackHost+"/oauth/start") && !seen["__Host-mcpgate-bind@"+callbackHost] {
+	if alice.visited("https://"+callbackHost+"/oauth/start") && !seenCookie(seen, "__Host-mcpgate-bind", callbackHost) {
 		t.Errorf("the flow bounced through %s/oauth/start but no __Host-mcpgate-bind cookie was seen there (cookies: %s)",
 			callbackHost, describeCookies(cookies))
 	}
+	t.Logf("mcpgate's cookies seen: %s", strings.Join(slices.Sorted(maps.Keys(seen)), ", "))
 	t.Logf("browser path:%s", alice.describeTrace())
 }
 
@@ -973,6 +976,18 @@ func checkHostCookies(t *testing.T, cookies []*network.Cookie) map[string]bool {
 		}
 	}
 	return seen
+}
+
+// seenCookie reports whether a cookie named prefix, or prefix and a
+// per-flow suffix, was seen on domain.
+func seenCookie(seen map[string]bool, prefix, domain string) bool {
+	for k := range seen {
+		name, d, _ := strings.Cut(k, "@")
+		if d == domain && (name == prefix || strings.HasPrefix(name, prefix+"-") || strings.HasPrefix(name, prefix+"_")) {
+			return true
+		}
+	}
+	return false
 }
 
 func describeCookies(cookies []*network.Cookie) string {
