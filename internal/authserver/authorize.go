@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -13,10 +14,23 @@ import (
 const (
 	continuePath = "/oauth/continue"
 	consentPath  = "/oauth/consent"
-	// flowCookie binds a flow to the browser that started it, so a login
-	// finished elsewhere (login CSRF) cannot be continued.
+	// flowCookie binds a flow to the browser that started it, on the host
+	// it started on, so a login finished elsewhere (login CSRF) cannot be
+	// continued there.
 	flowCookie = "__Host-mcpgate-flow"
 	csrfCookie = "__Host-mcpgate-csrf"
+)
+
+// Limits on an authorization request: everything in it may be stored
+// until the flow expires, by anyone who can reach a proxy host.
+const (
+	maxAuthorizeBody = 16 << 10
+	maxStateLen      = 1024
+	maxScopeLen      = 512
+	// maxPendingPerKey bounds the live pending flows of one client
+	// network (clientKey), counted in the shared store, so one address
+	// cannot fill the disk. Abandoned flows count until they expire.
+	maxPendingPerKey = 30
 )
 
 // authorize handles the authorization request. Errors that cannot be
@@ -27,11 +41,18 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusMethodNotAllowed, "Method not allowed", "Use GET.")
 		return
 	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxAuthorizeBody)
 	if err := r.ParseForm(); err != nil {
 		s.errorPage(w, http.StatusBadRequest, "Bad request", "The authorization request could not be read.")
 		return
 	}
 	q := r.Form
+	// Before anything else (the client lookup may fetch a document): the
+	// request must be small enough to store.
+	if len(q.Get("state")) > maxStateLen || len(q.Get("scope")) > maxScopeLen {
+		s.errorPage(w, http.StatusBadRequest, "Bad request", "The authorization request is too large.")
+		return
+	}
 	c, err := s.lookupClient(r.Context(), q.Get("client_id"))
 	if err != nil {
 		s.errorPage(w, http.StatusBadRequest, "Unknown application",
@@ -80,6 +101,18 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		fail(oe)
 		return
 	}
+	key := clientKey(r)
+	if n, err := s.o.Store.CountPending(r.Context(), key, s.now()); err != nil {
+		s.log.Error("counting pending authorizations", "err", err)
+		fail(errServer("try again"))
+		return
+	} else if n >= maxPendingPerKey {
+		s.log.Warn("authorization refused: too many pending sign-ins from one address", "client", key, "pending", n)
+		w.Header().Set("Retry-After", strconv.Itoa(int(pendingTTL.Seconds())))
+		s.errorPage(w, http.StatusTooManyRequests, "Too many sign-ins",
+			"Too many sign-ins were started from your network and not finished. Finish or wait for them to expire, then try again.")
+		return
+	}
 	p := &store.Pending{
 		ID:                  randomToken(),
 		Host:                canonicalHost(r.Host),
@@ -90,7 +123,19 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		CodeChallengeMethod: method,
 		Scope:               strings.Join(strings.Fields(q.Get("scope")), " "),
 		Resource:            resource,
+		ClientKey:           key,
+		UpstreamVerifier:    randomToken(),
+		Nonce:               randomToken(),
 		ExpiresAt:           s.now().Add(pendingTTL),
+	}
+	// On the callback host the browser is bound right here; elsewhere it
+	// is sent through /oauth/start on the callback host first (the bind
+	// cookie must live where the provider's response arrives).
+	var bind string
+	onCallbackHost := s.isCallbackHost(r.Host)
+	if onCallbackHost {
+		bind = randomToken()
+		p.BindHash = hashHex(bind)
 	}
 	if err := s.o.Store.PutPending(r.Context(), p); err != nil {
 		s.log.Error("storing authorization request", "err", err)
@@ -98,14 +143,19 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setCookie(w, flowCookie, hashHex(p.ID), int(pendingTTL.Seconds()))
-	// The client's resource is never forwarded upstream: the provider
-	// authenticates the user for mcpgate, not for the MCP server.
-	http.Redirect(w, r, s.o.IDP.AuthCodeURL(p.ID, s.o.OAuth.CallbackURL), http.StatusFound)
+	if !onCallbackHost {
+		http.Redirect(w, r, s.startURL(p.ID), http.StatusFound)
+		return
+	}
+	setCookie(w, bindCookieName(p.ID), bind, int(pendingTTL.Seconds()))
+	s.toProvider(w, r, p)
 }
 
-// callback is the single URL registered at the identity provider. It logs
+// callback is the single URL registered at the identity provider. It
+// checks that the browser bringing the provider's response is the one the
+// flow was bound to, before the provider's code is redeemed; then it logs
 // the user in, decides what they may get, and sends the browser back to
-// the host the flow started on.
+// the host the flow started on with a one-time proof.
 func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	p, err := s.o.Store.GetPending(r.Context(), q.Get("state"))
@@ -114,13 +164,29 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 			"This sign-in is unknown or has expired. Start again from your application.")
 		return
 	}
+	if !s.boundHere(r, p) {
+		// Login CSRF: someone else's flow, finished in this browser. The
+		// flow is dead; the provider's code is never redeemed.
+		s.o.Store.TakePending(r.Context(), p.ID)
+		s.log.Warn("login refused: the provider's response came to a browser that did not start the flow",
+			"host", p.Host, "client_id", p.ClientID)
+		s.errorPage(w, http.StatusForbidden, "Sign-in not recognised",
+			"This sign-in was not started in this browser, so it was stopped. If you did not start it, someone may have sent you this link; otherwise start again from your application.")
+		return
+	}
+	clearCookie(w, bindCookieName(p.ID))
+	if p.Subject != "" {
+		s.errorPage(w, http.StatusBadRequest, "Sign-in expired", "This sign-in was already used. Start again from your application.")
+		return
+	}
 	if e := q.Get("error"); e != "" {
 		s.o.Store.TakePending(r.Context(), p.ID)
 		redirectError(w, r, p.RedirectURI, p.State, "https://"+p.Host, &oauthError{Code: "access_denied", Desc: "the identity provider did not sign the user in"})
 		return
 	}
-	id, err := s.o.IDP.Login(r.Context(), q.Get("code"), p.ID, s.o.OAuth.CallbackURL)
+	id, err := s.o.IDP.Login(r.Context(), q.Get("code"), s.o.OAuth.CallbackURL, upstreamSecrets(p))
 	if err != nil {
+		s.o.Store.TakePending(r.Context(), p.ID)
 		s.log.Warn("upstream login failed", "err", err)
 		s.errorPage(w, http.StatusBadGateway, "Sign-in failed",
 			"The identity provider could not confirm who you are. Start again from your application.")
@@ -128,10 +194,12 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	_, proxy, oe := s.resolveResource(p.Resource, r)
 	if oe != nil {
+		s.o.Store.TakePending(r.Context(), p.ID)
 		s.errorPage(w, http.StatusBadRequest, "Unknown resource", "The requested server is no longer configured.")
 		return
 	}
 	if !s.allowed(proxy, id) {
+		s.o.Store.TakePending(r.Context(), p.ID)
 		s.log.Info("login refused: user not allowed", "user", id.Login, "proxy", proxy.Name)
 		s.errorPage(w, http.StatusForbidden, "Access denied",
 			"You signed in as "+id.Login+", but that account may not use "+proxy.Name+". Ask the administrator to add you.")
@@ -139,32 +207,35 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	granted := s.grant(proxy, id.Login, strings.Fields(p.Scope))
 	if len(granted) == 0 {
+		s.o.Store.TakePending(r.Context(), p.ID)
 		s.log.Info("login refused: no scope for user", "user", id.Login, "proxy", proxy.Name)
 		s.errorPage(w, http.StatusForbidden, "No access",
 			"You signed in as "+id.Login+", but that account has no permissions on "+proxy.Name+". Ask the administrator to add you.")
 		return
 	}
-	p.Subject, p.Login, p.Granted = id.Subject, id.Login, strings.Join(granted, " ")
+	proof := randomToken()
+	p.Subject, p.Login, p.Granted, p.ProofHash = id.Subject, id.Login, strings.Join(granted, " "), hashHex(proof)
 	if err := s.o.Store.UpdatePending(r.Context(), p); err != nil {
 		s.log.Error("storing login", "err", err)
 		s.errorPage(w, http.StatusInternalServerError, "Sign-in failed", "Try again.")
 		return
 	}
-	u := url.URL{Scheme: "https", Host: p.Host, Path: continuePath, RawQuery: url.Values{"flow": {p.ID}}.Encode()}
+	u := url.URL{Scheme: "https", Host: p.Host, Path: continuePath, RawQuery: url.Values{"flow": {p.ID}, "proof": {proof}}.Encode()}
 	http.Redirect(w, r, u.String(), http.StatusFound)
 }
 
 // continueFlow runs on the originating host after the login: consent if
 // needed, else the code.
 func (s *Server) continueFlow(w http.ResponseWriter, r *http.Request) {
-	p, c, ok := s.flowFromRequest(w, r, r.URL.Query().Get("flow"))
+	q := r.URL.Query()
+	p, c, ok := s.flowFromRequest(w, r, q.Get("flow"), q.Get("proof"))
 	if !ok {
 		return
 	}
 	if c.needsConsent() {
 		cons, err := s.o.Store.GetConsent(r.Context(), p.Subject, c.ID)
 		if err != nil || !covers(cons.Scope, p.Granted) {
-			s.consentPage(w, r, p, c)
+			s.consentPage(w, r, p, c, q.Get("proof"))
 			return
 		}
 	}
@@ -187,7 +258,7 @@ func (s *Server) consent(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusForbidden, "Request refused", "The form was not submitted from this site. Start again from your application.")
 		return
 	}
-	p, c, ok := s.flowFromRequest(w, r, r.PostForm.Get("flow"))
+	p, c, ok := s.flowFromRequest(w, r, r.PostForm.Get("flow"), r.PostForm.Get("proof"))
 	if !ok {
 		return
 	}
@@ -203,8 +274,11 @@ func (s *Server) consent(w http.ResponseWriter, r *http.Request) {
 	s.issueCode(w, r, p)
 }
 
-// flowFromRequest loads a logged-in flow for this browser and host.
-func (s *Server) flowFromRequest(w http.ResponseWriter, r *http.Request, flow string) (*store.Pending, *client, bool) {
+// flowFromRequest loads a logged-in flow for this browser and host. It
+// takes both halves: the flow cookie, set on this host in the browser that
+// started the flow, and the proof the callback gave the browser that
+// signed in. A flow whose login came back elsewhere has only one of them.
+func (s *Server) flowFromRequest(w http.ResponseWriter, r *http.Request, flow, proof string) (*store.Pending, *client, bool) {
 	ck, err := r.Cookie(flowCookie)
 	if flow == "" || err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(hashHex(flow))) != 1 {
 		s.errorPage(w, http.StatusForbidden, "Sign-in not recognised",
@@ -214,6 +288,15 @@ func (s *Server) flowFromRequest(w http.ResponseWriter, r *http.Request, flow st
 	p, err := s.o.Store.GetPending(r.Context(), flow)
 	if err != nil || p.Subject == "" || p.Host != canonicalHost(r.Host) {
 		s.errorPage(w, http.StatusBadRequest, "Sign-in expired", "This sign-in is unknown or has expired. Start again from your application.")
+		return nil, nil, false
+	}
+	if p.ProofHash == "" || subtle.ConstantTimeCompare([]byte(hashHex(proof)), []byte(p.ProofHash)) != 1 {
+		// The browser that started the flow did not sign in itself: the
+		// identity attached is someone else's. The flow is dead.
+		s.o.Store.TakePending(r.Context(), p.ID)
+		s.log.Warn("sign-in refused: continued without the proof of the browser that signed in", "host", p.Host, "client_id", p.ClientID)
+		s.errorPage(w, http.StatusForbidden, "Sign-in not recognised",
+			"The sign-in for this request was completed in another browser, so it was stopped. Start again from your application.")
 		return nil, nil, false
 	}
 	c, err := s.lookupClient(r.Context(), p.ClientID)

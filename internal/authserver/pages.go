@@ -25,9 +25,13 @@ button{font:inherit;padding:.5rem 1.2rem;border-radius:6px;border:1px solid #555
 button.primary{background:#1d4ed8;color:#fff;border-color:#1d4ed8}
 button:focus{outline:3px solid #f59e0b;outline-offset:2px}
 .warn{color:#92400e}
+.origin{font-size:1.15rem;margin-top:-.5rem}
 </style></head><body><main>{{end}}
 {{define "consent"}}{{template "head" .}}
 <h1>Allow {{.ClientName}}?</h1>
+{{if .DocumentHost}}<p class="origin">Published by <strong>{{.DocumentHost}}</strong></p>
+<p>The name above is what <code>{{.DocumentHost}}</code> says about itself; mcpgate cannot check it.</p>{{end}}
+{{if .Imitates}}<p class="warn" role="alert"><strong>Warning:</strong> this application calls itself “{{.ClientName}}”, which looks like {{.Imitates}}, but it is not published by {{.Imitates}}’s vendor. Deny unless you are sure.</p>{{end}}
 <p><strong>{{.ClientName}}</strong> wants to use <strong>{{.Resource}}</strong> as <strong>{{.Login}}</strong>.</p>
 <p>After you allow it, you will be sent to <code>{{.RedirectHost}}</code>.</p>
 {{if .Unverified}}<p class="warn">This application registered itself; mcpgate cannot vouch for who made it. Allow it only if you started this sign-in.</p>{{end}}
@@ -35,6 +39,7 @@ button:focus{outline:3px solid #f59e0b;outline-offset:2px}
 <ul>{{range .Scopes}}<li><code>{{.}}</code></li>{{end}}</ul>
 <form method="post" action="{{.Action}}">
 <input type="hidden" name="flow" value="{{.Flow}}">
+<input type="hidden" name="proof" value="{{.Proof}}">
 <input type="hidden" name="csrf" value="{{.CSRF}}">
 <div class="actions">
 <button class="primary" type="submit" name="decision" value="approve">Allow</button>
@@ -71,8 +76,11 @@ func (s *Server) errorPage(w http.ResponseWriter, status int, title, msg string)
 }
 
 // consentPage names the client, where it will send the user, and the
-// scopes; the decision comes back as a CSRF-protected POST.
-func (s *Server) consentPage(w http.ResponseWriter, r *http.Request, p *store.Pending, c *client) {
+// scopes; the decision comes back as a CSRF-protected POST carrying the
+// flow and its proof. A metadata-document client is shown with the host
+// that publishes it, and a warning when its name imitates a well-known
+// client's.
+func (s *Server) consentPage(w http.ResponseWriter, r *http.Request, p *store.Pending, c *client, proof string) {
 	csrf := randomToken()
 	setCookie(w, csrfCookie, csrf, int(pendingTTL.Seconds()))
 	redirectHost := p.RedirectURI
@@ -93,8 +101,18 @@ func (s *Server) consentPage(w http.ResponseWriter, r *http.Request, p *store.Pe
 	if name == "" {
 		name = c.ID
 	}
+	var docHost, imitates string
+	if c.Kind == kindMetadata {
+		if u, err := url.Parse(c.ID); err == nil {
+			docHost = u.Host
+		}
+		imitates = imitatedClient(name, c.ID)
+	}
 	securityHeaders(w, formAction)
 	pages.ExecuteTemplate(w, "consent", map[string]any{
+		"DocumentHost": docHost,
+		"Imitates":     imitates,
+		"Proof":        proof,
 		"Title":        "Allow " + name,
 		"ClientName":   name,
 		"Resource":     p.Resource,

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -36,10 +37,11 @@ type Identity struct {
 
 // Provider is the upstream identity provider.
 type Provider interface {
-	AuthCodeURL(state, redirectURI string) string
-	// Login redeems the provider's code; state is the value given to
-	// AuthCodeURL.
-	Login(ctx context.Context, code, state, redirectURI string) (*Identity, error)
+	// AuthCodeURL is the provider's login URL for state (the flow's ID),
+	// with the S256 challenge of the flow's verifier and its nonce.
+	AuthCodeURL(state, redirectURI string, s idp.Secrets) string
+	// Login redeems the provider's code with the same secrets.
+	Login(ctx context.Context, code, redirectURI string, s idp.Secrets) (*Identity, error)
 }
 
 // AccessToken is an access token's content.
@@ -84,15 +86,16 @@ type Options struct {
 
 // Server serves the OAuth endpoints of one worker's hosts.
 type Server struct {
-	o            Options
-	log          *slog.Logger
-	now          func() time.Time
-	callbackHost string
-	callbackPath string
-	static       map[string]*client
-	cimd         *metadataFetcher
-	regLimit     *rateLimiter
-	scopes       []string // scopes this gateway can issue
+	o              Options
+	log            *slog.Logger
+	now            func() time.Time
+	callbackHost   string // host[:port] of callback_url, lower-case
+	callbackPath   string
+	callbackScheme string
+	static         map[string]*client
+	cimd           *metadataFetcher
+	regLimit       *rateLimiter
+	scopes         []string // scopes this gateway can issue
 }
 
 // Lifetimes that are not configurable.
@@ -115,13 +118,14 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("authserver: callback_url: %w", err)
 	}
 	s := &Server{
-		o:            o,
-		log:          o.Log,
-		now:          o.Now,
-		callbackHost: strings.ToLower(cb.Host),
-		callbackPath: cb.Path,
-		static:       map[string]*client{},
-		regLimit:     newRateLimiter(10, time.Minute),
+		o:              o,
+		log:            o.Log,
+		now:            o.Now,
+		callbackHost:   strings.ToLower(cb.Host),
+		callbackPath:   cb.Path,
+		callbackScheme: cb.Scheme,
+		static:         map[string]*client{},
+		regLimit:       newRateLimiter(10, time.Minute),
 	}
 	for _, sc := range o.OAuth.Clients {
 		c := &client{
@@ -170,9 +174,15 @@ func issuableScopes(o *config.OAuth, proxies []*config.Proxy) []string {
 // Handle serves r if it is for an OAuth endpoint and reports whether it did.
 func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 	path := r.URL.Path
-	if path == s.callbackPath && hostOnly(r.Host) == hostOnly(s.callbackHost) {
-		s.callback(w, r)
-		return true
+	if s.isCallbackHost(r.Host) {
+		switch path {
+		case s.callbackPath:
+			s.callback(w, r)
+			return true
+		case startPath:
+			s.start(w, r)
+			return true
+		}
 	}
 	switch path {
 	case "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration":

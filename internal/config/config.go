@@ -51,6 +51,9 @@ var (
 	DefaultGitHubAPIURL       = "https://api.github.com"
 	DefaultOIDCScopes         = []string{"openid", "profile", "email"}
 	DefaultOIDCGroupsClaim    = "groups"
+	// DefaultOIDCUsernameClaim: the allow lists and X-MCPGate-User use the
+	// provider's stable subject identifier unless configured otherwise.
+	DefaultOIDCUsernameClaim = "sub"
 )
 
 // OAuth is [oauth] with its identity provider: the authorization server
@@ -120,6 +123,7 @@ type OIDCIDP struct {
 	SecretFile    string   `json:"secret_file"`
 	Scopes        []string `json:"scopes"`
 	GroupsClaim   string   `json:"groups_claim"`
+	UsernameClaim string   `json:"username_claim"`
 	AllowedGroups []string `json:"allowed_groups,omitempty"`
 }
 

@@ -463,8 +463,9 @@ func (l *loader) github(f *file, p keyPath, t *githubTable) *GitHubIDP {
 
 func (l *loader) oidc(f *file, p keyPath, t *oidcTable) *OIDCIDP {
 	o := &OIDCIDP{
-		Scopes:      slices.Clone(DefaultOIDCScopes),
-		GroupsClaim: DefaultOIDCGroupsClaim,
+		Scopes:        slices.Clone(DefaultOIDCScopes),
+		GroupsClaim:   DefaultOIDCGroupsClaim,
+		UsernameClaim: DefaultOIDCUsernameClaim,
 	}
 	if t.Issuer == nil {
 		f.errorf(p.key("issuer"), `required: the provider's issuer URL, as in "https://login.example.com"`)
@@ -489,8 +490,32 @@ func (l *loader) oidc(f *file, p keyPath, t *oidcTable) *OIDCIDP {
 			o.GroupsClaim = *t.GroupsClaim
 		}
 	}
+	if t.UsernameClaim != nil {
+		o.UsernameClaim = f.usernameClaim(p.key("username_claim"), *t.UsernameClaim)
+	}
 	o.AllowedGroups = f.names(p.key("allowed_groups"), t.AllowedGroups, checkGroupName)
 	return o
+}
+
+// usernameClaim checks [idp.oidc] username_claim: a claim name, not one
+// that says nothing about who logged in, and not one users typically
+// choose themselves.
+func (f *file) usernameClaim(p keyPath, c string) string {
+	switch c {
+	case "":
+		f.errorf(p, `must not be empty (the default is "sub")`)
+	case "preferred_username", "name", "nickname", "given_name", "family_name":
+		f.errorf(p, `%q is chosen by the user at many providers and may name someone else; use "sub" (the default), "email" (verified only) or a claim the provider controls`, c)
+	case "iss", "aud", "exp", "iat", "nbf", "nonce", "azp", "at_hash", "c_hash", "auth_time", "jti", "acr", "amr", "sid":
+		f.errorf(p, `%q does not identify the user; use "sub" (the default), "email" or another claim naming the user`, c)
+	default:
+		if strings.ContainsFunc(c, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			f.errorf(p, "%q: must not contain spaces or control characters", c)
+			break
+		}
+		return c
+	}
+	return DefaultOIDCUsernameClaim
 }
 
 // idpClientID checks the client_id mcpgate has at the identity provider.

@@ -321,6 +321,45 @@ $DIR/mcpgate.toml:10: idp.oidc.allowed_groups: "admins" is listed more than once
 $DIR/mcpgate.toml:10: idp.oidc.allowed_groups[2]: " ": must not be empty`,
 		},
 		{
+			name: "bad OIDC username_claim",
+			files: map[string]string{"mcpgate.toml": `[oauth]
+callback_url = "https://auth.example.com/cb"
+allowed_users = ["*"]
+[idp.oidc]
+issuer = "https://login.example.com"
+client_id = "mcpgate"
+client_secret_file = "github.secret"
+username_claim = "preferred_username"
+`},
+			want: `$DIR/mcpgate.toml:8: idp.oidc.username_claim: "preferred_username" is chosen by the user at many providers and may name someone else; use "sub" (the default), "email" (verified only) or a claim the provider controls`,
+		},
+		{
+			name: "empty OIDC username_claim",
+			files: map[string]string{"mcpgate.toml": `[oauth]
+callback_url = "https://auth.example.com/cb"
+allowed_users = ["*"]
+[idp.oidc]
+issuer = "https://login.example.com"
+client_id = "mcpgate"
+client_secret_file = "github.secret"
+username_claim = ""
+`},
+			want: `$DIR/mcpgate.toml:8: idp.oidc.username_claim: must not be empty (the default is "sub")`,
+		},
+		{
+			name: "OIDC username_claim that names no user",
+			files: map[string]string{"mcpgate.toml": `[oauth]
+callback_url = "https://auth.example.com/cb"
+allowed_users = ["*"]
+[idp.oidc]
+issuer = "https://login.example.com"
+client_id = "mcpgate"
+client_secret_file = "github.secret"
+username_claim = "aud"
+`},
+			want: `$DIR/mcpgate.toml:8: idp.oidc.username_claim: "aud" does not identify the user; use "sub" (the default), "email" or another claim naming the user`,
+		},
+		{
 			name: "OIDC issuer and client_id missing",
 			files: map[string]string{"mcpgate.toml": `[oauth]
 callback_url = "https://auth.example.com/cb"
@@ -649,6 +688,7 @@ allowed_groups = ["MCP Users"]
 			SecretFile:    filepath.Join(dir, "oidc.secret"),
 			Scopes:        DefaultOIDCScopes,
 			GroupsClaim:   "groups",
+			UsernameClaim: "sub",
 			AllowedGroups: []string{"MCP Users"},
 		},
 	}

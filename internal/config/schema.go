@@ -113,6 +113,7 @@ type oidcTable struct {
 	ClientSecret           any       `toml:"client_secret"` // always an error
 	Scopes                 *[]string `toml:"scopes"`
 	GroupsClaim            *string   `toml:"groups_claim"`
+	UsernameClaim          *string   `toml:"username_claim"`
 	AllowedGroups          []string  `toml:"allowed_groups"`
 }
 

@@ -1,6 +1,6 @@
 // Package devidp is the stand-in identity provider mcpgate ships for
 // development and the demo, where no GitHub OAuth app exists: it serves
-// GitHub's OAuth and REST paths (/login/oauth/authorize,
+// GitHub's OAuth and REST paths, PKCE included (/login/oauth/authorize,
 // /login/oauth/access_token, /user, /user/orgs, /user/teams) so mcpgate's
 // GitHub connector talks to it unchanged, and its login page lets anyone
 // log in as anyone. It therefore only ever listens on a loopback address,
@@ -10,7 +10,9 @@ package devidp
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -71,6 +73,7 @@ func ValidLogin(name string) bool { return len(name) <= 39 && loginRe.MatchStrin
 
 type grant struct {
 	login, clientID, redirectURI, scope string
+	challenge                           string // PKCE S256 code_challenge; "" without PKCE
 	expires                             time.Time
 }
 
@@ -277,9 +280,15 @@ func (s *server) authorize(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		p = r.PostForm
 	}
-	d := pageData{ClientID: p.Get("client_id"), RedirectURI: p.Get("redirect_uri"), State: p.Get("state"), Scope: p.Get("scope")}
+	d := pageData{ClientID: p.Get("client_id"), RedirectURI: p.Get("redirect_uri"), State: p.Get("state"), Scope: p.Get("scope"),
+		Challenge: p.Get("code_challenge"), ChallengeMethod: p.Get("code_challenge_method")}
 	if !s.clientOK(d.ClientID) {
 		s.page(w, http.StatusNotFound, pageData{Problem: "Unknown client_id."})
+		return
+	}
+	// PKCE as GitHub does it: S256 only, checked at the token endpoint.
+	if d.Challenge != "" && (d.ChallengeMethod != "S256" || len(d.Challenge) != 43) {
+		s.page(w, http.StatusBadRequest, pageData{Problem: "code_challenge must be an S256 challenge (code_challenge_method=S256)."})
 		return
 	}
 	ru, ok := checkRedirect(d.RedirectURI)
@@ -309,7 +318,7 @@ func (s *server) authorize(w http.ResponseWriter, r *http.Request) {
 	full := len(s.codes) >= maxEntries
 	if !full {
 		s.codes[code] = grant{login: login, clientID: d.ClientID, redirectURI: d.RedirectURI, scope: d.Scope,
-			expires: s.now().Add(codeLifetime)}
+			challenge: d.Challenge, expires: s.now().Add(codeLifetime)}
 	}
 	s.mu.Unlock()
 	if full {
@@ -391,6 +400,12 @@ func (s *server) accessToken(w http.ResponseWriter, r *http.Request) {
 		writeToken(w, r, errBadRedirect)
 		return
 	}
+	if g.challenge != "" && !verifierMatches(p.Get("code_verifier"), g.challenge) {
+		// Like GitHub, a wrong verifier is a bad code; the code stays
+		// usable until it expires, so a racing attacker gains nothing.
+		writeToken(w, r, errBadCode)
+		return
+	}
 	delete(s.codes, code)
 	s.pruneLocked()
 	if len(s.tokens) >= maxEntries {
@@ -401,6 +416,15 @@ func (s *server) accessToken(w http.ResponseWriter, r *http.Request) {
 	scope := strings.Join(strings.FieldsFunc(g.scope, func(r rune) bool { return r == ' ' || r == ',' }), ",")
 	s.tokens[tok] = token{login: g.login, scope: scope, expires: s.now().Add(tokenLifetime)}
 	writeToken(w, r, map[string]string{"access_token": tok, "token_type": "bearer", "scope": scope})
+}
+
+// verifierMatches checks an RFC 7636 S256 code_verifier.
+func verifierMatches(verifier, challenge string) bool {
+	if len(verifier) < 43 || len(verifier) > 128 {
+		return false
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	return subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(challenge)) == 1
 }
 
 func writeToken(w http.ResponseWriter, r *http.Request, v any) {
@@ -482,6 +506,7 @@ type pageData struct {
 	Home                                bool
 	Problem                             string
 	ClientID, RedirectURI, State, Scope string
+	Challenge, ChallengeMethod          string
 	RedirectHost, Login                 string
 	Invalid                             bool
 }
@@ -546,6 +571,10 @@ button{padding:.55rem 1.2rem;font:inherit;font-weight:600;color:#fff;background:
 <input type="hidden" name="redirect_uri" value="{{.RedirectURI}}">
 <input type="hidden" name="state" value="{{.State}}">
 <input type="hidden" name="scope" value="{{.Scope}}">
+{{- if .Challenge}}
+<input type="hidden" name="code_challenge" value="{{.Challenge}}">
+<input type="hidden" name="code_challenge_method" value="{{.ChallengeMethod}}">
+{{- end}}
 <button type="submit">Sign in</button>
 </form>
 {{- end}}

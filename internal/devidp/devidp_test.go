@@ -87,6 +87,9 @@ func read(t *testing.T, resp *http.Response, err error) (*http.Response, string)
 	return resp, string(b)
 }
 
+// sec are the per-login secrets of the tests' logins.
+var sec = idp.Secrets{Verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", Nonce: "n"}
+
 // codeFrom checks a redirect to callback and returns its code.
 func codeFrom(t *testing.T, resp *http.Response, state string) string {
 	t.Helper()
@@ -102,12 +105,12 @@ func TestLoginRoundTripWithGitHubConnector(t *testing.T) {
 	srv, logs := start(t, Options{Orgs: []string{"Demo"}, Teams: []string{"demo/admins"}})
 	p := connector(t, srv.URL, true, "anything")
 
-	resp, body := getURL(t, p.AuthCodeURL("st-1", callback))
+	resp, body := getURL(t, p.AuthCodeURL("st-1", callback, sec))
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, Warning) {
 		t.Fatalf("login page: %d\n%s", resp.StatusCode, body)
 	}
 	form := url.Values{"login": {"Alice-B"}}
-	for _, name := range []string{"client_id", "redirect_uri", "state", "scope"} {
+	for _, name := range []string{"client_id", "redirect_uri", "state", "scope", "code_challenge", "code_challenge_method"} {
 		m := regexp.MustCompile(`name="` + name + `" value="([^"]*)"`).FindStringSubmatch(body)
 		if m == nil {
 			t.Fatalf("no hidden field %s", name)
@@ -117,7 +120,11 @@ func TestLoginRoundTripWithGitHubConnector(t *testing.T) {
 	resp, _ = postForm(t, srv.URL+"/login/oauth/authorize", form)
 	code := codeFrom(t, resp, "st-1")
 
-	id, err := p.Exchange(context.Background(), code, "st-1", callback)
+	// PKCE: the wrong verifier is a bad code (and does not use it up).
+	if _, err := p.Exchange(context.Background(), code, callback, idp.Secrets{Verifier: strings.Repeat("x", 43)}); err == nil || !strings.Contains(err.Error(), "bad_verification_code") {
+		t.Fatalf("wrong verifier: %v", err)
+	}
+	id, err := p.Exchange(context.Background(), code, callback, sec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +134,7 @@ func TestLoginRoundTripWithGitHubConnector(t *testing.T) {
 		t.Fatalf("identity %+v, want %+v", *id, want)
 	}
 	// Single use.
-	if _, err := p.Exchange(context.Background(), code, "st-1", callback); err == nil || !strings.Contains(err.Error(), "bad_verification_code") {
+	if _, err := p.Exchange(context.Background(), code, callback, sec); err == nil || !strings.Contains(err.Error(), "bad_verification_code") {
 		t.Fatalf("reuse: %v", err)
 	}
 	l := logs.String()
@@ -144,16 +151,16 @@ func htmlUnescape(s string) string {
 func TestAutoLoginAndClientCredentials(t *testing.T) {
 	srv, _ := start(t, Options{AutoLogin: "bob", ClientID: "mcpgate-dev", ClientSecret: "dev-secret"})
 	p := connector(t, srv.URL, false, "dev-secret")
-	resp, _ := getURL(t, p.AuthCodeURL("s", callback))
+	resp, _ := getURL(t, p.AuthCodeURL("s", callback, sec))
 	code := codeFrom(t, resp, "s")
-	id, err := p.Exchange(context.Background(), code, "s", callback)
+	id, err := p.Exchange(context.Background(), code, callback, sec)
 	if err != nil || id.Login != "bob" || id.Orgs != nil {
 		t.Fatalf("%+v %v", id, err)
 	}
 
 	wrong := connector(t, srv.URL, false, "wrong")
-	resp, _ = getURL(t, wrong.AuthCodeURL("s", callback))
-	_, err = wrong.Exchange(context.Background(), codeFrom(t, resp, "s"), "s", callback)
+	resp, _ = getURL(t, wrong.AuthCodeURL("s", callback, sec))
+	_, err = wrong.Exchange(context.Background(), codeFrom(t, resp, "s"), callback, sec)
 	var e *idp.Error
 	if !errors.As(err, &e) || e.Code != "incorrect_client_credentials" {
 		t.Fatalf("wrong secret: %v", err)

@@ -3,17 +3,40 @@
 // OpenID Connect provider in idp/oidc), and the Identity they return.
 //
 // The authorization server sends the user's browser to AuthCodeURL with a
-// random, single-use state, receives code and state on its callback_url,
-// and calls Exchange with both. Nothing a client sent to mcpgate (its
-// resource, scope or PKCE parameters) is ever forwarded upstream.
+// random, single-use state and fresh Secrets (a PKCE verifier and a nonce,
+// stored with the flow, never derived from state), receives code and state
+// on its callback_url, checks that the browser is the one that started the
+// flow, and calls Exchange with the same Secrets. Nothing a client sent to
+// mcpgate (its resource, scope or PKCE parameters) is ever forwarded
+// upstream.
 package idp
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"net/url"
 	"strings"
 )
+
+// Secrets are the per-login values the authorization server generates at
+// random and keeps with the pending flow until the callback.
+type Secrets struct {
+	// Verifier is the PKCE code_verifier (RFC 7636, 43 to 128 characters):
+	// AuthCodeURL sends its S256 challenge, Exchange the verifier, so a code
+	// stolen on its way back is useless without the stored flow.
+	Verifier string
+	// Nonce is the OpenID Connect nonce: sent with the authorization
+	// request and required in the id_token.
+	Nonce string
+}
+
+// Challenge is the S256 code_challenge of the verifier.
+func (s Secrets) Challenge() string {
+	sum := sha256.Sum256([]byte(s.Verifier))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
 
 // Identity is who the upstream provider says logged in.
 type Identity struct {
@@ -21,10 +44,13 @@ type Identity struct {
 	// "oidc:<issuer host[/path]>:<sub>". It never changes when the user
 	// renames their account.
 	Subject string
-	// Login is the user name matched against allow lists: the GitHub login
-	// (as GitHub spells it; GitHub logins are case-insensitive), or the
-	// OIDC preferred_username, else a verified email, else sub.
+	// Login is the user name matched against allow lists and sent to
+	// backends: the GitHub login (as GitHub spells it; GitHub logins are
+	// case-insensitive), or for OIDC the stable sub claim, or the claim
+	// configured as username_claim. Never a name the user may choose at an
+	// OIDC provider (preferred_username) unless the operator configured it.
 	Login string
+	// Name is for display only (OIDC: name, else preferred_username).
 	Name  string
 	Email string
 	// Orgs are GitHub organization logins (lower-case) or the OIDC groups
@@ -39,13 +65,14 @@ type Provider interface {
 	// Name is "github" or "oidc".
 	Name() string
 	// AuthCodeURL is where the user's browser goes to log in. state is
-	// mcpgate's own random, single-use value; redirectURI is callback_url.
-	AuthCodeURL(state, redirectURI string) string
-	// Exchange redeems the code the provider returned to redirectURI
-	// together with state (the same value given to AuthCodeURL; the OIDC
-	// connector derives its nonce from it) and says who logged in. Errors
-	// are *Error values whose text never contains a code, token or secret.
-	Exchange(ctx context.Context, code, state, redirectURI string) (*Identity, error)
+	// mcpgate's own random, single-use value; redirectURI is callback_url;
+	// the URL carries the S256 challenge of s.Verifier and (OIDC) s.Nonce.
+	AuthCodeURL(state, redirectURI string, s Secrets) string
+	// Exchange redeems the code the provider returned to redirectURI with
+	// the Secrets given to AuthCodeURL for this login, and says who logged
+	// in. Errors are *Error values whose text never contains a code, token,
+	// verifier, nonce or secret.
+	Exchange(ctx context.Context, code, redirectURI string, s Secrets) (*Identity, error)
 }
 
 // Error is a failed upstream login. Its text is safe to log: it carries the

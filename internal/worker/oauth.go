@@ -177,7 +177,7 @@ func newProvider(oc *config.OAuth) (authserver.Provider, error) {
 		defer cancel()
 		p, err := oidc.New(ctx, oidc.Config{
 			Issuer: oc.OIDC.Issuer, ClientID: oc.OIDC.ClientID, ClientSecret: secret,
-			Scopes: oc.OIDC.Scopes, GroupsClaim: oc.OIDC.GroupsClaim,
+			Scopes: oc.OIDC.Scopes, GroupsClaim: oc.OIDC.GroupsClaim, UsernameClaim: oc.OIDC.UsernameClaim,
 		}, nil)
 		if err != nil {
 			return nil, err
@@ -202,12 +202,12 @@ func readSecret(path string) (string, error) {
 // provider adapts an idp.Provider to the authorization server.
 type provider struct{ p idp.Provider }
 
-func (a *provider) AuthCodeURL(state, redirectURI string) string {
-	return a.p.AuthCodeURL(state, redirectURI)
+func (a *provider) AuthCodeURL(state, redirectURI string, s idp.Secrets) string {
+	return a.p.AuthCodeURL(state, redirectURI, s)
 }
 
-func (a *provider) Login(ctx context.Context, code, state, redirectURI string) (*authserver.Identity, error) {
-	id, err := a.p.Exchange(ctx, code, state, redirectURI)
+func (a *provider) Login(ctx context.Context, code, redirectURI string, s idp.Secrets) (*authserver.Identity, error) {
+	id, err := a.p.Exchange(ctx, code, redirectURI, s)
 	if err != nil {
 		return nil, err
 	}

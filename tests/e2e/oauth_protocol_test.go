@@ -960,8 +960,9 @@ func testResourceBinding(t *testing.T, e *oauthEnv) {
 }
 
 var (
-	formFlow = regexp.MustCompile(`name="flow" value="([^"]+)"`)
-	formCSRF = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+	formFlow  = regexp.MustCompile(`name="flow" value="([^"]+)"`)
+	formCSRF  = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+	formProof = regexp.MustCompile(`name="proof" value="([^"]+)"`)
 )
 
 // browser is a user agent with its own cookie jar that follows redirects
@@ -1015,8 +1016,8 @@ func testConsentCSRF(t *testing.T, e *oauthEnv) {
 	defer e.gh.SetLoginAs("alice")
 	victim := e.browser()
 	resp, page := readPage(t, func() (*http.Response, error) { return victim.Get("https://alpha.test/authorize?" + q.Encode()) })
-	fm, cm := formFlow.FindStringSubmatch(page), formCSRF.FindStringSubmatch(page)
-	if resp.StatusCode != http.StatusOK || fm == nil || cm == nil {
+	fm, cm, pm := formFlow.FindStringSubmatch(page), formCSRF.FindStringSubmatch(page), formProof.FindStringSubmatch(page)
+	if resp.StatusCode != http.StatusOK || fm == nil || cm == nil || pm == nil {
 		t.Fatalf("want the consent page, got %d at %s: %.300s", resp.StatusCode, resp.Request.URL, page)
 	}
 	if resp.Header.Get("X-Frame-Options") != "DENY" {
@@ -1026,7 +1027,7 @@ func testConsentCSRF(t *testing.T, e *oauthEnv) {
 		t.Errorf("consent page does not name the redirect host app.example.com")
 	}
 	decide := func(c *http.Client, flow, csrf string) (*http.Response, string) {
-		form := url.Values{"flow": {flow}, "csrf": {csrf}, "decision": {"approve"}}
+		form := url.Values{"flow": {flow}, "proof": {pm[1]}, "csrf": {csrf}, "decision": {"approve"}}
 		return readPage(t, func() (*http.Response, error) { return c.PostForm("https://alpha.test/oauth/consent", form) })
 	}
 	// A forged form post: wrong CSRF value from the victim's browser, or

@@ -112,25 +112,33 @@ func (p *Provider) Scopes() []string {
 	return []string{"read:user"}
 }
 
-// AuthCodeURL returns GitHub's authorize URL for state and redirectURI.
-func (p *Provider) AuthCodeURL(state, redirectURI string) string {
+// AuthCodeURL returns GitHub's authorize URL for state and redirectURI,
+// with the S256 PKCE challenge of s.Verifier (GitHub ignores a nonce).
+func (p *Provider) AuthCodeURL(state, redirectURI string, s idp.Secrets) string {
 	u := *p.authorizeURL
 	q := u.Query()
 	q.Set("client_id", p.cfg.ClientID)
 	q.Set("redirect_uri", redirectURI)
 	q.Set("scope", strings.Join(p.Scopes(), " "))
 	q.Set("state", state)
+	if s.Verifier != "" {
+		q.Set("code_challenge", s.Challenge())
+		q.Set("code_challenge_method", "S256")
+	}
 	u.RawQuery = q.Encode()
 	return u.String()
 }
 
-// Exchange redeems code and returns the GitHub user. state is not used:
-// the authorization server checks it before calling Exchange.
-func (p *Provider) Exchange(ctx context.Context, code, state, redirectURI string) (*idp.Identity, error) {
+// Exchange redeems code with the PKCE verifier and returns the GitHub user.
+// The state was checked by the authorization server before.
+func (p *Provider) Exchange(ctx context.Context, code, redirectURI string, s idp.Secrets) (*idp.Identity, error) {
 	if code == "" {
 		return nil, p.err("token exchange", errors.New("empty authorization code"))
 	}
-	token, err := p.exchange(ctx, code, redirectURI)
+	if s.Verifier == "" {
+		return nil, p.err("token exchange", errors.New("no PKCE verifier for this login"))
+	}
+	token, err := p.exchange(ctx, code, redirectURI, s.Verifier)
 	if err != nil {
 		return nil, err
 	}
@@ -209,12 +217,13 @@ type tokenResponse struct {
 	ErrorURI         string `json:"error_uri"`
 }
 
-func (p *Provider) exchange(ctx context.Context, code, redirectURI string) (string, error) {
+func (p *Provider) exchange(ctx context.Context, code, redirectURI, verifier string) (string, error) {
 	const op = "token exchange"
 	form := url.Values{
 		"client_id":     {p.cfg.ClientID},
 		"client_secret": {p.cfg.ClientSecret},
 		"code":          {code},
+		"code_verifier": {verifier},
 	}
 	if redirectURI != "" {
 		form.Set("redirect_uri", redirectURI)
@@ -229,7 +238,7 @@ func (p *Provider) exchange(ctx context.Context, code, redirectURI string) (stri
 	if err != nil {
 		return "", p.err(op, err)
 	}
-	secrets := []string{code, p.cfg.ClientSecret}
+	secrets := []string{code, p.cfg.ClientSecret, verifier}
 	var tr tokenResponse
 	decodeErr := json.Unmarshal(resp.Body, &tr)
 	if decodeErr == nil && tr.Error != "" {

@@ -42,10 +42,14 @@ func newProvider(t *testing.T, gh *fakegithub.Server, needOrgs bool) *Provider {
 	return p
 }
 
+// sec are the per-login secrets of the tests (RFC 7636 appendix B's
+// verifier).
+var sec = idp.Secrets{Verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", Nonce: "unused"}
+
 // login follows AuthCodeURL on the fake and returns code and state.
 func login(t *testing.T, p *Provider, state string) (code string) {
 	t.Helper()
-	resp, err := noFollow.Get(p.AuthCodeURL(state, callback))
+	resp, err := noFollow.Get(p.AuthCodeURL(state, callback, sec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +69,7 @@ func TestLogin(t *testing.T) {
 	if q.Get("scope") != "read:user" || q.Get("client_id") != "Iv1.test" || q.Get("redirect_uri") != callback || q.Has("resource") {
 		t.Fatalf("authorize query %v", q)
 	}
-	id, err := p.Exchange(context.Background(), code, "state-1", callback)
+	id, err := p.Exchange(context.Background(), code, callback, sec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +106,7 @@ func TestLoginOrgsAndTeamsPaginated(t *testing.T) {
 	if got := gh.LastAuthorizeQuery().Get("scope"); got != "read:user read:org" {
 		t.Fatalf("scope %q", got)
 	}
-	id, err := p.Exchange(context.Background(), code, "s", callback)
+	id, err := p.Exchange(context.Background(), code, callback, sec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +124,7 @@ func TestLoginOrgsAndTeamsPaginated(t *testing.T) {
 func TestLoginTeamOrgsLowerCase(t *testing.T) {
 	gh := newFake(t)
 	p := newProvider(t, gh, true)
-	id, err := p.Exchange(context.Background(), login(t, p, "s"), "s", callback)
+	id, err := p.Exchange(context.Background(), login(t, p, "s"), callback, sec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,11 +147,11 @@ func TestTokenErrorsFromFake(t *testing.T) {
 	gh := newFake(t)
 	p := newProvider(t, gh, false)
 	code := login(t, p, "s")
-	if _, err := p.Exchange(context.Background(), code, "s", callback); err != nil {
+	if _, err := p.Exchange(context.Background(), code, callback, sec); err != nil {
 		t.Fatal(err)
 	}
 	// Reused code: GitHub's HTTP 200 error.
-	_, err := p.Exchange(context.Background(), code, "s", callback)
+	_, err := p.Exchange(context.Background(), code, callback, sec)
 	var e *idp.Error
 	if !errors.As(err, &e) || e.Code != "bad_verification_code" || e.Status != 0 {
 		t.Fatalf("reuse: %v", err)
@@ -159,13 +163,13 @@ func TestTokenErrorsFromFake(t *testing.T) {
 
 	bad, _ := New(Config{ClientID: "Iv1.test", ClientSecret: "wrong", AuthorizeURL: gh.AuthorizeURL, TokenURL: gh.TokenURL, APIURL: gh.APIURL}, nil)
 	code = login(t, p, "s")
-	_, err = bad.Exchange(context.Background(), code, "s", callback)
+	_, err = bad.Exchange(context.Background(), code, callback, sec)
 	if !errors.As(err, &e) || e.Code != "incorrect_client_credentials" {
 		t.Fatalf("bad secret: %v", err)
 	}
 	checkSafe(t, err, code, "wrong")
 
-	_, err = p.Exchange(context.Background(), code, "s", "http://127.0.0.1:8443/other")
+	_, err = p.Exchange(context.Background(), code, "http://127.0.0.1:8443/other", sec)
 	if !errors.As(err, &e) || e.Code != "redirect_uri_mismatch" {
 		t.Fatalf("redirect: %v", err)
 	}
@@ -261,7 +265,7 @@ func TestOddResponses(t *testing.T) {
 				api = func(w http.ResponseWriter, r *http.Request) { t.Error("API called after a failed exchange") }
 			}
 			p := rawGitHub(t, c.token, api)
-			_, err := p.Exchange(context.Background(), code, "s", callback)
+			_, err := p.Exchange(context.Background(), code, callback, sec)
 			if err == nil || err.Error() != c.want {
 				t.Fatalf("got %v\nwant %s", err, c.want)
 			}
@@ -281,7 +285,7 @@ func TestTimeout(t *testing.T) {
 	}, http.NotFound)
 	p.cfg.Timeout = 100 * time.Millisecond
 	start := time.Now()
-	_, err := p.Exchange(context.Background(), "code", "s", callback)
+	_, err := p.Exchange(context.Background(), "code", callback, sec)
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
 		t.Fatalf("err %v after %s", err, time.Since(start))
 	}
@@ -307,8 +311,9 @@ func TestNew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "https://github.com/login/oauth/authorize?client_id=Iv1.x&redirect_uri=https%3A%2F%2Fauth.example.com%2Foauth%2Fcallback&scope=read%3Auser&state=abc"
-	if got := p.AuthCodeURL("abc", "https://auth.example.com/oauth/callback"); got != want {
+	// The challenge of RFC 7636 appendix B's verifier.
+	want := "https://github.com/login/oauth/authorize?client_id=Iv1.x&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&redirect_uri=https%3A%2F%2Fauth.example.com%2Foauth%2Fcallback&scope=read%3Auser&state=abc"
+	if got := p.AuthCodeURL("abc", "https://auth.example.com/oauth/callback", sec); got != want {
 		t.Fatalf("AuthCodeURL\n got %s\nwant %s", got, want)
 	}
 	if p.Name() != "github" || p.apiURL.String() != DefaultAPIURL || p.tokenURL.String() != DefaultTokenURL {
@@ -338,5 +343,29 @@ func TestCallbackError(t *testing.T) {
 	}
 	if idp.CallbackError("github", url.Values{"code": {"x"}}) != nil {
 		t.Fatal("no error expected")
+	}
+}
+
+func TestPKCE(t *testing.T) {
+	gh := newFake(t)
+	p := newProvider(t, gh, false)
+	code := login(t, p, "s")
+	if q := gh.LastAuthorizeQuery(); q.Get("code_challenge") != sec.Challenge() || q.Get("code_challenge_method") != "S256" {
+		t.Fatalf("authorize query %v, want the S256 challenge", q)
+	}
+	other := idp.Secrets{Verifier: strings.Repeat("v", 43)}
+	_, err := p.Exchange(context.Background(), code, callback, other)
+	var e *idp.Error
+	if !errors.As(err, &e) || e.Code != "bad_verification_code" || strings.Contains(err.Error(), other.Verifier) {
+		t.Fatalf("wrong verifier: %v", err)
+	}
+	if _, err := p.Exchange(context.Background(), code, callback, idp.Secrets{}); err == nil || !strings.Contains(err.Error(), "no PKCE verifier") {
+		t.Fatalf("no verifier: %v", err)
+	}
+	if _, err := p.Exchange(context.Background(), code, callback, sec); err != nil {
+		t.Fatalf("right verifier: %v", err)
+	}
+	if got := gh.LastTokenParams().Get("code_verifier"); got != sec.Verifier {
+		t.Errorf("code_verifier sent %q", got)
 	}
 }

@@ -1,14 +1,14 @@
 // Package oidc logs mcpgate's users in with any OpenID Connect provider:
 // discovery from the issuer URL, the authorization code flow, and a fully
 // verified id_token (signature against the provider's JWKS with the
-// algorithm pinned, iss, aud, azp, exp, iat and a nonce bound to state).
+// algorithm pinned, iss, aud, azp, exp, iat and the login's random nonce),
+// PKCE (S256) on the code. The identity matched against allow lists is the
+// stable sub claim, or a claim the operator names (username_claim).
 package oidc
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +31,10 @@ var (
 
 const (
 	DefaultGroupsClaim = "groups"
+	// DefaultUsernameClaim is the claim used as Identity.Login: sub is
+	// unique and never reassigned by the provider, unlike
+	// preferred_username, which users may often choose themselves.
+	DefaultUsernameClaim = "sub"
 	// leeway tolerates clock skew between mcpgate and the provider.
 	leeway = time.Minute
 )
@@ -46,6 +50,9 @@ type Config struct {
 	ClientSecret string
 	Scopes       []string // default openid profile email; "openid" is always added
 	GroupsClaim  string   // id_token claim listed as Identity.Orgs; default "groups"
+	// UsernameClaim is the id_token claim used as Identity.Login; default
+	// "sub". "email" is accepted only with email_verified true.
+	UsernameClaim string
 	// Timeout bounds each call to the provider; zero means 10s.
 	Timeout time.Duration
 }
@@ -59,6 +66,7 @@ type Metadata struct {
 	ResponseTypesSupported           []string `json:"response_types_supported"`
 	IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
 	TokenEndpointAuthMethods         []string `json:"token_endpoint_auth_methods_supported"`
+	CodeChallengeMethods             []string `json:"code_challenge_methods_supported"`
 }
 
 // Provider is the OpenID Connect connector.
@@ -68,6 +76,7 @@ type Provider struct {
 	authURL    *url.URL
 	tokenURL   *url.URL
 	authMethod string   // client_secret_basic, client_secret_post or none
+	pkce       bool     // send S256 PKCE (unless discovery lists methods without S256)
 	algs       []string // pinned id_token algorithms
 	subjectKey string   // issuer host and path, for Identity.Subject
 	post       *http.Client
@@ -98,6 +107,9 @@ func New(ctx context.Context, cfg Config, httpClient *http.Client) (*Provider, e
 	}
 	if cfg.GroupsClaim == "" {
 		cfg.GroupsClaim = DefaultGroupsClaim
+	}
+	if cfg.UsernameClaim == "" {
+		cfg.UsernameClaim = DefaultUsernameClaim
 	}
 	get := upstream.Client(httpClient)
 	p := &Provider{
@@ -158,6 +170,10 @@ func (p *Provider) discover(ctx context.Context, c *http.Client) error {
 		return fail("id_token_signing_alg_values_supported %q has none of %q",
 			m.IDTokenSigningAlgValuesSupported, supportedAlgs)
 	}
+	// PKCE whenever the provider does not say it lacks S256: many support it
+	// without advertising it, and RFC 6749 §3.1 has servers ignore unknown
+	// parameters. A list without S256 means it would be refused.
+	p.pkce = len(m.CodeChallengeMethods) == 0 || slices.Contains(m.CodeChallengeMethods, "S256")
 	methods := m.TokenEndpointAuthMethods
 	if len(methods) == 0 {
 		methods = []string{"client_secret_basic"} // the default of OpenID Connect Discovery
@@ -183,17 +199,9 @@ func (p *Provider) Name() string { return "oidc" }
 // Metadata returns the provider's discovery document as read by New.
 func (p *Provider) Metadata() Metadata { return p.meta }
 
-// Nonce is the nonce sent with state and expected in the id_token: derived
-// from state alone, so any mcpgate process can check it without storing
-// anything, and as unguessable as state itself.
-func Nonce(state string) string {
-	sum := sha256.Sum256([]byte("mcpgate oidc nonce\x00" + state))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
 // AuthCodeURL returns the provider's authorization URL for state and
-// redirectURI, with the nonce derived from state.
-func (p *Provider) AuthCodeURL(state, redirectURI string) string {
+// redirectURI, with the login's nonce and S256 PKCE challenge.
+func (p *Provider) AuthCodeURL(state, redirectURI string, s idp.Secrets) string {
 	u := *p.authURL
 	q := u.Query()
 	q.Set("response_type", "code")
@@ -201,37 +209,44 @@ func (p *Provider) AuthCodeURL(state, redirectURI string) string {
 	q.Set("redirect_uri", redirectURI)
 	q.Set("scope", strings.Join(p.cfg.Scopes, " "))
 	q.Set("state", state)
-	q.Set("nonce", Nonce(state))
+	q.Set("nonce", s.Nonce)
+	if p.pkce && s.Verifier != "" {
+		q.Set("code_challenge", s.Challenge())
+		q.Set("code_challenge_method", "S256")
+	}
 	u.RawQuery = q.Encode()
 	return u.String()
 }
 
-// Exchange redeems code at the token endpoint, verifies the id_token
-// (including the nonce derived from state) and maps its claims.
-func (p *Provider) Exchange(ctx context.Context, code, state, redirectURI string) (*idp.Identity, error) {
+// Exchange redeems code at the token endpoint with the PKCE verifier,
+// verifies the id_token (including the login's nonce) and maps its claims.
+func (p *Provider) Exchange(ctx context.Context, code, redirectURI string, s idp.Secrets) (*idp.Identity, error) {
 	if code == "" {
 		return nil, &idp.Error{Provider: "oidc", Op: "token exchange", Description: "empty authorization code"}
 	}
-	if state == "" {
-		return nil, &idp.Error{Provider: "oidc", Op: "token exchange", Description: "empty state: the nonce cannot be checked"}
+	if s.Nonce == "" || s.Verifier == "" {
+		return nil, &idp.Error{Provider: "oidc", Op: "token exchange", Description: "no nonce or PKCE verifier for this login"}
 	}
-	raw, err := p.exchange(ctx, code, redirectURI)
+	raw, err := p.exchange(ctx, code, redirectURI, s.Verifier)
 	if err != nil {
 		return nil, err
 	}
-	claims, err := p.verify(ctx, raw, Nonce(state))
+	claims, err := p.verify(ctx, raw, s.Nonce)
 	if err != nil {
 		return nil, &idp.Error{Provider: "oidc", Op: "id_token", Err: err}
 	}
 	return p.identity(claims)
 }
 
-func (p *Provider) exchange(ctx context.Context, code, redirectURI string) (string, error) {
+func (p *Provider) exchange(ctx context.Context, code, redirectURI, verifier string) (string, error) {
 	const op = "token exchange"
 	form := url.Values{
 		"grant_type":   {"authorization_code"},
 		"code":         {code},
 		"redirect_uri": {redirectURI},
+	}
+	if p.pkce {
+		form.Set("code_verifier", verifier)
 	}
 	switch p.authMethod {
 	case "client_secret_post":
@@ -261,7 +276,7 @@ func (p *Provider) exchange(ctx context.Context, code, redirectURI string) (stri
 		ErrorDescription string `json:"error_description"`
 	}
 	decodeErr := json.Unmarshal(resp.Body, &tr)
-	secrets := []string{code, p.cfg.ClientSecret}
+	secrets := []string{code, p.cfg.ClientSecret, verifier}
 	if resp.Status != http.StatusOK || tr.Error != "" {
 		e := &idp.Error{Provider: "oidc", Op: op, Status: resp.Status}
 		if resp.Status == http.StatusOK {
@@ -316,8 +331,8 @@ func (p *Provider) verify(ctx context.Context, raw, nonce string) (jwt.MapClaims
 		return nil, errors.New("several audiences and no azp claim")
 	}
 	got, _ := claims["nonce"].(string)
-	if subtle.ConstantTimeCompare([]byte(got), []byte(nonce)) != 1 {
-		return nil, errors.New("nonce does not match the login's state")
+	if got == "" || nonce == "" || subtle.ConstantTimeCompare([]byte(got), []byte(nonce)) != 1 {
+		return nil, errors.New("nonce does not match this login")
 	}
 	return claims, nil
 }
@@ -346,18 +361,28 @@ func (p *Provider) identity(c jwt.MapClaims) (*idp.Identity, error) {
 		Subject: "oidc:" + p.subjectKey + ":" + sub,
 		Name:    str(c, "name"),
 	}
+	if id.Name == "" {
+		id.Name = str(c, "preferred_username") // display only
+	}
 	// An email the provider says is unverified is not passed on; when it
 	// says nothing, the email is informational only and never a login.
 	if email := str(c, "email"); email != "" && (verified || !hasVerified) {
 		id.Email = email
 	}
-	switch {
-	case str(c, "preferred_username") != "":
-		id.Login = str(c, "preferred_username")
-	case id.Email != "" && verified:
+	switch claim := p.cfg.UsernameClaim; claim {
+	case "sub":
+		id.Login = sub
+	case "email":
+		if !verified || id.Email == "" {
+			return nil, &idp.Error{Provider: "oidc", Op: "id_token", Description: "username_claim is email, but the id_token has no email with email_verified true"}
+		}
 		id.Login = id.Email
 	default:
-		id.Login = sub
+		v, ok := c[claim].(string)
+		if !ok || strings.TrimSpace(v) == "" {
+			return nil, &idp.Error{Provider: "oidc", Op: "id_token", Description: fmt.Sprintf("username_claim %q is missing, empty or not a string", claim)}
+		}
+		id.Login = v
 	}
 	switch g := c[p.cfg.GroupsClaim].(type) {
 	case string:

@@ -47,10 +47,14 @@ func newProvider(t *testing.T, op *fakeoidc.Server) *Provider {
 	return p
 }
 
+// sec are the per-login secrets of the tests (RFC 7636 appendix B's
+// verifier).
+var sec = idp.Secrets{Verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", Nonce: "nonce-1"}
+
 // login follows AuthCodeURL on the fake and returns the code.
 func login(t *testing.T, p *Provider, state string) string {
 	t.Helper()
-	resp, err := noFollow.Get(p.AuthCodeURL(state, callback))
+	resp, err := noFollow.Get(p.AuthCodeURL(state, callback, sec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,16 +72,17 @@ func TestLogin(t *testing.T) {
 	if p.authMethod != "client_secret_basic" || fmt.Sprint(p.algs) != "[RS256]" {
 		t.Fatalf("auth method %s algs %v", p.authMethod, p.algs)
 	}
-	id, err := p.Exchange(context.Background(), login(t, p, "state-1"), "state-1", callback)
+	id, err := p.Exchange(context.Background(), login(t, p, "state-1"), callback, sec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	q := op.LastAuthorizeQuery()
-	if q.Get("nonce") != Nonce("state-1") || q.Get("scope") != "openid profile email" || q.Has("resource") || q.Get("response_type") != "code" {
+	if q.Get("nonce") != sec.Nonce || q.Get("code_challenge") != sec.Challenge() || q.Get("code_challenge_method") != "S256" || q.Get("scope") != "openid profile email" || q.Has("resource") || q.Get("response_type") != "code" {
 		t.Fatalf("authorize query %v", q)
 	}
 	host := strings.TrimPrefix(op.URL, "http://")
-	want := idp.Identity{Subject: "oidc:" + host + ":u-1", Login: "alice", Name: "Alice", Email: "alice@example.com", Orgs: []string{"dev", "ops"}}
+	// The lists match the stable sub, never the chosen preferred_username.
+	want := idp.Identity{Subject: "oidc:" + host + ":u-1", Login: "u-1", Name: "Alice", Email: "alice@example.com", Orgs: []string{"dev", "ops"}}
 	if fmt.Sprint(*id) != fmt.Sprint(want) {
 		t.Fatalf("identity\n got %+v\nwant %+v", *id, want)
 	}
@@ -90,7 +95,7 @@ func TestClientSecretPost(t *testing.T) {
 	if p.authMethod != "client_secret_post" {
 		t.Fatal(p.authMethod)
 	}
-	if _, err := p.Exchange(context.Background(), login(t, p, "s"), "s", callback); err != nil {
+	if _, err := p.Exchange(context.Background(), login(t, p, "s"), callback, sec); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -99,17 +104,17 @@ func TestKeyRotationAndES256(t *testing.T) {
 	op := newFake(t)
 	p := newProvider(t, op)
 	p.keys.minRefetch = 0
-	if _, err := p.Exchange(context.Background(), login(t, p, "s"), "s", callback); err != nil {
+	if _, err := p.Exchange(context.Background(), login(t, p, "s"), callback, sec); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Exchange(context.Background(), login(t, p, "s2"), "s2", callback); err != nil {
+	if _, err := p.Exchange(context.Background(), login(t, p, "s2"), callback, sec); err != nil {
 		t.Fatal(err)
 	}
 	if n := op.JWKSFetches(); n != 1 {
 		t.Fatalf("JWKS fetched %d times, want 1 (cached)", n)
 	}
 	op.RotateKey("RS256")
-	if _, err := p.Exchange(context.Background(), login(t, p, "s3"), "s3", callback); err != nil {
+	if _, err := p.Exchange(context.Background(), login(t, p, "s3"), callback, sec); err != nil {
 		t.Fatal(err)
 	}
 	if n := op.JWKSFetches(); n != 2 {
@@ -123,7 +128,7 @@ func TestKeyRotationAndES256(t *testing.T) {
 	if fmt.Sprint(p2.algs) != "[ES256]" {
 		t.Fatalf("algs %v", p2.algs)
 	}
-	if _, err := p2.Exchange(context.Background(), login(t, p2, "s"), "s", callback); err != nil {
+	if _, err := p2.Exchange(context.Background(), login(t, p2, "s"), callback, sec); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -131,11 +136,11 @@ func TestKeyRotationAndES256(t *testing.T) {
 func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 	op := newFake(t)
 	p := newProvider(t, op)
-	if _, err := p.Exchange(context.Background(), login(t, p, "s"), "s", callback); err != nil {
+	if _, err := p.Exchange(context.Background(), login(t, p, "s"), callback, sec); err != nil {
 		t.Fatal(err)
 	}
 	op.RotateKey("RS256")
-	_, err := p.Exchange(context.Background(), login(t, p, "s"), "s", callback)
+	_, err := p.Exchange(context.Background(), login(t, p, "s"), callback, sec)
 	if err == nil || !strings.Contains(err.Error(), "no RS256 key with kid") || op.JWKSFetches() != 1 {
 		t.Fatalf("err %v, fetches %d", err, op.JWKSFetches())
 	}
@@ -145,7 +150,7 @@ func TestIDTokenRejected(t *testing.T) {
 	cases := []struct {
 		name  string
 		setup func(*fakeoidc.Server)
-		state string // Exchange's state; "" means the login's
+		state string // the nonce Exchange expects; "" means the login's
 		want  string
 	}{
 		{"bad signature", func(op *fakeoidc.Server) { op.SignWithUnpublishedKey(true) }, "", "signature is invalid"},
@@ -164,7 +169,7 @@ func TestIDTokenRejected(t *testing.T) {
 		{"iat in the future", func(op *fakeoidc.Server) {
 			op.EditClaims(func(c map[string]any) { c["iat"] = time.Now().Add(time.Hour).Unix() })
 		}, "", "token used before issued"},
-		{"wrong nonce", nil, "another-state", "nonce does not match the login's state"},
+		{"wrong nonce", nil, "another-nonce", "nonce does not match this login"},
 		{"no nonce", func(op *fakeoidc.Server) { op.EditClaims(func(c map[string]any) { delete(c, "nonce") }) }, "", "nonce does not match"},
 		{"azp mismatch", func(op *fakeoidc.Server) { op.EditClaims(func(c map[string]any) { c["azp"] = "other" }) }, "", "azp is not our client_id"},
 		{"several aud without azp", func(op *fakeoidc.Server) {
@@ -180,11 +185,11 @@ func TestIDTokenRejected(t *testing.T) {
 			}
 			p := newProvider(t, op)
 			code := login(t, p, "the-state")
-			state := c.state
-			if state == "" {
-				state = "the-state"
+			secrets := sec
+			if c.state != "" {
+				secrets.Nonce = c.state
 			}
-			_, err := p.Exchange(context.Background(), code, state, callback)
+			_, err := p.Exchange(context.Background(), code, callback, secrets)
 			var e *idp.Error
 			if !errors.As(err, &e) || e.Op != "id_token" || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got %v, want %q", err, c.want)
@@ -201,11 +206,11 @@ func TestAlgorithmConfusion(t *testing.T) {
 	op := newFake(t)
 	p := newProvider(t, op)
 	good, err := op.Sign(map[string]any{"iss": op.URL, "aud": "mcpgate", "sub": "x", "iat": time.Now().Unix(),
-		"exp": time.Now().Add(time.Hour).Unix(), "nonce": Nonce("s")})
+		"exp": time.Now().Add(time.Hour).Unix(), "nonce": sec.Nonce})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.verify(context.Background(), good, Nonce("s")); err != nil {
+	if _, err := p.verify(context.Background(), good, sec.Nonce); err != nil {
 		t.Fatalf("good token: %v", err)
 	}
 	parsed, _, _ := jwt.NewParser().ParseUnverified(good, jwt.MapClaims{})
@@ -231,7 +236,7 @@ func TestAlgorithmConfusion(t *testing.T) {
 		"HS256 with the public key": {rawHS, "token signature is invalid: signing method HS256 is invalid"},
 		"tampered":                  {tampered, "token signature is invalid: crypto/rsa: verification error"},
 	} {
-		if _, err := p.verify(context.Background(), c.raw, Nonce("s")); err == nil || err.Error() != c.want {
+		if _, err := p.verify(context.Background(), c.raw, sec.Nonce); err == nil || err.Error() != c.want {
 			t.Errorf("%s: %v, want %s", name, err, c.want)
 		}
 	}
@@ -241,16 +246,16 @@ func TestTokenEndpointError(t *testing.T) {
 	op := newFake(t)
 	p := newProvider(t, op)
 	code := login(t, p, "s")
-	_, err := p.Exchange(context.Background(), code, "s", "https://auth.example.com/other")
+	_, err := p.Exchange(context.Background(), code, "https://auth.example.com/other", sec)
 	var e *idp.Error
 	if !errors.As(err, &e) || e.Code != "invalid_grant" || e.Status != 400 || strings.Contains(err.Error(), code) {
 		t.Fatalf("%v", err)
 	}
-	if _, err := p.Exchange(context.Background(), code, "", callback); err == nil || !strings.Contains(err.Error(), "empty state") {
-		t.Fatalf("empty state: %v", err)
+	if _, err := p.Exchange(context.Background(), code, callback, idp.Secrets{}); err == nil || !strings.Contains(err.Error(), "no nonce or PKCE verifier") {
+		t.Fatalf("no secrets: %v", err)
 	}
 	bad, _ := New(context.Background(), Config{Issuer: op.URL, ClientID: "mcpgate", ClientSecret: "wrong"}, nil)
-	_, err = bad.Exchange(context.Background(), login(t, p, "s"), "s", callback)
+	_, err = bad.Exchange(context.Background(), login(t, p, "s"), callback, sec)
 	if err == nil || err.Error() != "oidc: token exchange: HTTP 401: invalid_client: client authentication failed" {
 		t.Fatalf("%v", err)
 	}
@@ -291,13 +296,13 @@ func TestDiscoveryRejected(t *testing.T) {
 }
 
 func TestClaimsMapping(t *testing.T) {
-	p := &Provider{cfg: Config{GroupsClaim: "roles"}, subjectKey: "kc.example/realms/a"}
+	p := &Provider{cfg: Config{GroupsClaim: "roles", UsernameClaim: "sub"}, subjectKey: "kc.example/realms/a"}
 	for _, c := range []struct {
 		claims jwt.MapClaims
 		want   string
 	}{
-		{jwt.MapClaims{"sub": "s1", "email": "a@x", "email_verified": true, "roles": "admin"}, "{oidc:kc.example/realms/a:s1 a@x  a@x [admin] []}"},
-		{jwt.MapClaims{"sub": "s1", "email": "a@x", "email_verified": "true"}, "{oidc:kc.example/realms/a:s1 a@x  a@x [] []}"},
+		{jwt.MapClaims{"sub": "s1", "email": "a@x", "email_verified": true, "roles": "admin"}, "{oidc:kc.example/realms/a:s1 s1  a@x [admin] []}"},
+		{jwt.MapClaims{"sub": "s1", "email": "a@x", "email_verified": "true", "preferred_username": "al"}, "{oidc:kc.example/realms/a:s1 s1 al a@x [] []}"},
 		{jwt.MapClaims{"sub": "s1", "email": "a@x", "email_verified": false}, "{oidc:kc.example/realms/a:s1 s1   [] []}"},
 		{jwt.MapClaims{"sub": "s1", "email": "a@x", "name": "A", "roles": []any{"b", 3, "a"}}, "{oidc:kc.example/realms/a:s1 s1 A a@x [a b] []}"},
 	} {
@@ -308,5 +313,68 @@ func TestClaimsMapping(t *testing.T) {
 	}
 	if _, err := p.identity(jwt.MapClaims{"sub": "s", "roles": 3.0}); err == nil {
 		t.Error("numeric groups claim accepted")
+	}
+}
+
+func TestPKCE(t *testing.T) {
+	op := newFake(t)
+	p := newProvider(t, op)
+	code := login(t, p, "s")
+	other := sec
+	other.Verifier = strings.Repeat("v", 43)
+	_, err := p.Exchange(context.Background(), code, callback, other)
+	var e *idp.Error
+	if !errors.As(err, &e) || e.Code != "invalid_grant" || strings.Contains(err.Error(), other.Verifier) {
+		t.Fatalf("wrong verifier: %v", err)
+	}
+	// A provider that lists methods without S256 gets no PKCE (it would
+	// refuse the request); one that lists none gets it anyway.
+	for _, c := range []struct {
+		methods any
+		want    bool
+	}{{[]string{"plain"}, false}, {nil, true}, {[]string{"S256", "plain"}, true}} {
+		op := newFake(t)
+		op.EditDiscovery(func(doc map[string]any) {
+			if c.methods == nil {
+				delete(doc, "code_challenge_methods_supported")
+			} else {
+				doc["code_challenge_methods_supported"] = c.methods
+			}
+		})
+		p := newProvider(t, op)
+		code := login(t, p, "s")
+		if got := op.LastAuthorizeQuery().Has("code_challenge"); got != c.want {
+			t.Errorf("methods %v: code_challenge sent %v, want %v", c.methods, got, c.want)
+		}
+		if _, err := p.Exchange(context.Background(), code, callback, sec); err != nil {
+			t.Errorf("methods %v: %v", c.methods, err)
+		}
+	}
+}
+
+func TestUsernameClaim(t *testing.T) {
+	for _, c := range []struct {
+		claim, want, err string
+		user             fakeoidc.User
+	}{
+		{"", "u-9", "", fakeoidc.User{Sub: "u-9", PreferredUsername: "alice"}},
+		{"email", "a@example.com", "", fakeoidc.User{Sub: "u-9", Email: "a@example.com", EmailVerified: true}},
+		{"email", "", "no email with email_verified true", fakeoidc.User{Sub: "u-9", Email: "a@example.com"}},
+		{"upn", "", `username_claim "upn" is missing`, fakeoidc.User{Sub: "u-9"}},
+	} {
+		op := newFake(t)
+		op.AddUser(c.user)
+		op.SetLoginAs(c.user.Sub)
+		p, err := New(context.Background(), Config{Issuer: op.URL, ClientID: "mcpgate", ClientSecret: "s3cr3t", UsernameClaim: c.claim}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := p.Exchange(context.Background(), login(t, p, "s"), callback, sec)
+		switch {
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("claim %q: %v, want %q", c.claim, err, c.err)
+		case c.err == "" && (err != nil || id.Login != c.want):
+			t.Errorf("claim %q: %+v %v, want login %q", c.claim, id, err, c.want)
+		}
 	}
 }
