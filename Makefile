@@ -41,10 +41,20 @@ unit: ## unit tests with the race detector
 integration: ## the real binary, real sockets, real Go MCP SDK clients and servers, a fake GitHub
 	$(GO) test -count=1 -timeout 15m ./tests/...
 
-e2e: ## the official TypeScript MCP SDK client through the whole OAuth flow (needs Node >= 20.18.1 and npm)
+# The browser of make e2e: Debian's chromium package, installed when missing.
+CHROMIUM ?= /usr/bin/chromium
+
+e2e: ## the TypeScript MCP SDK client through the whole OAuth flow (Node >= 20.18.1, npm), and the login flow in headless Chromium (installed as root if missing)
+	@if [ ! -x '$(CHROMIUM)' ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "e2e: $(CHROMIUM) is missing: install Debian's chromium package (sudo apt-get install --no-install-recommends chromium), run make e2e as root, or set CHROMIUM=/path/to/chromium" >&2; exit 1; fi; \
+	  echo "e2e: installing Debian's chromium package"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	fi
 	npm ci --prefix tests/ts --prefer-offline --no-audit --no-fund --loglevel=error
 	npm run --prefix tests/ts --silent build
 	MCPGATE_TS_E2E=1 $(GO) test -count=1 -v -timeout 5m -run '^TestTypeScriptSDK$$' ./tests/tsdriver/
+	MCPGATE_BROWSER_E2E=1 MCPGATE_CHROMIUM='$(CHROMIUM)' $(GO) test -count=1 -v -timeout 5m ./tests/browser/
 
 fuzz: ## run every fuzz target for FUZZTIME (default 10s; e.g. make fuzz FUZZTIME=5m)
 	@set -e; for t in $(FUZZ_TARGETS); do \
