@@ -23,23 +23,30 @@ func TestPackageDocs(t *testing.T) {
 			}
 			return err
 		}
-		pkgs, err := parser.ParseDir(token.NewFileSet(), dir, func(fi os.FileInfo) bool {
-			return !strings.HasSuffix(fi.Name(), "_test.go")
-		}, parser.PackageClauseOnly|parser.ParseComments)
+		entries, err := os.ReadDir(dir)
 		if err != nil {
 			return err
 		}
-		for name, p := range pkgs {
-			n++
-			documented := false
-			for _, f := range p.Files {
-				if f.Doc != nil && strings.HasPrefix(f.Doc.Text(), "Package "+name+" ") {
-					documented = true
-				}
+		name, documented := "", false
+		for _, e := range entries {
+			if e.IsDir() || !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
+				continue
 			}
-			if !documented {
-				t.Errorf("%s: package %s has no doc comment starting %q", dir, name, "Package "+name+" ")
+			f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(dir, e.Name()), nil, parser.PackageClauseOnly|parser.ParseComments)
+			if err != nil {
+				return err
 			}
+			name = f.Name.Name
+			if f.Doc != nil && strings.HasPrefix(f.Doc.Text(), "Package "+name+" ") {
+				documented = true
+			}
+		}
+		if name == "" {
+			return nil // no Go package here
+		}
+		n++
+		if !documented {
+			t.Errorf("%s: package %s has no doc comment starting %q", dir, name, "Package "+name+" ")
 		}
 		return nil
 	})
