@@ -140,6 +140,33 @@ type RefreshToken struct {
 	RotationNonce string
 }
 
+// Grant is one refresh family as an operator sees it: who, which client,
+// which resource, since when and last used when. It is read from the
+// family's current (not yet rotated) refresh token.
+type Grant struct {
+	ID       string
+	ClientID string
+	Subject  string
+	Login    string
+	Scope    string
+	Resource string
+	Host     string    // the issuer host the login started on
+	AuthTime time.Time // the login: the family's start
+	// LastUsed is the current token's creation: the last refresh, or the
+	// login when the family was never refreshed.
+	LastUsed  time.Time
+	ExpiresAt time.Time // the current token's expiry
+}
+
+// GrantFilter selects grants; an empty field matches everything.
+type GrantFilter struct {
+	// User matches the subject exactly or the login with ASCII case
+	// folding (GitHub logins are case-insensitive; no Unicode folding, as
+	// everywhere else).
+	User     string
+	ClientID string
+}
+
 // Consent remembers that a user approved a client for some scopes.
 type Consent struct {
 	Subject   string
@@ -182,6 +209,8 @@ type Store interface {
 	// TouchClient sets the client's LastUsedAt to now; ErrNotFound if
 	// there is no such client.
 	TouchClient(ctx context.Context, id string, now time.Time) error
+	// ListClients returns every stored client, sorted by ID.
+	ListClients(ctx context.Context) ([]*Client, error)
 	// DeleteUnusedClients deletes, as DeleteClient does, every client whose
 	// LastUsedAt is before unusedSince, and returns how many it deleted.
 	DeleteUnusedClients(ctx context.Context, unusedSince, revokeUntil time.Time) (int, error)
@@ -215,9 +244,19 @@ type Store interface {
 	// yet; otherwise ErrAlreadyRotated and nothing changes. Unknown old →
 	// ErrNotFound.
 	RotateRefreshToken(ctx context.Context, oldHash, nonce string, next *RefreshToken, now time.Time) error
-	// RevokeGrant deletes every refresh token of the grant and records a
-	// RevokeGrant revocation expiring at revokeUntil.
+	// RevokeGrant deletes every refresh token and code of the grant and
+	// records a RevokeGrant revocation expiring at revokeUntil.
 	RevokeGrant(ctx context.Context, grantID string, revokeUntil time.Time) error
+	// ListGrants returns the live grants (families with an unexpired
+	// current refresh token at now) that f selects, oldest login first,
+	// ties by ID.
+	ListGrants(ctx context.Context, f GrantFilter, now time.Time) ([]Grant, error)
+	// RevokeClientGrants revokes, as RevokeGrant does, every grant of the
+	// client (its refresh tokens and codes) and deletes its consents, in
+	// one step; a stored registration stays. It returns the revoked grant
+	// IDs, sorted. For clients that are not stored (metadata documents),
+	// whose ID must not be blocked as DeleteClient would.
+	RevokeClientGrants(ctx context.Context, clientID string, revokeUntil time.Time) ([]string, error)
 	// DeleteRefreshToken removes one token (RFC 7009 revocation of a
 	// refresh token revokes its grant instead; this is for cleanup).
 	DeleteRefreshToken(ctx context.Context, tokenHash string) error

@@ -153,6 +153,27 @@ func deleteClientData(ctx context.Context, tx *sql.Tx, id string, revokeUntil ti
 	return addRevocation(ctx, tx, store.RevokeClient, id, revokeUntil)
 }
 
+// ListClients returns every stored client, sorted by ID.
+func (s *Store) ListClients(ctx context.Context) ([]*store.Client, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+clientCols+` FROM clients ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list clients: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Client
+	for rows.Next() {
+		c, err := scanClient(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list clients: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list clients: %w", err)
+	}
+	return out, nil
+}
+
 // TouchClient sets the client's last use; ErrNotFound if there is none.
 func (s *Store) TouchClient(ctx context.Context, id string, now time.Time) error {
 	if now.IsZero() {
@@ -522,23 +543,112 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash, nonce string, n
 	return nil
 }
 
-// RevokeGrant deletes every refresh token of the grant, rotated or not, and
-// logs a RevokeGrant revocation (also when no token is left: access tokens
+// RevokeGrant deletes every refresh token of the grant, rotated or not,
+// and its codes (an unredeemed code would start the family again), and
+// logs a RevokeGrant revocation (also when nothing is left: access tokens
 // of the grant may still be live).
 func (s *Store) RevokeGrant(ctx context.Context, grantID string, revokeUntil time.Time) error {
 	if err := requireExpiry("revoke grant", revokeUntil); err != nil {
 		return err
 	}
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE grant_id = ?`, grantID); err != nil {
-			return err
-		}
-		return addRevocation(ctx, tx, store.RevokeGrant, grantID, revokeUntil)
-	})
+	err := s.inTx(ctx, func(tx *sql.Tx) error { return revokeGrant(ctx, tx, grantID, revokeUntil) })
 	if err != nil {
 		return fmt.Errorf("sqlite: revoke grant %q: %w", grantID, err)
 	}
 	return nil
+}
+
+func revokeGrant(ctx context.Context, tx *sql.Tx, grantID string, revokeUntil time.Time) error {
+	for _, q := range []string{
+		`DELETE FROM refresh_tokens WHERE grant_id = ?`,
+		`DELETE FROM auth_codes WHERE grant_id = ?`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, grantID); err != nil {
+			return err
+		}
+	}
+	return addRevocation(ctx, tx, store.RevokeGrant, grantID, revokeUntil)
+}
+
+const grantCols = `grant_id, client_id, subject, login, scope, resource, host, auth_time, created_at, expires_at`
+
+// ListGrants reads the current token of each family: the one not rotated
+// (rotation marks the old token and inserts its successor in one
+// transaction, so a live family has exactly one).
+func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter, now time.Time) ([]store.Grant, error) {
+	if now.IsZero() {
+		return nil, errZeroNow("list grants")
+	}
+	q := `SELECT ` + grantCols + ` FROM refresh_tokens WHERE rotated_at = 0 AND expires_at > ?`
+	args := []any{ms(now)}
+	if f.User != "" {
+		// SQLite's lower() folds ASCII only: the folding policy wants.
+		q += ` AND (subject = ? OR lower(login) = lower(?))`
+		args = append(args, f.User, f.User)
+	}
+	if f.ClientID != "" {
+		q += ` AND client_id = ?`
+		args = append(args, f.ClientID)
+	}
+	q += ` ORDER BY auth_time, grant_id`
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list grants: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Grant
+	for rows.Next() {
+		var g store.Grant
+		var authTime, created, exp int64
+		if err := rows.Scan(&g.ID, &g.ClientID, &g.Subject, &g.Login, &g.Scope, &g.Resource, &g.Host,
+			&authTime, &created, &exp); err != nil {
+			return nil, fmt.Errorf("sqlite: list grants: %w", err)
+		}
+		g.AuthTime, g.LastUsed, g.ExpiresAt = fromMS(authTime), fromMS(created), fromMS(exp)
+		out = append(out, g)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list grants: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeClientGrants revokes every grant the client has a refresh token or
+// a code of, and deletes its consents, in one transaction.
+func (s *Store) RevokeClientGrants(ctx context.Context, clientID string, revokeUntil time.Time) ([]string, error) {
+	if err := requireExpiry("revoke client grants", revokeUntil); err != nil {
+		return nil, err
+	}
+	var ids []string
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT grant_id FROM refresh_tokens WHERE client_id = ?1
+			UNION SELECT grant_id FROM auth_codes WHERE client_id = ?1 ORDER BY 1`, clientID)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if err := revokeGrant(ctx, tx, id, revokeUntil); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM consents WHERE client_id = ?`, clientID)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: revoke grants of client %q: %w", clientID, err)
+	}
+	return ids, nil
 }
 
 // DeleteRefreshToken removes one token; ErrNotFound if there is none.

@@ -25,7 +25,11 @@
 //   - DeleteUnusedClients removes exactly what DeleteClient would, for
 //     each client last used before the cut-off.
 //   - RevokeGrant logs its revocation even when no refresh token of the
-//     grant is left (access tokens of the grant may still be live).
+//     grant is left (access tokens of the grant may still be live), and
+//     removes the grant's codes too.
+//   - ListGrants lists a family once, by its current (unrotated) token;
+//     a family whose current token expired is not listed. The user filter
+//     matches a subject exactly and a login ASCII case-insensitively.
 //   - Revocation Seq values are never reused, also after Cleanup removed
 //     the newest entries, and a reader never sees a Seq before all smaller
 //     ones are visible (workers keep a cursor). A backend whose sequence
@@ -60,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Client/Update", testClientUpdate},
 		{"Client/Delete", testClientDelete},
 		{"Client/TouchAndCollectUnused", testClientTouchAndCollect},
+		{"Client/List", testClientList},
 
 		{"Pending/PutGetTake", testPendingPutGetTake},
 		{"Pending/PutDuplicate", testPendingPutDuplicate},
@@ -79,6 +84,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RefreshToken/RevokeGrant", testRevokeGrant},
 		{"RefreshToken/Delete", testRefreshDelete},
 		{"RefreshToken/FamilyAbsoluteExpiry", testRefreshFamilyExpiry},
+
+		{"Grant/List", testGrantList},
+		{"Grant/RevokeClientGrants", testRevokeClientGrants},
 
 		{"RateLimit/CountEvent", testCountEvent},
 
@@ -730,12 +738,18 @@ func testRevokeGrant(t *testing.T, s store.Store) {
 	ok(t, s.RotateRefreshToken(ctx, rt1.TokenHash, "n", rt2, t0), "RotateRefreshToken")
 	ok(t, s.CreateRefreshToken(ctx, other), "CreateRefreshToken other")
 
+	code := sampleCode("c1", "client-1", t0.Add(time.Minute))
+	code.GrantID = "g1"
+	ok(t, s.CreateAuthCode(ctx, code), "CreateAuthCode of the grant")
+
 	ok(t, s.RevokeGrant(ctx, "g1", until), "RevokeGrant")
+	_, err := s.ConsumeAuthCode(ctx, code.CodeHash, t0)
+	wantErr(t, err, store.ErrNotFound, "ConsumeAuthCode of a revoked grant")
 	for _, h := range []string{rt1.TokenHash, rt2.TokenHash} {
 		_, err := s.GetRefreshToken(ctx, h)
 		wantErr(t, err, store.ErrNotFound, "GetRefreshToken of revoked family")
 	}
-	_, err := s.GetRefreshToken(ctx, other.TokenHash)
+	_, err = s.GetRefreshToken(ctx, other.TokenHash)
 	ok(t, err, "GetRefreshToken of another grant")
 	wantRevocation(t, s, store.RevokeGrant, "g1", until)
 
@@ -1159,5 +1173,131 @@ func testRaceBindPending(t *testing.T, s store.Store) {
 	ok(t, err, "GetPending")
 	if got.BindHash != hash(fmt.Sprint("bind-", w)) {
 		t.Errorf("BindHash is not the winner's")
+	}
+}
+
+func testClientList(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	got, err := s.ListClients(ctx)
+	ok(t, err, "ListClients empty")
+	if len(got) != 0 {
+		t.Fatalf("ListClients of an empty store: %d clients", len(got))
+	}
+	var want []*store.Client
+	for _, id := range []string{"b", "a", "c"} {
+		c := sampleClient(id, t0)
+		ok(t, s.CreateClient(ctx, c), "CreateClient "+id)
+		want = append(want, c)
+	}
+	want[0], want[1] = want[1], want[0] // sorted by ID
+	got, err = s.ListClients(ctx)
+	ok(t, err, "ListClients")
+	equal(t, "ListClients", got, want)
+}
+
+// Grants.
+
+func testGrantList(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	// g1: alice, logged in first, refreshed once.
+	rt1 := sampleToken("rt1", "g1", "client-1", t0.Add(-time.Hour), t0.Add(time.Hour))
+	rt1.AuthTime = t0.Add(-time.Hour)
+	ok(t, s.CreateRefreshToken(ctx, rt1), "CreateRefreshToken g1")
+	t1 := t0.Add(-time.Minute)
+	rt2 := sampleToken("rt2", "g1", "client-1", t1, t0.Add(time.Hour))
+	rt2.AuthTime = rt1.AuthTime
+	rt2.Scope = "mcp user"
+	ok(t, s.RotateRefreshToken(ctx, rt1.TokenHash, "n", rt2, t1), "RotateRefreshToken g1")
+	// g2: bob (another subject), another client and resource.
+	bob := sampleToken("bob", "g2", "client-2", t0.Add(-30*time.Minute), t0.Add(time.Hour))
+	bob.Subject, bob.Login, bob.Resource, bob.Host = "999", "Bob", "https://docs.example.com/mcp", "docs.example.com"
+	ok(t, s.CreateRefreshToken(ctx, bob), "CreateRefreshToken g2")
+	// g3: alice's family whose current token expired: not live.
+	dead := sampleToken("dead", "g3", "client-1", t0.Add(-2*time.Hour), t0.Add(-time.Second))
+	ok(t, s.CreateRefreshToken(ctx, dead), "CreateRefreshToken g3")
+
+	g1 := store.Grant{ID: "g1", ClientID: "client-1", Subject: "12345", Login: "alice", Scope: "mcp user",
+		Resource: rt2.Resource, Host: rt2.Host, AuthTime: rt1.AuthTime, LastUsed: t1, ExpiresAt: rt2.ExpiresAt}
+	g2 := store.Grant{ID: "g2", ClientID: "client-2", Subject: "999", Login: "Bob", Scope: "mcp",
+		Resource: bob.Resource, Host: bob.Host, AuthTime: bob.AuthTime, LastUsed: bob.CreatedAt, ExpiresAt: bob.ExpiresAt}
+	for _, tc := range []struct {
+		name string
+		f    store.GrantFilter
+		want []store.Grant
+	}{
+		{"all", store.GrantFilter{}, []store.Grant{g1, g2}},
+		{"by login", store.GrantFilter{User: "alice"}, []store.Grant{g1}},
+		{"by login, other case", store.GrantFilter{User: "bOB"}, []store.Grant{g2}},
+		{"by subject", store.GrantFilter{User: "999"}, []store.Grant{g2}},
+		{"by client", store.GrantFilter{ClientID: "client-2"}, []store.Grant{g2}},
+		{"user and client", store.GrantFilter{User: "alice", ClientID: "client-2"}, nil},
+		{"unknown user", store.GrantFilter{User: "carol"}, nil},
+		// Unicode folding would match the Kelvin sign to k; ASCII folding
+		// must not.
+		{"no Unicode folding", store.GrantFilter{User: "\u212Aate"}, nil},
+	} {
+		got, err := s.ListGrants(ctx, tc.f, t0)
+		ok(t, err, "ListGrants "+tc.name)
+		equal(t, "ListGrants "+tc.name, got, tc.want)
+	}
+	// After revocation the family is gone from the list.
+	ok(t, s.RevokeGrant(ctx, "g1", t0.Add(time.Hour)), "RevokeGrant")
+	got, err := s.ListGrants(ctx, store.GrantFilter{}, t0)
+	ok(t, err, "ListGrants after RevokeGrant")
+	equal(t, "ListGrants after RevokeGrant", got, []store.Grant{g2})
+}
+
+func testRevokeClientGrants(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	until := t0.Add(time.Hour)
+	const doc = "https://app.example/client.json" // a metadata-document client: no row
+	ok(t, s.CreateRefreshToken(ctx, sampleToken("rt-a", "ga", doc, t0, t0.Add(time.Hour))), "CreateRefreshToken ga")
+	ok(t, s.CreateRefreshToken(ctx, sampleToken("rt-b", "gb", doc, t0, t0.Add(time.Hour))), "CreateRefreshToken gb")
+	code := sampleCode("code-c", doc, t0.Add(time.Minute)) // a code not redeemed yet: grant gc
+	code.GrantID = "gc"
+	ok(t, s.CreateAuthCode(ctx, code), "CreateAuthCode gc")
+	ok(t, s.PutConsent(ctx, &store.Consent{Subject: "alice", ClientID: doc, Scope: "mcp", GrantedAt: t0}), "PutConsent")
+	// Another client, stored, keeps everything.
+	ok(t, s.CreateClient(ctx, sampleClient("kept", t0)), "CreateClient kept")
+	ok(t, s.CreateRefreshToken(ctx, sampleToken("rt-k", "gk", "kept", t0, t0.Add(time.Hour))), "CreateRefreshToken gk")
+	ok(t, s.PutConsent(ctx, &store.Consent{Subject: "alice", ClientID: "kept", Scope: "mcp", GrantedAt: t0}), "PutConsent kept")
+
+	ids, err := s.RevokeClientGrants(ctx, doc, until)
+	ok(t, err, "RevokeClientGrants")
+	equal(t, "revoked grants", ids, []string{"ga", "gb", "gc"})
+	for _, id := range ids {
+		wantRevocation(t, s, store.RevokeGrant, id, until)
+	}
+	for _, r := range revocations(t, s) {
+		if r.Kind == store.RevokeClient {
+			t.Fatalf("RevokeClientGrants logged a client revocation %+v: the client could never sign in again", r)
+		}
+	}
+	_, err = s.GetConsent(ctx, "alice", doc)
+	wantErr(t, err, store.ErrNotFound, "GetConsent of the client")
+	_, err = s.ConsumeAuthCode(ctx, code.CodeHash, t0)
+	wantErr(t, err, store.ErrNotFound, "ConsumeAuthCode of the client")
+	got, err := s.ListGrants(ctx, store.GrantFilter{}, t0)
+	ok(t, err, "ListGrants")
+	if len(got) != 1 || got[0].ID != "gk" {
+		t.Fatalf("grants left: %+v, want only gk", got)
+	}
+	_, err = s.GetConsent(ctx, "alice", "kept")
+	ok(t, err, "GetConsent of another client")
+
+	// A stored client keeps its registration.
+	ids, err = s.RevokeClientGrants(ctx, "kept", until)
+	ok(t, err, "RevokeClientGrants of a stored client")
+	equal(t, "revoked grants of kept", ids, []string{"gk"})
+	_, err = s.GetClient(ctx, "kept")
+	ok(t, err, "GetClient after RevokeClientGrants")
+
+	ids, err = s.RevokeClientGrants(ctx, "nobody", until)
+	ok(t, err, "RevokeClientGrants of a client without grants")
+	if len(ids) != 0 {
+		t.Fatalf("revoked %v of a client without grants", ids)
 	}
 }
