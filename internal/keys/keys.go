@@ -47,6 +47,23 @@ const (
 	DefaultRetainFor   = 24 * time.Hour
 )
 
+// RefreshInterval is how often a worker calls Refresh to pick up keys that
+// another process rotated or retired.
+const RefreshInterval = time.Minute
+
+// RetainFor is the Options.RetainFor for access tokens living accessTTL: a
+// worker that has not refreshed yet signs with the replaced key for up to
+// RefreshInterval, and its tokens then live accessTTL; one more interval
+// is margin. Every process opening a state directory must use the same
+// value, or the one with the shortest retention deletes keys early.
+func RetainFor(accessTTL time.Duration) time.Duration { return accessTTL + 2*RefreshInterval }
+
+// changeCheck bounds how often Signer, JWKS and Keys look at the key
+// directory's modification time, so a key rotated by another process
+// (`mcpgate keys rotate`) signs new tokens within this interval rather
+// than at the next Refresh.
+const changeCheck = 200 * time.Millisecond
+
 const (
 	dirName    = "keys"
 	lockName   = ".lock"
@@ -73,6 +90,9 @@ type Info struct {
 	Kid     string
 	Created time.Time
 	Active  bool // the key that signs
+	// Retires is when the key leaves the JWKS and is deleted: RetainFor
+	// after the next newer key replaced it. Zero for the active key.
+	Retires time.Time
 }
 
 // Set is the key set of one state_dir. It is safe for concurrent use; the
@@ -85,6 +105,9 @@ type Set struct {
 
 	mu   sync.Mutex // serialises Refresh and Rotate within this process
 	snap atomic.Pointer[snapshot]
+
+	lastCheck atomic.Int64 // monotonic nanoseconds (since start) of the last directory stat in fresh
+	dirMtime  atomic.Int64 // the key directory's mtime (unix ns) at that stat
 }
 
 // snapshot is the set as last read from disk. Never modified once published.
@@ -156,10 +179,41 @@ func Open(stateDir string, opts Options) (*Set, error) {
 // Dir is the directory holding the key files.
 func (s *Set) Dir() string { return s.dir }
 
-// Signer returns the active key: the newest.
+// Signer returns the active key: the newest. A key another process added
+// is picked up within changeCheck (see fresh).
 func (s *Set) Signer() (kid string, key *rsa.PrivateKey) {
+	s.fresh()
 	k := s.snap.Load().keys[0]
 	return k.kid, k.priv
+}
+
+// start is the origin of lastCheck's monotonic clock.
+var start = time.Now()
+
+// fresh refreshes the set when the key directory changed since it last
+// looked, at most every changeCheck. Creating or deleting a key file
+// renames or removes a directory entry, which updates the directory's
+// mtime. An mtime less than a second old is treated as changed every
+// time: a coarse file system clock can give two changes the same stamp.
+// Errors keep the current keys, as Refresh does; the periodic Refresh
+// reports them.
+func (s *Set) fresh() {
+	now := int64(time.Since(start))
+	last := s.lastCheck.Load()
+	if now-last < int64(changeCheck) || !s.lastCheck.CompareAndSwap(last, now) {
+		return
+	}
+	fi, err := os.Stat(s.dir)
+	if err != nil {
+		return
+	}
+	m := fi.ModTime().UnixNano()
+	if m == s.dirMtime.Load() && time.Since(fi.ModTime()) > time.Second {
+		return
+	}
+	if s.Refresh() == nil {
+		s.dirMtime.Store(m)
+	}
 }
 
 // PublicKey returns the public key with the given kid, if the set holds it.
@@ -173,15 +227,20 @@ func (s *Set) PublicKey(kid string) (*rsa.PublicKey, bool) {
 
 // JWKS returns the public keys as an RFC 7517 JWK Set, newest first.
 func (s *Set) JWKS() []byte {
+	s.fresh()
 	return slices.Clone(s.snap.Load().jwks)
 }
 
 // Keys lists the keys, newest (the active one) first.
 func (s *Set) Keys() []Info {
+	s.fresh()
 	sn := s.snap.Load()
 	out := make([]Info, len(sn.keys))
 	for i, k := range sn.keys {
 		out[i] = Info{Kid: k.kid, Created: k.created, Active: i == 0}
+		if i > 0 {
+			out[i].Retires = sn.keys[i-1].created.Add(s.retainFor)
+		}
 	}
 	return out
 }
@@ -440,6 +499,9 @@ func writeKey(dir string, k *key) (err error) {
 	if err = f.Chmod(0o600); err != nil {
 		return fmt.Errorf("keys: %w", err)
 	}
+	if err = chownLikeDir(f, dir); err != nil {
+		return err
+	}
 	if _, err = f.Write(append(data, '\n')); err != nil {
 		return fmt.Errorf("keys: %w", err)
 	}
@@ -467,6 +529,24 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// chownLikeDir gives f the owner of dir when this process runs as root:
+// `mcpgate keys rotate` run by root must not leave a key file or lock
+// that the service user cannot open. Other users cannot chown, and need
+// not: their files are the service's only if they are the service user.
+func chownLikeDir(f *os.File, dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return fmt.Errorf("keys: %w", err)
+	}
+	if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("keys: %w", err)
+	}
+	return nil
+}
+
 // removeTemps deletes temporary files left by a crash during writeKey.
 func removeTemps(dir string) {
 	entries, _ := os.ReadDir(dir)
@@ -485,6 +565,10 @@ func lockDir(dir string) (unlock func(), err error) {
 	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("keys: %w", err)
+	}
+	if err := chownLikeDir(f, dir); err != nil {
+		f.Close()
+		return nil, err
 	}
 	for {
 		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -490,5 +491,89 @@ func TestOpenTightensDirectoryMode(t *testing.T) {
 	}
 	if got := fi.Mode().Perm(); got != 0o700 {
 		t.Fatalf("keys directory mode %#o, want 0700", got)
+	}
+}
+
+// TestSignerPicksUpRotationPromptly: a key rotated by another process (the
+// `mcpgate keys rotate` command) signs this Set's next tokens within about
+// changeCheck, without waiting for the periodic Refresh, and the JWKS
+// lists it as soon.
+func TestSignerPicksUpRotationPromptly(t *testing.T) {
+	state := t.TempDir()
+	worker := mustOpen(t, state, Options{})
+	old, _ := worker.Signer()
+	cli := mustOpen(t, state, Options{})
+	kid, err := cli.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		got, _ := worker.Signer()
+		if got == kid {
+			break
+		}
+		if got != old {
+			t.Fatalf("signer %s, want %s or %s", got, old, kid)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker still signs with %s 2s after another process rotated to %s", old, kid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := jwksKids(t, worker); !slices.Equal(got, []string{kid, old}) {
+		t.Fatalf("JWKS kids %v, want [%s %s]", got, kid, old)
+	}
+}
+
+// TestKeysRetires: a replaced key retires RetainFor after its successor's
+// creation; the active key has no retirement.
+func TestKeysRetires(t *testing.T) {
+	c := newClock()
+	s := mustOpen(t, t.TempDir(), Options{Now: c.Now, RetainFor: time.Hour})
+	c.Add(time.Minute)
+	if _, err := s.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	got := s.Keys()
+	if len(got) != 2 || !got[0].Retires.IsZero() {
+		t.Fatalf("Keys() = %+v, want two, the active one without retirement", got)
+	}
+	if want := got[0].Created.Add(time.Hour); !got[1].Retires.Equal(want) {
+		t.Fatalf("replaced key retires %v, want %v", got[1].Retires, want)
+	}
+	if RetainFor(time.Hour) != time.Hour+2*RefreshInterval {
+		t.Fatalf("RetainFor(1h) = %v", RetainFor(time.Hour))
+	}
+}
+
+// TestRootWritesAsDirectoryOwner: root (the admin CLI) rotating in a key
+// directory owned by the service user leaves files that user can open.
+func TestRootWritesAsDirectoryOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	const uid, gid = 4242, 4343
+	state := t.TempDir()
+	s := mustOpen(t, state, Options{})
+	if err := os.Chown(s.Dir(), uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(s.Dir(), lockName)); err != nil {
+		t.Fatal(err)
+	}
+	kid, err := s.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{kid + fileSuffix, lockName} {
+		fi, err := os.Stat(filepath.Join(s.Dir(), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s owned by %d:%d, want the directory's %d:%d", name, st.Uid, st.Gid, uid, gid)
+		}
 	}
 }
