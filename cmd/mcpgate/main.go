@@ -27,20 +27,31 @@ const defaultConfigDir = "/etc/mcpgate"
 type command struct {
 	name, args, summary string
 	run                 func(fs *flag.FlagSet, args []string) int
+	// subs are the subcommands of a command group (grants, clients, keys,
+	// completion); run is nil then.
+	subs []command
+	// hidden: not in help, completion or man pages (internal commands).
+	hidden bool
 }
 
 var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "[--config-dir DIR]", "run the gateway: supervisor plus one worker per proxy", cmdServe},
-		{"check", "[--config-dir DIR]", "validate the configuration; print one line per proxy, or every error", cmdCheck},
-		{"reload", "[--config-dir DIR]", "apply the configuration and the binary on disk to the running gateway; print the verdict", cmdReload},
-		{"status", "[--config-dir DIR] [--json]", "show the supervisor and every worker: pid, state, build, config hash, connections", cmdStatus},
-		{"upgrade", "[--config-dir DIR]", "re-execute the supervisor from the binary on disk without closing a socket, then reload", cmdUpgrade},
-		{"version", "", "print version and build id", cmdVersion},
-		{"devidp", "[--listen 127.0.0.1:9000] [--auto-login NAME]", "development only: GitHub-compatible login on loopback where anyone can log in as anyone", cmdDevIDP},
-		{"worker", "PROXY [--config-dir DIR]", "internal: serve one proxy (started by serve)", cmdWorker},
+		{name: "serve", args: "[--config-dir DIR]", summary: "run the gateway: supervisor plus one worker per proxy", run: cmdServe},
+		{name: "check", args: "[--config-dir DIR]", summary: "validate the configuration; print one line per proxy, or every error", run: cmdCheck},
+		{name: "reload", args: "[--config-dir DIR]", summary: "apply the configuration and the binary on disk to the running gateway; print the verdict", run: cmdReload},
+		{name: "status", args: "[--config-dir DIR] [--json]", summary: "show the supervisor and every worker: pid, state, build, config hash, connections", run: cmdStatus},
+		{name: "upgrade", args: "[--config-dir DIR]", summary: "re-execute the supervisor from the binary on disk without closing a socket, then reload", run: cmdUpgrade},
+		{name: "grants", summary: "list and revoke users' grants (refresh token families)", subs: grantsCommands},
+		{name: "clients", summary: "list, show and delete OAuth clients", subs: clientsCommands},
+		{name: "keys", summary: "list and rotate the token signing keys", subs: keysCommands},
+		{name: "version", summary: "print version and build id (also --version, -V)", run: cmdVersion},
+		{name: "help", args: "[COMMAND [SUBCOMMAND]]", summary: "print the help of mcpgate or of one command", run: cmdHelp},
+		{name: "completion", summary: "print a shell completion script", subs: completionCommands},
+		{name: "devidp", args: "[--listen 127.0.0.1:9000] [--auto-login NAME]", summary: "development only: GitHub-compatible login on loopback where anyone can log in as anyone", run: cmdDevIDP},
+		{name: "worker", args: "PROXY [--config-dir DIR]", summary: "internal: serve one proxy (started by serve)", run: cmdWorker, hidden: true},
+		{name: "docs", args: "--out DIR [--toml FILE]", summary: "internal: write the man pages (packaging)", run: cmdDocs, hidden: true},
 	}
 }
 
@@ -48,37 +59,78 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+// stdout and stderr are where commands write: the process's streams, or a
+// test's buffers (run sets them).
+var stdout, stderr io.Writer = os.Stdout, os.Stderr
+
+func run(args []string, out, errOut io.Writer) int {
+	stdout, stderr = out, errOut
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "--help", "-help":
 		usage(stdout)
-		if len(args) == 0 {
-			return 2
-		}
 		return 0
+	case "-V", "--version", "-version":
+		return cmdVersion(flag.NewFlagSet("mcpgate version", flag.ContinueOnError), args[1:])
 	}
-	for _, c := range commands {
-		if c.name != args[0] {
-			continue
-		}
-		fs := flag.NewFlagSet("mcpgate "+c.name, flag.ContinueOnError)
-		fs.SetOutput(stderr)
-		fs.Usage = func() {
-			fmt.Fprintf(fs.Output(), "usage: mcpgate %s %s\n\n%s\n\n", c.name, c.args, c.summary)
-			fs.PrintDefaults()
-		}
-		return c.run(fs, args[1:])
+	c, path, rest, code := lookup(args)
+	if c == nil {
+		return code
 	}
-	fmt.Fprintf(stderr, "mcpgate: unknown command %q\n\n", args[0])
-	usage(stderr)
-	return 2
+	return c.run(newFlagSet(c, path), rest)
+}
+
+// lookup finds the command args name (a group's subcommand included) and
+// returns it with its path ("grants list") and the remaining arguments.
+// A group without a valid subcommand prints the group's help (on stdout
+// when asked for with --help) and returns nil with the exit code.
+func lookup(args []string) (c *command, path string, rest []string, code int) {
+	c = find(commands, args[0])
+	if c == nil {
+		fmt.Fprintf(stderr, "mcpgate: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return nil, "", nil, 2
+	}
+	if c.subs == nil {
+		return c, c.name, args[1:], 0
+	}
+	switch {
+	case len(args) > 1 && (args[1] == "-h" || args[1] == "--help" || args[1] == "-help"):
+		groupUsage(stdout, c)
+		return nil, "", nil, 0
+	case len(args) == 1:
+		groupUsage(stderr, c)
+		return nil, "", nil, 2
+	}
+	sub := find(c.subs, args[1])
+	if sub == nil {
+		fmt.Fprintf(stderr, "mcpgate %s: unknown command %q\n\n", c.name, args[1])
+		groupUsage(stderr, c)
+		return nil, "", nil, 2
+	}
+	return sub, c.name + " " + sub.name, args[2:], 0
+}
+
+func find(cs []command, name string) *command {
+	for i := range cs {
+		if cs[i].name == name {
+			return &cs[i]
+		}
+	}
+	return nil
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "mcpgate %s — OAuth 2.1 gateway for MCP servers\n\nusage: mcpgate COMMAND [flags]\n\ncommands:\n", buildinfo.Version())
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		if !c.hidden {
+			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		}
 	}
-	fmt.Fprintf(w, "\nRun 'mcpgate COMMAND --help' for a command's flags.\n")
+	fmt.Fprintf(w, "\nRun 'mcpgate help COMMAND' (or 'mcpgate COMMAND --help') for a command's flags.\n")
 }
 
 // configDirFlag registers --config-dir: flag, then $MCPGATE_CONFIG_DIR,
@@ -88,17 +140,56 @@ func configDirFlag(fs *flag.FlagSet) *string {
 	if v := os.Getenv("MCPGATE_CONFIG_DIR"); v != "" {
 		def = v
 	}
-	return fs.String("config-dir", def, "configuration directory (env MCPGATE_CONFIG_DIR)")
+	return fs.String("config-dir", def, "configuration `DIR` (env MCPGATE_CONFIG_DIR)")
 }
 
+// parse parses args, which must hold flags only. --help prints the
+// command's help on stdout (exit 0); a bad flag or a positional argument
+// is an error (exit 2).
 func parse(fs *flag.FlagSet, args []string) (ok bool, code int) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return false, 0
-		}
+	pos, ok, code := parseArgs(fs, args)
+	if ok && len(pos) > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), pos[0])
+		fs.Usage()
 		return false, 2
 	}
-	return true, 0
+	return ok, code
+}
+
+// parseArgs parses flags anywhere among positional arguments ("revoke ID
+// --json" as well as "revoke --json ID"; after "--" everything is
+// positional) and returns the positional ones.
+func parseArgs(fs *flag.FlagSet, args []string) (pos []string, ok bool, code int) {
+	for {
+		if err := parseQuiet(fs, args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				printHelp(stdout, fs)
+				return nil, false, 0
+			}
+			fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+			fs.Usage()
+			return nil, false, 2
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, true, 0
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), true, 0
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// parseQuiet is fs.Parse without the flag package's own printing: parse
+// words errors and help itself.
+func parseQuiet(fs *flag.FlagSet, args []string) error {
+	out, u := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	defer func() { fs.SetOutput(out); fs.Usage = u }()
+	return fs.Parse(args)
 }
 
 func cmdServe(fs *flag.FlagSet, args []string) int {
@@ -132,19 +223,7 @@ func cmdCheck(fs *flag.FlagSet, args []string) int {
 	if ok, code := parse(fs, args); !ok {
 		return code
 	}
-	cfg, err := config.Load(*dir)
-	if err != nil {
-		fmt.Fprintln(fs.Output(), err)
-		return 1
-	}
-	if len(cfg.Proxies) == 0 {
-		fmt.Printf("%s: configuration is valid; no proxies configured\n", *dir)
-		return 0
-	}
-	for _, p := range cfg.Proxies {
-		fmt.Println(p.Summary())
-	}
-	return 0
+	return check(*dir)
 }
 
 func cmdReload(fs *flag.FlagSet, args []string) int {
@@ -253,7 +332,7 @@ func cmdVersion(fs *flag.FlagSet, args []string) int {
 	if ok, code := parse(fs, args); !ok {
 		return code
 	}
-	fmt.Printf("mcpgate %s (build %s)\n", buildinfo.Version(), buildinfo.ID())
+	fmt.Fprintf(stdout, "mcpgate %s (build %s)\n", buildinfo.Version(), buildinfo.ID())
 	return 0
 }
 

@@ -16,10 +16,27 @@ import (
 // one <name>.toml per proxy. If anything is wrong it returns an ErrorList
 // with every problem in every file, sorted by file and line.
 func Load(dir string) (*Config, error) {
+	return LoadWith(dir, Options{})
+}
+
+// Options change how LoadWith looks at what lies outside the directory.
+type Options struct {
+	// Credential resolves client_secret_credential names where
+	// $CREDENTIALS_DIRECTORY is not set (a shell, not the service), for
+	// `mcpgate check`. It returns the file holding the credential, "" and
+	// nil when the credential exists but cannot be read here (the caller
+	// reports that itself), or an error, reported at the key. Nil: such a
+	// name is an error, as in Load.
+	Credential func(name string) (path string, err error)
+}
+
+// LoadWith is Load with options.
+func LoadWith(dir string, o Options) (*Config, error) {
 	l, err := newLoader(dir)
 	if err != nil {
 		return nil, err
 	}
+	l.opts = o
 	g := l.global()
 	proxies := l.proxies()
 	oauth := l.oauth(g, proxies)
@@ -61,6 +78,7 @@ type loader struct {
 	// noOAuth: mcpgate.toml certainly has no [oauth] (absent, or parsed
 	// without one), so proxies requiring auth are errors.
 	noOAuth bool
+	opts    Options
 }
 
 func newLoader(dir string) (*loader, error) {

@@ -708,6 +708,15 @@ func (l *loader) secret(f *file, p keyPath, s secretKeys, required bool) string 
 			f.errorf(fp, "%v", err)
 		}
 		return path
+	case s.Credential != nil && l.opts.Credential != nil && os.Getenv("CREDENTIALS_DIRECTORY") == "":
+		if !f.credentialName(cp, *s.Credential) {
+			return ""
+		}
+		path, err := l.opts.Credential(*s.Credential)
+		if err != nil {
+			f.errorf(cp, "credential %q: %v", *s.Credential, err)
+		}
+		return path
 	case s.Credential != nil:
 		return f.credential(cp, *s.Credential)
 	case required && s.Inline == nil:
@@ -719,8 +728,7 @@ func (l *loader) secret(f *file, p keyPath, s secretKeys, required bool) string 
 // credential resolves a systemd credential name to its file in
 // $CREDENTIALS_DIRECTORY.
 func (f *file) credential(p keyPath, name string) string {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-		f.errorf(p, `%q is not a credential name (a file name in $CREDENTIALS_DIRECTORY, without "/")`, name)
+	if !f.credentialName(p, name) {
 		return ""
 	}
 	dir := os.Getenv("CREDENTIALS_DIRECTORY")
@@ -743,6 +751,19 @@ func (f *file) credential(p keyPath, name string) string {
 	}
 	return path
 }
+
+// credentialName reports (at p) a name that cannot be a credential's.
+func (f *file) credentialName(p keyPath, name string) bool {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		f.errorf(p, `%q is not a credential name (a file name in $CREDENTIALS_DIRECTORY, without "/")`, name)
+		return false
+	}
+	return true
+}
+
+// CheckSecretFile checks that path is a regular, readable file holding
+// more than whitespace, as Load does for every secret.
+func CheckSecretFile(path string) error { return checkSecretFile(path) }
 
 // checkSecretFile checks that path is a regular file that can be read and
 // holds more than whitespace. Only the first bytes are read, and only to
