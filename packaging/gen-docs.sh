@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # gen-docs.sh BINARY OUTDIR — write the command reference of the mcpgate
-# BINARY: OUTDIR/mcpgate-help.txt (every `--help`) and OUTDIR/mcpgate.8.gz
-# (the man page, whose COMMANDS section is the same help text). Run by
-# `make package`, so the reference always matches the packaged binary.
+# BINARY: OUTDIR/mcpgate-help.txt (every `--help`), OUTDIR/mcpgate.8.gz
+# (the man page, whose COMMANDS section is the same help text), one page
+# per command OUTDIR/man8/mcpgate-COMMAND.8.gz and OUTDIR/man5/
+# mcpgate.toml.5.gz (both by the hidden `mcpgate docs`, the latter from the
+# shipped etc/mcpgate.toml) and the bash completion OUTDIR/mcpgate.bash.
+# Run by `make package`, so the reference always matches the packaged
+# binary.
 set -euo pipefail
 
 bin=$1 out=$2
-mkdir -p "$out"
+here=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$out" "$out/man8" "$out/man5"
+"$bin" docs --out "$out/man8" --toml "$here/etc/mcpgate.toml"
+mv "$out/man8/mcpgate.toml.5.gz" "$out/man5/"
+"$bin" completion bash >"$out/mcpgate.bash"
 
 # The subcommands, as `mcpgate --help` lists them ("  NAME  summary").
 mapfile -t cmds < <("$bin" --help | awk '/^commands:/ {on = 1; next} on && /^  [a-z]/ {print $1} on && /^$/ {exit}')
@@ -92,7 +100,7 @@ root-only secrets, passed to the service as credentials
 .RI ( $CREDENTIALS_DIRECTORY/mcpgate_NAME )
 .TP
 .I /var/lib/mcpgate/
-state: self-signed certificates, the control socket
+state: self-signed certificates, signing keys, the OAuth store, the control socket
 .I mcpgate.sock
 .TP
 .I /usr/share/doc/mcpgate/mcpgate-help.txt
@@ -109,6 +117,12 @@ drains the workers and stops.
 .SH LOGS
 .B journalctl \-u mcpgate
 .SH SEE ALSO
+MAN
+	for c in "${cmds[@]}"; do
+		echo ".BR mcpgate\\-$c (8),"
+	done
+	cat <<'MAN'
+.BR mcpgate.toml (5),
 .BR systemctl (1),
 .BR systemd.socket (5),
 .BR journalctl (1)

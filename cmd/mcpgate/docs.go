@@ -131,10 +131,24 @@ func writeGz(path string, page string) error {
 	return os.WriteFile(path, b.Bytes(), 0o644)
 }
 
-// roff escapes text for a roff line: backslashes, and a leading . or '.
+// roff escapes text for a roff line: backslashes, hyphens (so they stay
+// ASCII minus signs in options), non-ASCII characters (troff reads
+// bytes), and a leading . or '.
 func roff(s string) string {
-	s = strings.ReplaceAll(s, `\`, `\e`)
-	s = strings.ReplaceAll(s, "-", `\-`)
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\\':
+			b.WriteString(`\e`)
+		case r == '-':
+			b.WriteString(`\-`)
+		case r > 0x7f:
+			fmt.Fprintf(&b, `\[u%04X]`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	s = b.String()
 	if strings.HasPrefix(s, ".") || strings.HasPrefix(s, "'") {
 		s = `\&` + s
 	}
