@@ -152,14 +152,16 @@ func (e *adminEnv) accessible(path string, mode uint32) error {
 }
 
 func (e *adminEnv) denied(path string) error {
-	who := "the service user"
+	who := "root or as the service user"
 	var st syscall.Stat_t
 	if syscall.Stat(e.stateDir, &st) == nil {
-		if u, err := user.LookupId(strconv.Itoa(int(st.Uid))); err == nil {
-			who = "user " + u.Username
+		if st.Uid == 0 {
+			who = "root"
+		} else if u, err := user.LookupId(strconv.Itoa(int(st.Uid))); err == nil {
+			who = "root or as user " + u.Username
 		}
 	}
-	return fmt.Errorf("run as root or as %s: cannot open %s: permission denied", who, path)
+	return fmt.Errorf("run as %s: cannot open %s: permission denied", who, path)
 }
 
 // adminSetup parses the flags, allowing at most maxPos positional

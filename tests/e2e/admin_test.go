@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -330,5 +332,54 @@ client_secret_credential = "mcpgate_github.secret"
 	res := harness.Run(t, 30*time.Second, "check", "--config-dir", dir)
 	if res.ExitCode != 0 || !strings.HasPrefix(res.Stdout, "auth: ") {
 		t.Errorf("check with the unit's credential from a shell: exit %d\nstdout:\n%s\nstderr:\n%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+}
+
+// TestAdminPermissionDenied: a user without rights on state_dir is told
+// whom to run as, not shown a bare SQLite error.
+func TestAdminPermissionDenied(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the binary as another user")
+	}
+	// Everything the other user needs is in a directory it may enter;
+	// t.TempDir's parent is 0700.
+	top, err := os.MkdirTemp("", "mcpgate-perm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(top) })
+	state := filepath.Join(top, "state")
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{top, 0o755}, {filepath.Join(top, "conf"), 0o755}, {state, 0o700}, {filepath.Join(state, "keys"), 0o700}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(d.path, d.mode)
+	}
+	if err := os.WriteFile(filepath.Join(top, "conf", "mcpgate.toml"), []byte("[server]\nstate_dir = \""+state+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "oauth.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(top, "mcpgate")
+	b, err := os.ReadFile(harness.Binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"grants", "list"}, {"clients", "delete", "x"}, {"keys", "rotate"}} {
+		cmd := exec.Command(bin, append(args, "--config-dir", filepath.Join(top, "conf"))...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		want := regexp.MustCompile(`^mcpgate: run as root: cannot open ` + regexp.QuoteMeta(state) + `/(oauth\.db|keys): permission denied\n$`)
+		if err == nil || !want.MatchString(string(out)) {
+			t.Errorf("mcpgate %s as nobody: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 }
