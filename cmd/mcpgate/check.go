@@ -126,22 +126,19 @@ func check(dir string) int {
 }
 
 // unitConfigDir is the configuration directory of the shipped unit: only
-// there do its user and sandbox apply (a variable for tests).
+// there does its sandbox apply (a variable for tests).
 var unitConfigDir = defaultConfigDir
 
 // tlsWarnings: certificates that do not cover a hostname of their proxy
-// (clients would refuse the connection) and, for the unit's configuration
-// directory, key or certificate files the service cannot read (the worker
-// would fail to start).
+// (clients would refuse the connection), key or certificate files the
+// service user cannot read and, for the unit's configuration directory,
+// files its sandbox hides (the worker would fail to start).
 func tlsWarnings(cfg *config.Config) []string {
 	var out []string
-	var svc *account
 	unit := filepath.Clean(cfg.Dir) == filepath.Clean(unitConfigDir)
-	if unit {
-		var note string
-		if svc, note = lookupServiceUser(); note != "" {
-			out = append(out, note)
-		}
+	svc, note := lookupServiceUser()
+	if note != "" && hasTLSFiles(cfg) {
+		out = append(out, note)
 	}
 	for _, p := range cfg.Proxies {
 		if !p.Enabled || p.TLS.CertFile == "" {
@@ -153,10 +150,7 @@ func tlsWarnings(cfg *config.Config) []string {
 			}
 		}
 		for _, f := range []struct{ key, path string }{{"tls.key_file", p.TLS.KeyFile}, {"tls.cert_file", p.TLS.CertFile}} {
-			if !unit {
-				break
-			}
-			if why := hiddenBySandbox(f.path); why != "" {
+			if why := hiddenBySandbox(f.path); unit && why != "" {
 				out = append(out, fmt.Sprintf("%s: %s: %s is hidden from the service by %s", p.File, f.key, f.path, why))
 				continue
 			}
@@ -168,6 +162,15 @@ func tlsWarnings(cfg *config.Config) []string {
 		}
 	}
 	return out
+}
+
+func hasTLSFiles(cfg *config.Config) bool {
+	for _, p := range cfg.Proxies {
+		if p.Enabled && p.TLS.CertFile != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // leafCert is the first certificate of a PEM file.

@@ -265,8 +265,28 @@ required = false
 	if !strings.HasPrefix(key, "/tmp/") {
 		keyWarn = `tls.key_file: user nobody cannot read \S+: no read permission`
 	}
-	if os.Geteuid() == 0 && !regexp.MustCompile(keyWarn).MatchString(errOut) {
+	if !regexp.MustCompile(keyWarn).MatchString(errOut) {
 		t.Errorf("stderr lacks %s:\n%s", keyWarn, errOut)
+	}
+
+	// Outside the unit's directory the sandbox does not apply, the
+	// service user's rights do: the key's directory (a t.TempDir, 0700
+	// root) is closed to nobody.
+	unitConfigDir = "/nonexistent"
+	_, _, errOut = runCLI(t, "check", "--config-dir", dir)
+	if want := `tls.key_file: user nobody cannot read \S+: no search permission on `; !regexp.MustCompile(want).MatchString(errOut) && os.Geteuid() == 0 {
+		t.Errorf("stderr lacks %s:\n%s", want, errOut)
+	}
+	if strings.Contains(errOut, "PrivateTmp") {
+		t.Errorf("sandbox warning outside the unit's configuration directory:\n%s", errOut)
+	}
+
+	// Without the service user: a note, and no readability warning.
+	serviceUser = "no-such-user-mcpgate-test"
+	_, _, errOut = runCLI(t, "check", "--config-dir", dir)
+	if !strings.Contains(errOut, "warning: user no-such-user-mcpgate-test does not exist here: not checking that it can read the TLS files") ||
+		strings.Contains(errOut, "cannot read") {
+		t.Errorf("without the service user:\n%s", errOut)
 	}
 }
 
