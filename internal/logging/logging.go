@@ -69,7 +69,7 @@ func Access(log *slog.Logger, h http.Handler) http.Handler {
 			r.Body = body
 		}
 		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, &rec.req))
-		if log == nil {
+		if log == nil || !log.Enabled(r.Context(), slog.LevelInfo) {
 			h.ServeHTTP(rec, r)
 			return
 		}
