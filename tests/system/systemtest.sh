@@ -321,6 +321,19 @@ install_v1() {
 	cx grep -qx 'License: Apache-2.0' /usr/share/doc/mcpgate/copyright || fail "install: the copyright file names no Apache-2.0 license"
 	cx test -s /usr/share/common-licenses/Apache-2.0 || fail "install: the copyright file points to a missing /usr/share/common-licenses/Apache-2.0"
 	cx mcpgate check >>"$LOG" 2>&1 || fail "install: mcpgate check of the shipped /etc/mcpgate"
+	# README, "Running it in production": a secret in a credential is
+	# checked the way the service sees it, through systemd-run.
+	cx mkdir -p /tmp/cred-conf
+	printf '[oauth]\ncallback_url = "https://probe.test/oauth/callback"\nallowed_users = ["*"]\n[idp.github]\nclient_id = "probe"\nclient_secret_credential = "mcpgate_probe.secret"\n' |
+		write /tmp/cred-conf/mcpgate.toml
+	printf 'hostnames = ["probe.test"]\ntarget = "http://127.0.0.1:9"\n[tls]\nself_signed = true\n' | write /tmp/cred-conf/probe.toml
+	echo probe-secret | write /etc/mcpgate/credentials/probe.secret 0600
+	cx mcpgate check --config-dir /tmp/cred-conf >>"$LOG" 2>&1 &&
+		fail "install: mcpgate check in a shell resolved a credential it cannot see"
+	cx systemd-run --quiet --pipe --wait -p LoadCredential=mcpgate:/etc/mcpgate/credentials \
+		/usr/bin/mcpgate check --config-dir /tmp/cred-conf >>"$LOG" 2>&1 </dev/null ||
+		fail "install: the README's systemd-run ... mcpgate check does not see the credential"
+	cx rm -rf /tmp/cred-conf /etc/mcpgate/credentials/probe.secret
 	pass "install: apt install ./$(basename "$DEB1"): user, directories, sockets enabled and listening, service idle"
 }
 
