@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -108,7 +107,10 @@ func cmdServe(fs *flag.FlagSet, args []string) int {
 	if ok, code := parse(fs, args); !ok {
 		return code
 	}
-	if fs.NArg() > 0 || *level != "" && !slices.Contains(config.LogLevels, *level) {
+	// The flag stays as lenient as it always was ("warning" works, an
+	// unknown level means info): a unit override must not stop the service
+	// from starting after an upgrade.
+	if fs.NArg() > 0 {
 		fs.Usage()
 		return 2
 	}
