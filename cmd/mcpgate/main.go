@@ -194,15 +194,18 @@ func parseQuiet(fs *flag.FlagSet, args []string) error {
 
 func cmdServe(fs *flag.FlagSet, args []string) int {
 	dir := configDirFlag(fs)
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: [server] log_level, else info)")
 	if ok, code := parse(fs, args); !ok {
 		return code
 	}
+	// The flag stays as lenient as it always was ("warning" works, an
+	// unknown level means info): a unit override must not stop the service
+	// from starting after an upgrade.
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return 2
 	}
-	log := logging.New(os.Stderr, *level)
+	log := logging.New(os.Stderr, serveLogLevel(*dir, *level))
 	if err := supervisor.Run(context.Background(), supervisor.Options{ConfigDir: *dir, Log: log, LogLevel: *level}); err != nil {
 		var el config.ErrorList
 		if errors.As(err, &el) {
@@ -216,6 +219,21 @@ func cmdServe(fs *flag.FlagSet, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// serveLogLevel is the supervisor's own log level: the flag, else
+// [server] log_level as the supervisor starts (a reload applies a new
+// level to the new workers, not to the running supervisor; `mcpgate
+// upgrade` re-executes it and so reads it again). A broken mcpgate.toml
+// means the default here; Run reports it.
+func serveLogLevel(dir, flagLevel string) string {
+	if flagLevel != "" {
+		return flagLevel
+	}
+	if srv, err := config.LoadGlobal(dir); err == nil {
+		return srv.LogLevel
+	}
+	return config.DefaultLogLevel
 }
 
 func cmdCheck(fs *flag.FlagSet, args []string) int {

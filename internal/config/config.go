@@ -19,6 +19,17 @@ var (
 	// MCP tool calls answered with application/json send their headers only
 	// when the tool finishes, so the header timeout must be generous.
 	DefaultResponseHeaderTimeout = 5 * time.Minute
+	DefaultLogLevel              = "info"
+	DefaultHealthDetails         = HealthDetailsLoopback
+)
+
+// LogLevels are the values of [server] log_level, most verbose first.
+var LogLevels = []string{"debug", "info", "warn", "error"}
+
+// Values of [server] health_details.
+const (
+	HealthDetailsLoopback = "loopback" // version and build only for loopback clients
+	HealthDetailsAll      = "all"
 )
 
 // GlobalFile is the name of the global settings file in the config
@@ -167,6 +178,14 @@ type Server struct {
 	// PprofDir: workers serve net/http/pprof on <dir>/<proxy>-<pid>.sock;
 	// "" (the default) = off.
 	PprofDir string `json:"pprof_dir,omitempty"`
+	// AccessLog: one log line per request (default true).
+	AccessLog bool `json:"access_log"`
+	// LogLevel is one of LogLevels; `--log-level` given to serve overrides it.
+	LogLevel string `json:"log_level"`
+	// HealthDetails says who sees the health endpoint's version, build,
+	// pid and config hash: HealthDetailsLoopback (the default) or
+	// HealthDetailsAll. Others get the status and the proxy name.
+	HealthDetails string `json:"health_details"`
 }
 
 // Proxy is one proxied MCP server, from one <name>.toml file.

@@ -326,6 +326,15 @@ $DIR/mcpgate.toml:5: server.proxy_protocol_from[2]: "lb.example.com": not an IP 
 $DIR/mcpgate.toml:7: server.proxy_protocol_from[4]: "10.0.0.0/8" is listed more than once`,
 		},
 		{
+			name: "bad logging and health settings",
+			files: map[string]string{
+				"mcpgate.toml": "[server]\naccess_log = \"yes\"\nlog_level = \"WARNING\"\nhealth_details = \"none\"\n",
+			},
+			want: `$DIR/mcpgate.toml:2: server.access_log: expected a boolean, got string
+$DIR/mcpgate.toml:3: server.log_level: "WARNING": must be "debug", "info", "warn" or "error"
+$DIR/mcpgate.toml:4: server.health_details: "none": must be "loopback" (version and build only for clients on this machine) or "all"`,
+		},
+		{
 			name: "bad durations",
 			files: map[string]string{
 				"mcpgate.toml": "[server]\ndrain_timeout = \"30\"\n",
@@ -476,6 +485,9 @@ https = ["127.0.0.1:8443", "[::1]:8443"]
 http = []
 state_dir = "state"
 drain_timeout = "1m30s"
+access_log = false
+log_level = "debug"
+health_details = "all"
 `,
 		"notes.toml": `enabled = true
 hostnames = ["Notes.Example.com.", "*.notes.example.com"]
@@ -536,11 +548,14 @@ key_file = "/nonexistent/legacy.key"
 	want := &Config{
 		Dir: dir,
 		Server: Server{
-			File:         filepath.Join(dir, "mcpgate.toml"),
-			HTTPS:        []string{"127.0.0.1:8443", "[::1]:8443"},
-			HTTP:         []string{},
-			StateDir:     filepath.Join(dir, "state"),
-			DrainTimeout: 90 * time.Second,
+			File:          filepath.Join(dir, "mcpgate.toml"),
+			HTTPS:         []string{"127.0.0.1:8443", "[::1]:8443"},
+			HTTP:          []string{},
+			StateDir:      filepath.Join(dir, "state"),
+			DrainTimeout:  90 * time.Second,
+			AccessLog:     false,
+			LogLevel:      "debug",
+			HealthDetails: "all",
 		},
 		Proxies: []*Proxy{
 			{
@@ -616,10 +631,13 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantServer := Server{
-		HTTPS:        DefaultHTTPS,
-		HTTP:         DefaultHTTP,
-		StateDir:     DefaultStateDir,
-		DrainTimeout: DefaultDrainTimeout,
+		HTTPS:         DefaultHTTPS,
+		HTTP:          DefaultHTTP,
+		StateDir:      DefaultStateDir,
+		DrainTimeout:  DefaultDrainTimeout,
+		AccessLog:     true,
+		LogLevel:      "info",
+		HealthDetails: "loopback",
 	}
 	if !reflect.DeepEqual(cfg.Server, wantServer) {
 		t.Errorf("Server = %+v, want %+v", cfg.Server, wantServer)

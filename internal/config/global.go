@@ -54,10 +54,13 @@ func (l *loader) global() *loadedGlobal {
 // there is no usable mcpgate.toml; then s is nil too.
 func (l *loader) server(f *file, s *serverTable) *Server {
 	srv := &Server{
-		HTTPS:        slices.Clone(DefaultHTTPS),
-		HTTP:         slices.Clone(DefaultHTTP),
-		StateDir:     DefaultStateDir,
-		DrainTimeout: DefaultDrainTimeout,
+		HTTPS:         slices.Clone(DefaultHTTPS),
+		HTTP:          slices.Clone(DefaultHTTP),
+		StateDir:      DefaultStateDir,
+		DrainTimeout:  DefaultDrainTimeout,
+		AccessLog:     true,
+		LogLevel:      DefaultLogLevel,
+		HealthDetails: DefaultHealthDetails,
 	}
 	// systemd's StateDirectory= sets this; it may list several, colon-separated.
 	if env, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); env != "" {
@@ -92,6 +95,24 @@ func (l *loader) server(f *file, s *serverTable) *Server {
 			f.errorf(p.key("pprof_dir"), "must not be empty (omit it to turn profiling off)")
 		} else {
 			srv.PprofDir = l.path(*s.PprofDir)
+		}
+	}
+	if s.AccessLog != nil {
+		srv.AccessLog = *s.AccessLog
+	}
+	if s.LogLevel != nil {
+		if slices.Contains(LogLevels, *s.LogLevel) {
+			srv.LogLevel = *s.LogLevel
+		} else {
+			f.errorf(p.key("log_level"), `%q: must be "debug", "info", "warn" or "error"`, *s.LogLevel)
+		}
+	}
+	if s.HealthDetails != nil {
+		switch v := *s.HealthDetails; v {
+		case HealthDetailsLoopback, HealthDetailsAll:
+			srv.HealthDetails = v
+		default:
+			f.errorf(p.key("health_details"), `%q: must be "loopback" (version and build only for clients on this machine) or "all"`, v)
 		}
 	}
 	for i, raw := range s.ProxyProtocolFrom {

@@ -42,6 +42,10 @@ type serverTable struct {
 	// PprofDir, when set, makes every worker serve Go's profiler on a
 	// unix socket there (for operators and make bench).
 	PprofDir *string `toml:"pprof_dir"`
+	// AccessLog, LogLevel and HealthDetails: see Server.
+	AccessLog     *bool   `toml:"access_log"`
+	LogLevel      *string `toml:"log_level"`
+	HealthDetails *string `toml:"health_details"`
 }
 
 // oauthTable is [oauth]: the authorization server every proxy host runs.

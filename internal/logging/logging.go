@@ -4,14 +4,20 @@
 package logging
 
 import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // New returns a logger writing to w: JSON unless w is a terminal, where
@@ -45,11 +51,28 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// Access wraps h with the access log: one line per request.
+// Access wraps h with the access log: one line per request, written when
+// h returns. log nil means no line ([server] access_log = false); the
+// request id is handled either way, since backends and clients correlate
+// by it. The line never holds a query string (OAuth codes travel there),
+// a header value other than the user agent, or a body.
 func Access(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		// One allocation for the response recorder and the request record.
 		rec := &recorder{ResponseWriter: w}
+		rec.req.ID = requestID(r.Header)
+		w.Header().Set(RequestIDHeader, rec.req.ID)
+		var body *countingBody
+		if r.Body != nil && r.Body != http.NoBody {
+			body = &countingBody{ReadCloser: r.Body}
+			r.Body = body
+		}
+		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, &rec.req))
+		if log == nil || !log.Enabled(r.Context(), slog.LevelInfo) {
+			h.ServeHTTP(rec, r)
+			return
+		}
 		defer func() {
 			status := rec.status
 			if status == 0 {
@@ -60,19 +83,135 @@ func Access(log *slog.Logger, h http.Handler) http.Handler {
 					status = 499
 				}
 			}
-			log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			var in int64
+			if body != nil {
+				in = body.n
+			}
+			attrs := make([]slog.Attr, 0, 16)
+			attrs = append(attrs,
 				slog.String("client", r.RemoteAddr),
 				slog.String("method", r.Method),
 				slog.String("host", r.Host),
 				slog.String("path", r.URL.Path),
 				slog.String("proto", r.Proto),
 				slog.Int("status", status),
-				slog.Int64("bytes", rec.bytes),
-				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+				slog.Int64("bytes_in", in),
+				slog.Int64("bytes_out", rec.bytes),
+				slog.Float64("duration_ms", millis(time.Since(start))),
 			)
+			if rec.req.Upstream > 0 {
+				attrs = append(attrs, slog.Float64("upstream_ms", millis(rec.req.Upstream)))
+			}
+			if p := rec.req.Principal; p != nil {
+				attrs = append(attrs, slog.String("user", p.Login), slog.String("client_id", p.ClientID))
+			}
+			attrs = append(attrs,
+				slog.String("user_agent", clean(r.Header.Get("User-Agent"), maxUserAgent)),
+				slog.String("request_id", rec.req.ID),
+			)
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		}()
 		h.ServeHTTP(rec, r)
 	})
+}
+
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// RequestIDHeader carries the request id to the backend and back to the
+// client.
+const RequestIDHeader = "X-Request-Id"
+
+// Request is what the access log learns about a request from the handlers
+// it wraps, through the request's context (RequestFrom). Only the
+// goroutine serving the request writes it; the access log reads it after
+// that handler has returned, so it needs no lock.
+type Request struct {
+	// ID is the client's X-Request-Id when well-formed, else generated.
+	ID string
+	// Principal is who the bearer check verified; nil for requests that
+	// did not pass it (OAuth endpoints, public paths, refusals).
+	Principal *identity.Principal
+	// Upstream is the time from sending the request to the backend to its
+	// response headers; 0 when the request was not proxied.
+	Upstream time.Duration
+}
+
+type requestKey struct{}
+
+// RequestFrom returns the record Access put into ctx, or nil outside Access.
+func RequestFrom(ctx context.Context) *Request {
+	r, _ := ctx.Value(requestKey{}).(*Request)
+	return r
+}
+
+// maxRequestID bounds a client's X-Request-Id; longer ones are replaced.
+const maxRequestID = 128
+
+// requestID returns the client's X-Request-Id if it is one well-formed
+// value, else a new random one: an id is copied into logs and to the
+// backend, so it must be short and harmless.
+func requestID(h http.Header) string {
+	if v := h[RequestIDHeader]; len(v) == 1 && validRequestID(v[0]) {
+		return v[0]
+	}
+	var b [16]byte
+	// Not a secret, only unique: the runtime's per-thread generator is
+	// fast enough for every request.
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+	return hex.EncodeToString(b[:])
+}
+
+// validRequestID: 1 to 128 characters of [A-Za-z0-9._-] (UUIDs, hex and
+// base64url ids all fit).
+func validRequestID(s string) bool {
+	if s == "" || len(s) > maxRequestID {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// maxUserAgent bounds the user agent in the access log.
+const maxUserAgent = 256
+
+// clean truncates s to max bytes and replaces every byte outside printable
+// ASCII with '?': a client-chosen string must not forge log lines or
+// terminal escapes wherever the log is read.
+func clean(s string, max int) string {
+	ok := len(s) <= max
+	for i := 0; ok && i < len(s); i++ {
+		ok = s[i] >= 0x20 && s[i] < 0x7f
+	}
+	if ok {
+		return s
+	}
+	b := make([]byte, min(len(s), max))
+	for i := range b {
+		if c := s[i]; c >= 0x20 && c < 0x7f {
+			b[i] = c
+		} else {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+// countingBody counts the request body bytes the handler read.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
 }
 
 // recorder notes status and size; Unwrap keeps http.ResponseController
@@ -81,6 +220,7 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	req    Request // in the request's context
 }
 
 func (r *recorder) WriteHeader(code int) {

@@ -6,6 +6,9 @@ import (
 	"mime"
 	"net/http"
 	"sync/atomic"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/logging"
 )
 
 // endTransport lets a draining worker end open streams cleanly: when
@@ -21,7 +24,13 @@ type endTransport struct {
 func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	filter1xx(req)
 	ctx, cancel := context.WithCancel(req.Context())
+	start := time.Now()
 	res, err := t.rt.RoundTrip(req.WithContext(ctx))
+	// RoundTrip returns with the response headers: the backend's share of
+	// the request's time, for the access log.
+	if rec := logging.RequestFrom(ctx); rec != nil {
+		rec.Upstream = time.Since(start)
+	}
 	if err != nil {
 		cancel()
 		return nil, err

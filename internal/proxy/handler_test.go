@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/logging"
 )
 
 func upstreamOf(t *testing.T, raw string) config.Upstream {
@@ -400,5 +401,63 @@ func TestEndStreams(t *testing.T) {
 				t.Fatal("stream still open after EndStreams")
 			}
 		})
+	}
+}
+
+// TestRequestID: the backend gets the access log's request id (never a
+// client's unchecked one), the client gets that id once (the backend's own
+// is dropped), and the record learns the backend's time to headers.
+func TestRequestID(t *testing.T) {
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", "backend-id")
+		time.Sleep(20 * time.Millisecond)
+		json.NewEncoder(w).Encode(seen{Header: r.Header})
+	}))
+	defer b.Close()
+	p := &config.Proxy{Name: "notes", Target: upstreamOf(t, b.URL), Timeouts: config.Timeouts{Connect: time.Second, ResponseHeader: 5 * time.Second}}
+	inner, err := New(p, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var upstream time.Duration
+	logged := httptest.NewServer(logging.Access(nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner.ServeHTTP(w, r)
+		upstream = logging.RequestFrom(r.Context()).Upstream
+	})))
+	defer logged.Close()
+	bare := httptest.NewServer(inner)
+	defer bare.Close()
+
+	for _, tc := range []struct {
+		name, url, sent, backend string
+	}{
+		{"well-formed id", logged.URL, "abc-123", "abc-123"},
+		{"malformed id", logged.URL, "a b", ""},          // "" = generated: 32 hex
+		{"without the access log", bare.URL, "a b", "-"}, // "-" = none, either way
+	} {
+		req, _ := http.NewRequest("GET", tc.url+"/mcp", nil)
+		req.Header.Set("X-Request-Id", tc.sent)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s seen
+		json.NewDecoder(res.Body).Decode(&s)
+		res.Body.Close()
+		toBackend, toClient := s.Header.Values("X-Request-Id"), res.Header.Values("X-Request-Id")
+		switch {
+		case tc.backend == "-" && (len(toBackend) != 0 || len(toClient) != 0):
+			t.Errorf("%s: backend got X-Request-Id %q, client %q, want none", tc.name, toBackend, toClient)
+		case tc.backend == "-":
+		case len(toBackend) != 1 || len(toClient) != 1 || toBackend[0] != toClient[0]:
+			t.Errorf("%s: backend got %q, client got %q; want one id, the same", tc.name, toBackend, toClient)
+		case tc.backend != "" && toBackend[0] != tc.backend:
+			t.Errorf("%s: id %q, want %q", tc.name, toBackend[0], tc.backend)
+		case tc.backend == "" && len(toBackend[0]) != 32:
+			t.Errorf("%s: id %q, want a generated one", tc.name, toBackend[0])
+		}
+	}
+	if upstream < 20*time.Millisecond || upstream > 5*time.Second {
+		t.Errorf("recorded upstream time %v, want the backend's 20ms or a little more", upstream)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/identity"
+	"github.com/mcpgate/mcpgate/internal/logging"
 )
 
 // IdentityPrefix is reserved for headers mcpgate sets for the backend; any
@@ -181,6 +182,13 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 		out.Set(IdentityPrefix+"Scopes", who.Scope())
 		out.Set(IdentityPrefix+"Client-Id", who.ClientID)
 	}
+	// The access log's id, which it checked; a client's own id never
+	// passes unchecked.
+	if rec := logging.RequestFrom(pr.In.Context()); rec != nil {
+		out[logging.RequestIDHeader] = []string{rec.ID}
+	} else {
+		out.Del(logging.RequestIDHeader)
+	}
 	if h.cfg.PreserveHost {
 		pr.Out.Host = pr.In.Host
 	}
@@ -203,6 +211,9 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	// progress) along with the backend's: the backend may clear its own
 	// with Set-Cookie, never the gateway's.
 	res.Header.Del("Clear-Site-Data")
+	// The client already has the gateway's request id (set by the access
+	// log); the backend's copy would make it two.
+	res.Header.Del(logging.RequestIDHeader)
 	for _, k := range h.headers.RemoveResponse {
 		res.Header.Del(k)
 	}

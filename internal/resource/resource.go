@@ -14,6 +14,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/identity"
+	"github.com/mcpgate/mcpgate/internal/logging"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
@@ -119,6 +120,9 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 		// No token passthrough: the backend gets mcpgate's word for who
 		// this is, never the client's credential.
 		r.Header.Del("Authorization")
+		if rec := logging.RequestFrom(r.Context()); rec != nil {
+			rec.Principal = who // who made the request, for the access log
+		}
 		ctx := proxy.WithIdentity(r.Context(), who)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})

@@ -44,7 +44,7 @@ type proc struct {
 type spawner struct {
 	exe       string
 	configDir string
-	logLevel  string // passed on to workers
+	logLevel  string // passed on to workers; "" = the spec's
 	stderr    *os.File
 	log       *slog.Logger
 	// quic is the shared UDP socket, nil without HTTP/3.
@@ -111,8 +111,12 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 	}
 	name := spec.Proxy.Name
 	args := []string{"worker", name, "--config-dir", s.configDir}
-	if s.logLevel != "" {
-		args = append(args, "--log-level", s.logLevel)
+	level := s.logLevel // serve's --log-level overrides the configuration
+	if level == "" {
+		level = spec.LogLevel
+	}
+	if level != "" {
+		args = append(args, "--log-level", level)
 	}
 	cmd := exec.Command(s.exe, args...)
 	cmd.ExtraFiles = []*os.File{specR, child} // fds 3 and 4: worker.FdSpec, worker.FdHandoff

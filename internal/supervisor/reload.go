@@ -162,6 +162,9 @@ func (s *Supervisor) warnUnappliable(cfg *config.Config) {
 	if old.StateDir != cfg.Server.StateDir {
 		s.log.Warn("state_dir changed; it applies at the next restart", "running", old.StateDir)
 	}
+	if s.opts.LogLevel == "" && old.LogLevel != cfg.Server.LogLevel {
+		s.log.Warn("log_level changed; the new workers use it, the supervisor at its next restart", "supervisor", old.LogLevel)
+	}
 }
 
 func (s *Supervisor) setLastReload(r *ReloadResult) {

@@ -37,7 +37,8 @@ type Options struct {
 	// replaced file, so after a package upgrade it is the new version).
 	Executable string
 	Log        *slog.Logger
-	// LogLevel is passed on to workers ("" = their default).
+	// LogLevel is passed on to workers; "" = [server] log_level of the
+	// configuration each worker runs.
 	LogLevel string
 	// Notify sends a systemd notification; default: sd_notify.
 	Notify func(state string)
@@ -208,14 +209,17 @@ func Run(ctx context.Context, opts Options) error {
 
 func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
 	return worker.Spec{
-		Proxy:        p,
-		StateDir:     cfg.Server.StateDir,
-		DrainTimeout: cfg.Server.DrainTimeout,
-		HTTPSPort:    s.httpsPort(),
-		OAuth:        cfg.OAuth,
-		Gateway:      cfg.Enabled(),
-		QUIC:         s.quic.spec(p.HTTP3),
-		PprofDir:     cfg.Server.PprofDir,
+		Proxy:         p,
+		StateDir:      cfg.Server.StateDir,
+		DrainTimeout:  cfg.Server.DrainTimeout,
+		HTTPSPort:     s.httpsPort(),
+		OAuth:         cfg.OAuth,
+		Gateway:       cfg.Enabled(),
+		QUIC:          s.quic.spec(p.HTTP3),
+		PprofDir:      cfg.Server.PprofDir,
+		AccessLogOff:  !cfg.Server.AccessLog,
+		HealthDetails: cfg.Server.HealthDetails,
+		LogLevel:      cfg.Server.LogLevel,
 	}
 }
 

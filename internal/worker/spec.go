@@ -36,6 +36,18 @@ type Spec struct {
 	PprofDir string `json:"pprof_dir,omitempty"`
 	// QUIC is set when this worker serves HTTP/3.
 	QUIC *QUICSpec `json:"quic,omitempty"`
+	// The zero values of these three are the defaults, also for a spec
+	// from an older supervisor (a package upgrade reloads before the
+	// supervisor itself is replaced).
+	//
+	// AccessLogOff is [server] access_log = false.
+	AccessLogOff bool `json:"access_log_off,omitempty"`
+	// HealthDetails is [server] health_details; "" is the default,
+	// config.HealthDetailsLoopback.
+	HealthDetails string `json:"health_details,omitempty"`
+	// LogLevel is [server] log_level; the supervisor passes it as the
+	// worker's --log-level unless serve was given one itself.
+	LogLevel string `json:"log_level,omitempty"`
 }
 
 // QUICSpec is what a worker needs for HTTP/3.

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
+	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/logging"
 	"github.com/mcpgate/mcpgate/internal/policy"
@@ -169,7 +171,7 @@ func (w *Worker) run() error {
 	w.tlsL = handoff.NewListener(&net.UnixAddr{Name: "handoff-https", Net: "unixpacket"})
 	w.httpL = handoff.NewListener(&net.UnixAddr{Name: "handoff-http", Net: "unixpacket"})
 
-	chain := logging.Access(w.log, w.handler())
+	chain := logging.Access(w.accessLog(), w.handler())
 	tlsConf := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cert},
@@ -188,7 +190,7 @@ func (w *Worker) run() error {
 		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
 	}
 	w.http = &http.Server{
-		Handler:           logging.Access(w.log, http.HandlerFunc(w.redirect)),
+		Handler:           logging.Access(w.accessLog(), http.HandlerFunc(w.redirect)),
 		ConnState:         w.countConns,
 		ConnContext:       connContext,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -475,16 +477,39 @@ func (w *Worker) health(rw http.ResponseWriter, r *http.Request) {
 	}
 	rw.Header().Set("Content-Type", "application/json")
 	rw.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(rw).Encode(map[string]any{
-		"status":      "ok",
-		"proxy":       w.spec.Proxy.Name,
-		"version":     buildinfo.Version(),
-		"build_id":    buildinfo.ID(),
-		"pid":         os.Getpid(),
-		"config_hash": w.spec.Proxy.Hash,
-		"started":     w.started.UTC().Format(time.RFC3339),
-		"generation":  w.spec.Generation,
-	})
+	h := map[string]any{
+		"status": "ok",
+		"proxy":  w.spec.Proxy.Name,
+	}
+	if w.healthDetails(r) {
+		h["version"] = buildinfo.Version()
+		h["build_id"] = buildinfo.ID()
+		h["pid"] = os.Getpid()
+		h["config_hash"] = w.spec.Proxy.Hash
+		h["started"] = w.started.UTC().Format(time.RFC3339)
+		h["generation"] = w.spec.Generation
+	}
+	json.NewEncoder(rw).Encode(h)
+}
+
+// healthDetails reports whether r may see the worker's version, build and
+// process: the exact version tells an attacker which advisories apply, so
+// by default only clients on this machine (the address after the PROXY
+// header, so a load balancer on loopback does not count as local).
+func (w *Worker) healthDetails(r *http.Request) bool {
+	if w.spec.HealthDetails == config.HealthDetailsAll {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// accessLog is the access log's logger, nil when it is turned off.
+func (w *Worker) accessLog() *slog.Logger {
+	if w.spec.AccessLogOff {
+		return nil
+	}
+	return w.log
 }
 
 // redirect answers the plain-HTTP listener: 308 to the same URL on HTTPS.

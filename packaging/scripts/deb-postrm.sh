@@ -1,7 +1,9 @@
 #!/bin/sh
 # mcpgate postrm (deb). $1: remove, purge, upgrade, ...
-# /etc/mcpgate (with every proxy file) and /var/lib/mcpgate are removed on
-# purge only. The mcpgate user stays: files it owned may remain elsewhere.
+# Purge removes /var/lib/mcpgate and the shipped /etc/mcpgate/mcpgate.toml;
+# files the administrator created under /etc/mcpgate (proxy files,
+# credentials) stay. The mcpgate user stays: files it owned may remain
+# elsewhere.
 set -e
 
 units="mcpgate.socket mcpgate-http.socket mcpgate-quic.socket"
@@ -28,6 +30,12 @@ if [ -x /usr/bin/deb-systemd-helper ]; then
 fi
 
 if [ "$1" = purge ]; then
-	rm -rf /etc/mcpgate /var/lib/mcpgate /run/mcpgate
+	# The state is the package's own: signing keys, the OAuth store,
+	# self-signed certificates.
+	rm -rf /var/lib/mcpgate /run/mcpgate
+	# dpkg has deleted the one file shipped here (mcpgate.toml). Proxy files
+	# and credentials are the administrator's: they stay, and with them
+	# their directories.
+	rmdir /etc/mcpgate/credentials /etc/mcpgate 2>/dev/null || true
 fi
 exit 0

@@ -6,8 +6,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -99,19 +97,7 @@ func TestAttackWildcardConnectionForeignHost(t *testing.T) {
 
 	for _, pc := range protoCases {
 		t.Run(pc.name, func(t *testing.T) {
-			alpn := []string{"h2", "http/1.1"}
-			if pc.cfg.HTTP1Only {
-				alpn = []string{"http/1.1"}
-			}
-			tr := &http.Transport{
-				DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-					d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: g.TLSConfig("x.corp.test", alpn...)}
-					return d.DialContext(ctx, "tcp", g.HTTPSAddr)
-				},
-				ForceAttemptHTTP2: !pc.cfg.HTTP1Only,
-			}
-			g.Track(tr)
-			c := &http.Client{Transport: tr}
+			c := sniClient(g, "x.corp.test", pc.cfg)
 			for _, host := range []string{"secret.corp.test", "SECRET.corp.test.", "secret.corp.test:443"} {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://x.corp.test/steal", nil)

@@ -3,9 +3,11 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -26,6 +28,25 @@ type protoCase struct {
 var protoCases = []protoCase{
 	{"h2", harness.ClientConfig{}, "HTTP/2.0"},
 	{"http1", harness.ClientConfig{HTTP1Only: true}, "HTTP/1.1"},
+}
+
+// sniClient makes every connection to the gateway with SNI sni, whatever
+// the request's URL and Host: the way a coalescing HTTP/2 client or a
+// domain-fronting attacker reuses one connection for another name.
+func sniClient(g *harness.Gateway, sni string, cfg harness.ClientConfig) *http.Client {
+	alpn := []string{"h2", "http/1.1"}
+	if cfg.HTTP1Only {
+		alpn = []string{"http/1.1"}
+	}
+	tr := &http.Transport{
+		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: g.TLSConfig(sni, alpn...)}
+			return d.DialContext(ctx, "tcp", g.HTTPSAddr)
+		},
+		ForceAttemptHTTP2: !cfg.HTTP1Only,
+	}
+	g.Track(tr)
+	return &http.Client{Transport: tr}
 }
 
 // get does a GET bounded by 10s and returns the response with its body read.

@@ -143,6 +143,7 @@ type backendSpy struct {
 	requests int
 	authz    []string      // guarded by mu; every Authorization header seen
 	identity []http.Header // guarded by mu; the X-Mcpgate-* headers of each request
+	reqIDs   [][]string    // guarded by mu; the X-Request-Id values of each request
 }
 
 func newBackendSpy(t *testing.T, name string) *backendSpy {
@@ -168,6 +169,7 @@ func newBackendSpy(t *testing.T, name string) *backendSpy {
 		s.requests++
 		s.authz = append(s.authz, r.Header.Values("Authorization")...)
 		s.identity = append(s.identity, id)
+		s.reqIDs = append(s.reqIDs, r.Header.Values("X-Request-Id"))
 		s.mu.Unlock()
 		rp.ServeHTTP(w, r)
 	}))
@@ -184,6 +186,14 @@ func (s *backendSpy) seen() (int, []string, []http.Header) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.requests, append([]string(nil), s.authz...), append([]http.Header(nil), s.identity...)
+}
+
+// requestIDs returns the X-Request-Id values of each request the backend
+// received.
+func (s *backendSpy) requestIDs() [][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][]string(nil), s.reqIDs...)
 }
 
 // flowStep is one response a user agent received during an authorization

@@ -36,7 +36,9 @@ const refreshGrace = time.Second
 // hand-made requests against one gateway with three protected proxies:
 // metadata, challenges, CORS, token responses, and the attacks of the
 // issue's negative-test list, each with its exact status and OAuth error.
-// The subtests run in order: several switch who fakegithub signs in.
+// Each subtest stands alone (any one passes with -run on its own); they run
+// one after another, not in parallel, because several switch whom
+// fakegithub signs in.
 func TestOAuthProtocol(t *testing.T) {
 	t.Parallel()
 	introspectSecret := "e2e-resource-server-secret-42"

@@ -46,19 +46,7 @@ func TestRouting(t *testing.T) {
 	for _, pc := range protoCases {
 		t.Run(pc.name+"/misdirected", func(t *testing.T) {
 			// Every connection is made with SNI alpha.test, whatever the URL.
-			alpn := []string{"h2", "http/1.1"}
-			if pc.cfg.HTTP1Only {
-				alpn = []string{"http/1.1"}
-			}
-			tr := &http.Transport{
-				DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-					d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: g.TLSConfig("alpha.test", alpn...)}
-					return d.DialContext(ctx, "tcp", g.HTTPSAddr)
-				},
-				ForceAttemptHTTP2: !pc.cfg.HTTP1Only,
-			}
-			g.Track(tr)
-			c := &http.Client{Transport: tr}
+			c := sniClient(g, "alpha.test", pc.cfg)
 
 			resp, er := getEcho(t, c, "https://alpha.test/ok", nil)
 			if er.Backend != "alpha" || resp.Proto != pc.proto {

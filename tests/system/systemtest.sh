@@ -10,11 +10,13 @@
 #          200 over TLS with HTTP/2 (socket activation starts the service)
 #   b      second proxy file, systemctl reload mcpgate -> 0, it serves
 #   c      broken file, systemctl reload mcpgate -> non-zero, the journal
-#          shows file:line, both hostnames still serve
+#          shows file:line, once at -p warning (no info lines there: those,
+#          the access log among them, are at -p info); both hostnames serve
 #   d      apt install of the newer package while a request loop runs: every
 #          worker reports the new build id, the loop saw no failure
 #   e      systemctl stop mcpgate.service mcpgate.socket -> no mcpgate
-#          process; apt remove keeps config and state, apt purge removes them
+#          process; apt remove keeps config and state, apt purge removes the
+#          state and the shipped mcpgate.toml, not the administrator's files
 #   rpm    the .rpm's scriptlets with the same systemd: install enables and
 #          starts the sockets, upgrade reloads to the new build, erase stops
 #          and disables, keeping config and state
@@ -314,7 +316,24 @@ install_v1() {
 	cx man -w mcpgate >/dev/null 2>&1 || fail "install: man mcpgate finds no page"
 	cx test -s /usr/share/doc/mcpgate/mcpgate-help.txt || fail "install: no /usr/share/doc/mcpgate/mcpgate-help.txt"
 	cx test -f /usr/share/doc/mcpgate/examples/notes.toml || fail "install: no example proxy file"
+	cx grep -qx 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/' /usr/share/doc/mcpgate/copyright ||
+		fail "install: /usr/share/doc/mcpgate/copyright is not a machine-readable copyright file"
+	cx grep -qx 'License: Apache-2.0' /usr/share/doc/mcpgate/copyright || fail "install: the copyright file names no Apache-2.0 license"
+	cx test -s /usr/share/common-licenses/Apache-2.0 || fail "install: the copyright file points to a missing /usr/share/common-licenses/Apache-2.0"
 	cx mcpgate check >>"$LOG" 2>&1 || fail "install: mcpgate check of the shipped /etc/mcpgate"
+	# README, "Running it in production": a secret in a credential is
+	# checked the way the service sees it, through systemd-run.
+	cx mkdir -p /tmp/cred-conf
+	printf '[oauth]\ncallback_url = "https://probe.test/oauth/callback"\nallowed_users = ["*"]\n[idp.github]\nclient_id = "probe"\nclient_secret_credential = "mcpgate_probe.secret"\n' |
+		write /tmp/cred-conf/mcpgate.toml
+	printf 'hostnames = ["probe.test"]\ntarget = "http://127.0.0.1:9"\n[tls]\nself_signed = true\n' | write /tmp/cred-conf/probe.toml
+	echo probe-secret | write /etc/mcpgate/credentials/probe.secret 0600
+	cx mcpgate check --config-dir /tmp/cred-conf >>"$LOG" 2>&1 &&
+		fail "install: mcpgate check in a shell resolved a credential it cannot see"
+	cx systemd-run --quiet --pipe --wait -p LoadCredential=mcpgate:/etc/mcpgate/credentials \
+		/usr/bin/mcpgate check --config-dir /tmp/cred-conf >>"$LOG" 2>&1 </dev/null ||
+		fail "install: the README's systemd-run ... mcpgate check does not see the credential"
+	cx rm -rf /tmp/cred-conf /etc/mcpgate/credentials/probe.secret
 	pass "install: apt install ./$(basename "$DEB1"): user, directories, sockets enabled and listening, service idle"
 }
 
@@ -459,6 +478,9 @@ step_b() {
 step_c() {
 	begin "(c) broken proxy file, rejected reload"
 	local line rc=0 out
+	# One request to find in the access log below.
+	cx curl -sS --http2 --max-time 15 --resolve notes.test:443:127.0.0.1 --cacert /var/lib/mcpgate/tls/notes.crt \
+		-H 'X-Request-Id: systest-c' -o /dev/null https://notes.test/systest >>"$LOG" 2>&1 || fail "(c) request with an id"
 	cx cp /etc/mcpgate/docs.toml /root/docs.toml.good
 	cx /bin/sh -c 'echo "bogus_key = true" >>/etc/mcpgate/docs.toml'
 	line=$(cx wc -l </dev/null /etc/mcpgate/docs.toml | awk '{print $1}')
@@ -473,6 +495,19 @@ step_c() {
 	done
 	[ -n "$found" ] || fail "(c) journalctl -u mcpgate has no '$want'"
 	note "journal: $found"
+	# Priorities: the error once at warning or above, and none of the info
+	# lines (worker start, access log) there; at info they all are.
+	local warn info n
+	warn=$(cx journalctl -u mcpgate -p warning -o cat --no-pager)
+	n=$(grep -cF "$want" <<<"$warn" || true)
+	[ "$n" = 1 ] || fail "(c) journalctl -u mcpgate -p warning shows '$want' $n times, want once: $(grep -F "$want" <<<"$warn")"
+	if grep -E '"msg":"(worker serving|request)"' <<<"$warn" >/dev/null; then
+		fail "(c) journalctl -p warning shows info lines: $(grep -m2 -E '"msg":"(worker serving|request)"' <<<"$warn")"
+	fi
+	info=$(cx journalctl -u mcpgate -p info -o cat --no-pager)
+	grep -q '"msg":"worker serving"' <<<"$info" || fail "(c) journalctl -p info has no 'worker serving' line"
+	grep -q '"request_id":"systest-c"' <<<"$info" || fail "(c) journalctl -p info has no access-log line for request id systest-c"
+	note "journalctl -p warning: the error once, no info lines; -p info: $(grep -m1 '"request_id":"systest-c"' <<<"$info")"
 	expect_200 notes.test notes "(c)"
 	expect_200 docs.test docs "(c)"
 	[ "$(cx systemctl is-active mcpgate.service || true)" = active ] || fail "(c) mcpgate.service is no longer active"
@@ -480,7 +515,7 @@ step_c() {
 	# Repair, so that the upgrade in (d) reloads a valid configuration.
 	cx cp /root/docs.toml.good /etc/mcpgate/docs.toml
 	out=$(cx systemctl reload mcpgate 2>&1) || fail "(c) reload after the repair: $out"
-	pass "(c) reload rejected (exit $rc), journal shows $want, both hostnames still serve"
+	pass "(c) reload rejected (exit $rc), journal shows $want once at -p warning, both hostnames still serve"
 }
 
 # --- d: upgrade under load -------------------------------------------------
@@ -597,15 +632,22 @@ step_e() {
 	pass "(e) apt remove: binary gone; /etc/mcpgate and /var/lib/mcpgate kept"
 
 	begin "(e) apt purge"
+	echo '# the administrator'"'"'s own file' | write /etc/mcpgate/extra.toml
 	cx /bin/sh -c 'DEBIAN_FRONTEND=noninteractive apt purge -y mcpgate' >>"$LOG" 2>&1 </dev/null ||
 		fail "(e) apt purge mcpgate"
-	cx test ! -e /etc/mcpgate || fail "(e) /etc/mcpgate still there after apt purge"
 	cx test ! -e /var/lib/mcpgate || fail "(e) /var/lib/mcpgate still there after apt purge"
+	cx test ! -e /etc/mcpgate/mcpgate.toml || fail "(e) the shipped /etc/mcpgate/mcpgate.toml is still there after apt purge"
+	cx test ! -e /etc/mcpgate/credentials || fail "(e) the empty /etc/mcpgate/credentials is still there after apt purge"
+	for f in extra.toml notes.toml docs.toml; do
+		cx test -f "/etc/mcpgate/$f" || fail "(e) apt purge deleted the administrator's /etc/mcpgate/$f"
+	done
+	# As an administrator would, before the rpm step installs afresh.
+	cx rm -rf /etc/mcpgate
 	left=$(cx /bin/sh -c 'ls /etc/systemd/system/*/mcpgate* 2>/dev/null' || true)
 	[ -z "$left" ] || fail "(e) unit links left after purge: $left"
 	cx dpkg-query -W -f='${Status}' mcpgate 2>/dev/null | grep -q installed &&
 		fail "(e) dpkg still knows mcpgate after purge"
-	pass "(e) apt purge: /etc/mcpgate and /var/lib/mcpgate removed"
+	pass "(e) apt purge: /var/lib/mcpgate and the shipped mcpgate.toml removed; the administrator's files in /etc/mcpgate kept"
 }
 
 # --- rpm: the scriptlets ----------------------------------------------------
