@@ -196,7 +196,9 @@ var start = time.Now()
 // mtime. An mtime less than a second old is treated as changed every
 // time: a coarse file system clock can give two changes the same stamp.
 // Errors keep the current keys, as Refresh does; the periodic Refresh
-// reports them.
+// reports them and retries. The mtime is remembered even then, so a
+// failing Refresh (a rotation that cannot be written, which costs a key
+// generation) is not retried at every request to the public JWKS.
 func (s *Set) fresh() {
 	now := int64(time.Since(start))
 	last := s.lastCheck.Load()
@@ -211,9 +213,8 @@ func (s *Set) fresh() {
 	if m == s.dirMtime.Load() && time.Since(fi.ModTime()) > time.Second {
 		return
 	}
-	if s.Refresh() == nil {
-		s.dirMtime.Store(m)
-	}
+	s.dirMtime.Store(m)
+	s.Refresh()
 }
 
 // PublicKey returns the public key with the given kid, if the set holds it.
