@@ -385,6 +385,13 @@ func cmdGrantsRevoke(fs *flag.FlagSet, args []string) int {
 	return 0
 }
 
+func grantCount(n int) string {
+	if n == 1 {
+		return "1 grant"
+	}
+	return strconv.Itoa(n) + " grants"
+}
+
 func orDash(a, b string) string {
 	if a != "" {
 		return a
@@ -671,9 +678,9 @@ func cmdClientsDelete(fs *flag.FlagSet, args []string) int {
 		return printJSON(result)
 	}
 	if result.Kind == kindDynamic {
-		fmt.Fprintf(stdout, "deleted dynamic client %s with its consents and %d grants; its access tokens are refused within a second\n", id, len(result.Revoked))
+		fmt.Fprintf(stdout, "deleted dynamic client %s with its consents and %s; its access tokens are refused within a second\n", id, grantCount(len(result.Revoked)))
 	} else {
-		fmt.Fprintf(stdout, "revoked %d grants and the consents of metadata-document client %s; it may sign in again, with consent\n", len(result.Revoked), id)
+		fmt.Fprintf(stdout, "revoked %s and the consents of metadata-document client %s; it may sign in again, with consent\n", grantCount(len(result.Revoked)), id)
 	}
 	return 0
 }
