@@ -100,7 +100,7 @@ func writeDocs(dir, tomlFile, date string) error {
 	}
 	for i := range commands {
 		c := &commands[i]
-		if c.hidden {
+		if c.hidden() {
 			continue
 		}
 		if err := writeGz(filepath.Join(dir, "mcpgate-"+c.name+".8.gz"), commandPage(c, date)); err != nil {
@@ -170,10 +170,10 @@ func commandPage(c *command, date string) string {
 	fmt.Fprintf(&b, ".SH NAME\n%s \\- %s\n.SH SYNOPSIS\n.nf\n", roff(name), roff(c.summary))
 	subs := []*command{c}
 	paths := []string{c.name}
-	if c.subs != nil {
+	if c.subs() != nil {
 		subs, paths = nil, nil
-		for i := range c.subs {
-			subs, paths = append(subs, &c.subs[i]), append(paths, c.name+" "+c.subs[i].name)
+		for i := range c.subs() {
+			subs, paths = append(subs, &c.subs()[i]), append(paths, c.name+" "+c.subs()[i].name)
 		}
 	}
 	for i, s := range subs {
@@ -184,12 +184,12 @@ func commandPage(c *command, date string) string {
 		fmt.Fprintf(&b, ".SH DESCRIPTION\n%s\n", roffText(d))
 	}
 	section := "OPTIONS"
-	if c.subs != nil {
+	if c.subs() != nil {
 		section = "COMMANDS"
 	}
 	fmt.Fprintf(&b, ".SH %s\n", section)
 	for i, s := range subs {
-		if c.subs != nil {
+		if c.subs() != nil {
 			fmt.Fprintf(&b, ".SS %s\n%s\n", roff(paths[i]), roff(capitalize(s.summary)))
 			if d := description(paths[i]); d != "" {
 				fmt.Fprintf(&b, ".PP\n%s\n", roffText(d))

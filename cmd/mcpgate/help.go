@@ -57,7 +57,7 @@ func commandOf(fs *flag.FlagSet) (*command, string) {
 	}
 	c := find(commands, words[0])
 	if c != nil && len(words) > 1 {
-		c = find(c.subs, words[1])
+		c = find(c.subs(), words[1])
 	}
 	return c, path
 }
@@ -84,7 +84,7 @@ func printHelp(w io.Writer, fs *flag.FlagSet) {
 // groupUsage is the help of a command group: its subcommands.
 func groupUsage(w io.Writer, c *command) {
 	fmt.Fprintf(w, "usage: mcpgate %s COMMAND [flags]\n\n%s\n\ncommands:\n", c.name, capitalize(c.summary))
-	for _, s := range c.subs {
+	for _, s := range c.subs() {
 		fmt.Fprintf(w, "  %-8s %s\n", s.name, s.summary)
 	}
 	if d := description(c.name); d != "" {
@@ -161,16 +161,16 @@ func bashCompletion() string {
 	flags := map[string][]string{} // "grants list" -> --user ...
 	for i := range commands {
 		c := &commands[i]
-		if c.hidden {
+		if c.hidden() {
 			continue
 		}
 		top = append(top, c.name)
-		if c.subs == nil {
+		if c.subs() == nil {
 			flags[c.name] = flagNames(flagsOf(c, c.name))
 			continue
 		}
-		for j := range c.subs {
-			s := &c.subs[j]
+		for j := range c.subs() {
+			s := &c.subs()[j]
 			groups[c.name] = append(groups[c.name], s.name)
 			flags[c.name+" "+s.name] = flagNames(flagsOf(s, c.name+" "+s.name))
 		}

@@ -26,32 +26,50 @@ const defaultConfigDir = "/etc/mcpgate"
 
 type command struct {
 	name, args, summary string
-	run                 func(fs *flag.FlagSet, args []string) int
-	// subs are the subcommands of a command group (grants, clients, keys,
-	// completion); run is nil then.
-	subs []command
-	// hidden: not in help, completion or man pages (internal commands).
-	hidden bool
+	run                 func(fs *flag.FlagSet, args []string) int // nil for a group (subcommands)
 }
 
 var commands []command
 
+// subcommands are the commands of each group: a command whose run is nil.
+var subcommands map[string][]command
+
+// hiddenCommands are internal: not in help, completion or man pages.
+var hiddenCommands = map[string]bool{"worker": true, "docs": true}
+
+func (c *command) subs() []command {
+	if c.run != nil {
+		return nil
+	}
+	return subcommands[c.name]
+}
+
+func (c *command) hidden() bool { return hiddenCommands[c.name] }
+
 func init() {
+	// Set here, not in the declarations: the commands refer back to the
+	// tables (help), which would be an initialization cycle.
+	subcommands = map[string][]command{
+		"grants":     grantsCommands,
+		"clients":    clientsCommands,
+		"keys":       keysCommands,
+		"completion": completionCommands,
+	}
 	commands = []command{
-		{name: "serve", args: "[--config-dir DIR]", summary: "run the gateway: supervisor plus one worker per proxy", run: cmdServe},
-		{name: "check", args: "[--config-dir DIR]", summary: "validate the configuration; print one line per proxy, or every error", run: cmdCheck},
-		{name: "reload", args: "[--config-dir DIR]", summary: "apply the configuration and the binary on disk to the running gateway; print the verdict", run: cmdReload},
-		{name: "status", args: "[--config-dir DIR] [--json]", summary: "show the supervisor and every worker: pid, state, build, config hash, connections", run: cmdStatus},
-		{name: "upgrade", args: "[--config-dir DIR]", summary: "re-execute the supervisor from the binary on disk without closing a socket, then reload", run: cmdUpgrade},
-		{name: "grants", summary: "list and revoke users' grants (refresh token families)", subs: grantsCommands},
-		{name: "clients", summary: "list, show and delete OAuth clients", subs: clientsCommands},
-		{name: "keys", summary: "list and rotate the token signing keys", subs: keysCommands},
-		{name: "version", summary: "print version and build id (also --version, -V)", run: cmdVersion},
-		{name: "help", args: "[COMMAND [SUBCOMMAND]]", summary: "print the help of mcpgate or of one command", run: cmdHelp},
-		{name: "completion", summary: "print a shell completion script", subs: completionCommands},
-		{name: "devidp", args: "[--listen 127.0.0.1:9000] [--auto-login NAME]", summary: "development only: GitHub-compatible login on loopback where anyone can log in as anyone", run: cmdDevIDP},
-		{name: "worker", args: "PROXY [--config-dir DIR]", summary: "internal: serve one proxy (started by serve)", run: cmdWorker, hidden: true},
-		{name: "docs", args: "--out DIR [--toml FILE]", summary: "internal: write the man pages (packaging)", run: cmdDocs, hidden: true},
+		{"serve", "[--config-dir DIR]", "run the gateway: supervisor plus one worker per proxy", cmdServe},
+		{"check", "[--config-dir DIR]", "validate the configuration; print one line per proxy, or every error", cmdCheck},
+		{"reload", "[--config-dir DIR]", "apply the configuration and the binary on disk to the running gateway; print the verdict", cmdReload},
+		{"status", "[--config-dir DIR] [--json]", "show the supervisor and every worker: pid, state, build, config hash, connections", cmdStatus},
+		{"upgrade", "[--config-dir DIR]", "re-execute the supervisor from the binary on disk without closing a socket, then reload", cmdUpgrade},
+		{"grants", "", "list and revoke users' grants (refresh token families)", nil},
+		{"clients", "", "list, show and delete OAuth clients", nil},
+		{"keys", "", "list and rotate the token signing keys", nil},
+		{"version", "", "print version and build id (also --version, -V)", cmdVersion},
+		{"help", "[COMMAND [SUBCOMMAND]]", "print the help of mcpgate or of one command", cmdHelp},
+		{"completion", "", "print a shell completion script", nil},
+		{"devidp", "[--listen 127.0.0.1:9000] [--auto-login NAME]", "development only: GitHub-compatible login on loopback where anyone can log in as anyone", cmdDevIDP},
+		{"worker", "PROXY [--config-dir DIR]", "internal: serve one proxy (started by serve)", cmdWorker},
+		{"docs", "--out DIR [--toml FILE]", "internal: write the man pages (packaging)", cmdDocs},
 	}
 }
 
@@ -94,7 +112,7 @@ func lookup(args []string) (c *command, path string, rest []string, code int) {
 		usage(stderr)
 		return nil, "", nil, 2
 	}
-	if c.subs == nil {
+	if c.subs() == nil {
 		return c, c.name, args[1:], 0
 	}
 	switch {
@@ -105,7 +123,7 @@ func lookup(args []string) (c *command, path string, rest []string, code int) {
 		groupUsage(stderr, c)
 		return nil, "", nil, 2
 	}
-	sub := find(c.subs, args[1])
+	sub := find(c.subs(), args[1])
 	if sub == nil {
 		fmt.Fprintf(stderr, "mcpgate %s: unknown command %q\n\n", c.name, args[1])
 		groupUsage(stderr, c)
@@ -126,7 +144,7 @@ func find(cs []command, name string) *command {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "mcpgate %s — OAuth 2.1 gateway for MCP servers\n\nusage: mcpgate COMMAND [flags]\n\ncommands:\n", buildinfo.Version())
 	for _, c := range commands {
-		if !c.hidden {
+		if !c.hidden() {
 			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 		}
 	}

@@ -342,7 +342,7 @@ func TestDocs(t *testing.T) {
 		return string(b)
 	}
 	for _, c := range commands {
-		if c.hidden {
+		if c.hidden() {
 			continue
 		}
 		page := read("mcpgate-" + c.name + ".8.gz")
