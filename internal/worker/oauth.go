@@ -21,9 +21,6 @@ import (
 	"github.com/mcpgate/mcpgate/internal/token"
 )
 
-// keyRefresh: how often a worker looks for keys rotated by another.
-const keyRefresh = time.Minute
-
 // oauth is a worker's authorization and resource server.
 type oauth struct {
 	store    store.Store
@@ -52,7 +49,7 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 		return nil, err
 	}
 	o.store = st
-	ks, err := keys.Open(spec.StateDir, keys.Options{RetainFor: oc.AccessTokenTTL + 2*keyRefresh})
+	ks, err := keys.Open(spec.StateDir, keys.Options{RetainFor: keys.RetainFor(oc.AccessTokenTTL)})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -103,7 +100,7 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 
 // maintain refreshes keys and cleans the store now and then.
 func (o *oauth) maintain(ctx context.Context, w *Worker) {
-	t := time.NewTicker(keyRefresh)
+	t := time.NewTicker(keys.RefreshInterval)
 	defer t.Stop()
 	for {
 		select {
