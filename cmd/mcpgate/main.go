@@ -37,6 +37,7 @@ func init() {
 		{"check", "[--config-dir DIR]", "validate the configuration; print one line per proxy, or every error", cmdCheck},
 		{"reload", "[--config-dir DIR]", "apply the configuration and the binary on disk to the running gateway; print the verdict", cmdReload},
 		{"status", "[--config-dir DIR] [--json]", "show the supervisor and every worker: pid, state, build, config hash, connections", cmdStatus},
+		{"certs", "list|renew NAME [--config-dir DIR]", "list the certificates proxies get with ACME, or renew one now", cmdCerts},
 		{"upgrade", "[--config-dir DIR]", "re-execute the supervisor from the binary on disk without closing a socket, then reload", cmdUpgrade},
 		{"version", "", "print version and build id", cmdVersion},
 		{"devidp", "[--listen 127.0.0.1:9000] [--auto-login NAME]", "development only: GitHub-compatible login on loopback where anyone can log in as anyone", cmdDevIDP},
@@ -233,6 +234,10 @@ func cmdStatus(fs *flag.FlagSet, args []string) int {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", w.Proxy, w.PID, w.State, w.BuildID, w.Version, hash, started, w.Connections)
 	}
 	tw.Flush()
+	if certs := managedCerts(st); len(certs) > 0 {
+		fmt.Println("\ncertificates (ACME):")
+		printCerts(os.Stdout, certs)
+	}
 	if r := st.LastReload; r != nil {
 		verdict := "ok"
 		if len(r.Errors) > 0 {

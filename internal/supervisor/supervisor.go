@@ -216,7 +216,17 @@ func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
 		Gateway:      cfg.Enabled(),
 		QUIC:         s.quic.spec(p.HTTP3),
 		PprofDir:     cfg.Server.PprofDir,
+		ACME:         acmeFor(p, cfg.ACME),
 	}
+}
+
+// acmeFor is the CA a worker needs: only for a proxy using ACME, so no
+// other worker starts an ACME client.
+func acmeFor(p *config.Proxy, a *config.ACME) *config.ACME {
+	if !p.TLS.ACME {
+		return nil
+	}
+	return a
 }
 
 // apply starts fresh workers for every enabled proxy of cfg, waits for

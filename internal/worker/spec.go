@@ -3,6 +3,7 @@ package worker
 import (
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/certstatus"
 	"github.com/mcpgate/mcpgate/internal/config"
 )
 
@@ -36,6 +37,8 @@ type Spec struct {
 	PprofDir string `json:"pprof_dir,omitempty"`
 	// QUIC is set when this worker serves HTTP/3.
 	QUIC *QUICSpec `json:"quic,omitempty"`
+	// ACME is the CA, set when the proxy sets [tls] acme = true.
+	ACME *config.ACME `json:"acme,omitempty"`
 }
 
 // QUICSpec is what a worker needs for HTTP/3.
@@ -61,4 +64,6 @@ type Ready struct {
 // Stats is what a worker reports while it runs.
 type Stats struct {
 	Connections int64 `json:"connections"`
+	// Certificates: with [tls] acme = true, one per hostname.
+	Certificates []certstatus.Cert `json:"certificates,omitempty"`
 }

@@ -4,6 +4,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -21,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/acme"
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/logging"
@@ -65,7 +67,9 @@ type Worker struct {
 	proxy       *proxy.Handler
 	policy      *policy.Table
 	oauth       *oauth
-	h3          *h3 // nil without HTTP/3
+	h3          *h3           // nil without HTTP/3
+	acme        *acme.Manager // nil unless the proxy sets [tls] acme = true
+	acmeStop    sync.Once
 
 	serving   sync.WaitGroup // the Serve loops; done once every queued connection was accepted
 	conns     atomic.Int64   // open client connections
@@ -145,11 +149,26 @@ func Run(name string, log *slog.Logger) error {
 	return w.run()
 }
 
-func (w *Worker) run() error {
+func (w *Worker) run() (err error) {
 	p := w.spec.Proxy
-	cert, err := w.certificate()
-	if err != nil {
-		return fmt.Errorf("worker %s: certificate: %w", p.Name, err)
+	tlsConf := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+	if p.TLS.ACME {
+		if w.acme, err = w.startACME(); err != nil {
+			return fmt.Errorf("worker %s: %w", p.Name, err)
+		}
+		defer w.stopACME()
+		tlsConf.GetCertificate = w.acme.GetCertificate
+		// TLS-ALPN-01 validations arrive like any handshake.
+		tlsConf.NextProtos = append(tlsConf.NextProtos, acmeTLS1)
+	} else {
+		cert, err := w.certificate()
+		if err != nil {
+			return fmt.Errorf("worker %s: certificate: %w", p.Name, err)
+		}
+		tlsConf.Certificates = []tls.Certificate{cert}
 	}
 	ph, err := proxy.New(p, w.log)
 	if err != nil {
@@ -170,11 +189,6 @@ func (w *Worker) run() error {
 	w.httpL = handoff.NewListener(&net.UnixAddr{Name: "handoff-http", Net: "unixpacket"})
 
 	chain := logging.Access(w.log, w.handler())
-	tlsConf := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"h2", "http/1.1"},
-	}
 	if w.h3, err = w.startHTTP3(tlsConf, chain); err != nil {
 		return fmt.Errorf("worker %s: %w", p.Name, err)
 	}
@@ -263,6 +277,8 @@ func (w *Worker) receive() {
 			}
 		case handoff.KindDrain:
 			go w.drain()
+		case handoff.KindRenew:
+			go w.renewCert(string(m.Payload))
 		default:
 			if m.File != nil {
 				m.File.Close()
@@ -287,6 +303,8 @@ func (w *Worker) drain() {
 	w.drainOnce.Do(func() {
 		start := time.Now()
 		w.log.Info("draining", "timeout", w.spec.DrainTimeout.String(), "connections", w.conns.Load())
+		// The successor takes over obtaining and renewing: free the locks now.
+		w.stopACME()
 		w.tlsL.Close()
 		w.httpL.Close()
 		// Queued connections are accepted before Serve returns, so
@@ -388,24 +406,24 @@ func (w *Worker) awaitFresh(max time.Duration) {
 	}
 }
 
-// reportStats tells the supervisor the open connection count when it
-// changes, for `mcpgate status`.
+// reportStats tells the supervisor the open connection count and the
+// state of ACME certificates when they change, for `mcpgate status`.
 func (w *Worker) reportStats() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	last := int64(-1)
+	var last []byte
 	for {
 		select {
 		case <-t.C:
+		case <-w.certsChanged():
 		case <-w.drained:
 			return
 		}
-		n := w.conns.Load()
-		if n == last {
+		b, _ := json.Marshal(Stats{Connections: w.conns.Load(), Certificates: w.certStatus()})
+		if bytes.Equal(b, last) {
 			continue
 		}
-		last = n
-		b, _ := json.Marshal(Stats{Connections: n})
+		last = b
 		if err := w.hc.Send(handoff.KindStats, b); err != nil {
 			return
 		}
@@ -487,7 +505,8 @@ func (w *Worker) health(rw http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// redirect answers the plain-HTTP listener: 308 to the same URL on HTTPS.
+// redirect answers the plain-HTTP listener: ACME HTTP-01 challenges, and
+// otherwise 308 to the same URL on HTTPS.
 func (w *Worker) redirect(rw http.ResponseWriter, r *http.Request) {
 	w.markUsed(r.Context().Value(connKey{}))
 	if w.draining.Load() {
@@ -496,6 +515,11 @@ func (w *Worker) redirect(rw http.ResponseWriter, r *http.Request) {
 	host := stripPort(r.Host)
 	if !w.ownsHost(r.Host) {
 		http.Error(rw, "no proxy is set up for this host", http.StatusNotFound)
+		return
+	}
+	// HTTP-01 validations, before the redirect (the CA would follow it
+	// to a host that has no certificate yet).
+	if w.acme != nil && w.acme.HandleHTTPChallenge(rw, r) {
 		return
 	}
 	if port := w.spec.HTTPSPort; port != 0 && port != 443 {
