@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/certstatus"
+	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/supervisor"
 )
 
@@ -33,6 +34,23 @@ func cmdCerts(fs *flag.FlagSet, args []string) int {
 	}
 	fmt.Fprintf(fs.Output(), "mcpgate certs: unknown subcommand %q (list, renew)\n", args[0])
 	return 2
+}
+
+// acmeSummary is `mcpgate check`'s line about the CA, when an enabled
+// proxy uses it ("" otherwise). The CA is not contacted.
+func acmeSummary(cfg *config.Config) string {
+	for _, p := range cfg.Enabled() {
+		if !p.TLS.ACME {
+			continue
+		}
+		a := cfg.ACME
+		email := a.Email
+		if email == "" {
+			email = "none"
+		}
+		return fmt.Sprintf("acme: %s (email: %s, challenges: %s)", a.DirectoryURL, email, strings.Join(a.Challenges, ", "))
+	}
+	return ""
 }
 
 // managedCert is one certificate with the proxy whose worker manages it.

@@ -145,6 +145,9 @@ func cmdCheck(fs *flag.FlagSet, args []string) int {
 	for _, p := range cfg.Proxies {
 		fmt.Println(p.Summary())
 	}
+	if line := acmeSummary(cfg); line != "" {
+		fmt.Println(line)
+	}
 	return 0
 }
 
