@@ -2,15 +2,24 @@ package acme
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/certmagic"
+	acmeproto "github.com/mholt/acmez/v3/acme"
 
 	"github.com/mcpgate/mcpgate/internal/certstatus"
 	"github.com/mcpgate/mcpgate/internal/config"
@@ -116,4 +125,54 @@ func (l *lockedWriter) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestChallengeFromAnotherProcess: a challenge presented by another worker
+// (old or new during a reload) is only in the shared storage; this one
+// answers it anyway, over HTTP-01 and TLS-ALPN-01.
+func TestChallengeFromAnotherProcess(t *testing.T) {
+	state := t.TempDir()
+	m, err := New(Options{
+		Names:    []string{"a.example.com"},
+		ACME:     &config.ACME{DirectoryURL: "https://127.0.0.1:1/dir", Challenges: config.DefaultACMEChallenges},
+		StateDir: state,
+		Log:      slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	// What certmagic's distributed solver stores in the presenting process.
+	chal := acmeproto.Challenge{
+		Type: "http-01", Token: "tok123", KeyAuthorization: "tok123.thumbprint",
+		Identifier: acmeproto.Identifier{Type: "dns", Value: "a.example.com"},
+	}
+	b, _ := json.Marshal(chal)
+	key := path.Join("acme", certmagic.StorageKeys.Safe(m.iss.IssuerKey()), "challenge_tokens", "a.example.com.json")
+	if err := m.cfg.Storage.Store(context.Background(), key, b); err != nil {
+		t.Fatal(err)
+	}
+
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "http://a.example.com/.well-known/acme-challenge/tok123", nil)
+	if !m.HandleHTTPChallenge(rec, req) || rec.Code != http.StatusOK || rec.Body.String() != "tok123.thumbprint" {
+		t.Errorf("HTTP-01 from storage: status %d, body %q; want 200 with the key authorization", rec.Code, rec.Body.String())
+	}
+	rec = httptest.NewRecorder()
+	req = httptest.NewRequest(http.MethodGet, "http://a.example.com/other", nil)
+	if m.HandleHTTPChallenge(rec, req) {
+		t.Error("a request that is no challenge was answered as one")
+	}
+
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	cert, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "a.example.com", SupportedProtos: []string{"acme-tls/1"}, Conn: c1})
+	if err != nil {
+		t.Fatalf("TLS-ALPN-01 from storage: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil || len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "a.example.com" {
+		t.Errorf("TLS-ALPN-01 certificate: %v %v", leaf.DNSNames, err)
+	}
 }
