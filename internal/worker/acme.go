@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/acme"
@@ -17,6 +18,9 @@ const renewTimeout = 5 * time.Minute
 // startACME starts managing the proxy's certificates; the worker serves
 // without waiting for them.
 func (w *Worker) startACME() (*acme.Manager, error) {
+	if w.spec.ACME == nil {
+		return nil, errors.New("acme: the spec names no CA (a supervisor older than this worker?)")
+	}
 	m, err := acme.New(acme.Options{
 		Names:    w.spec.Proxy.Hostnames,
 		ACME:     w.spec.ACME,
