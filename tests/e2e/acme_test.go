@@ -418,5 +418,10 @@ func TestACMECARefuses(t *testing.T) {
 	if _, err := env.handshake("refused.test"); err == nil {
 		t.Error("handshake for refused.test succeeded")
 	}
+	if text := env.g.StatusText(t); !strings.Contains(text, "obtaining (next try") || !strings.Contains(text, "rejectedIdentifier") {
+		t.Errorf("mcpgate status does not show the refusal:\n%s", text)
+	} else {
+		t.Logf("mcpgate status:\n%s", text)
+	}
 	checkFilesProxy(t, env.g)
 }
