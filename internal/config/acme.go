@@ -141,24 +141,28 @@ func (f *file) challenges(p keyPath, in []string) []string {
 	return out
 }
 
-const inlineEAB = "secrets are never written inline: put the HMAC key in a file and set eab_hmac_file"
+const inlineEAB = "secrets are never written inline: put the HMAC key in a file and set eab_hmac_file, or name a systemd credential with eab_hmac_credential"
 
-// eab checks the external account binding: a key id and a file holding
-// the base64url HMAC key, both or neither. The key is read only to check
-// it; its value is never part of an error.
+// eab checks the external account binding: a key id and the base64url
+// HMAC key (a file, or a systemd credential), both or neither. The key is
+// read only to check it; its value is never part of an error.
 func (l *loader) eab(f *file, p keyPath, t *acmeTable, a *ACME) {
 	if t.EABHMAC != nil {
 		f.errorf(p.key("eab_hmac"), inlineEAB)
 	}
-	kp, hp := p.key("eab_kid"), p.key("eab_hmac_file")
+	kp, hp, cp := p.key("eab_kid"), p.key("eab_hmac_file"), p.key("eab_hmac_credential")
+	hasKey := t.EABHMACFile != nil || t.EABHMACCredential != nil
 	switch {
-	case t.EABKeyID == nil && t.EABHMACFile == nil:
+	case t.EABKeyID == nil && !hasKey:
 		return
-	case t.EABHMACFile == nil:
-		f.errorf(kp, "set eab_hmac_file too")
+	case t.EABHMACFile != nil && t.EABHMACCredential != nil:
+		f.errorf(cp, "cannot be combined with eab_hmac_file")
+		return
+	case !hasKey:
+		f.errorf(kp, "set eab_hmac_file or eab_hmac_credential too")
 		return
 	case t.EABKeyID == nil:
-		f.errorf(hp, "set eab_kid too")
+		f.errorf(p, "eab_kid is required with the HMAC key")
 		return
 	}
 	if *t.EABKeyID == "" {
@@ -166,13 +170,23 @@ func (l *loader) eab(f *file, p keyPath, t *acmeTable, a *ACME) {
 	} else {
 		a.EABKeyID = *t.EABKeyID
 	}
-	if *t.EABHMACFile == "" {
+	var path string
+	at := hp
+	switch {
+	case t.EABHMACCredential != nil:
+		at = cp
+		if path = f.credential(cp, *t.EABHMACCredential); path == "" || f.isBad(cp) {
+			return
+		}
+	case *t.EABHMACFile == "":
 		f.errorf(hp, "must not be empty")
 		return
+	default:
+		path = l.path(*t.EABHMACFile)
 	}
-	a.EABHMACFile = l.path(*t.EABHMACFile)
-	if _, err := ReadEABKey(a.EABHMACFile); err != nil {
-		f.errorf(hp, "%v", err)
+	a.EABHMACFile = path
+	if _, err := ReadEABKey(path); err != nil {
+		f.errorf(at, "%v", err)
 	}
 }
 

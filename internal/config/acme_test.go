@@ -60,6 +60,25 @@ eab_hmac_file = "eab.key"
 	}
 }
 
+// TestLoadACMEEABCredential: the HMAC key as a systemd credential.
+func TestLoadACMEEABCredential(t *testing.T) {
+	noEnv(t)
+	dir, creds := t.TempDir(), t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	writeFiles(t, creds, map[string]string{"mcpgate_eab": "c2VjcmV0\n"})
+	writeFiles(t, dir, withAuthOff(map[string]string{
+		"mcpgate.toml": "[acme]\neab_kid = \"k\"\neab_hmac_credential = \"mcpgate_eab\"\n",
+		"notes.toml":   acmeProxy,
+	}))
+	cfg, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ACME.EABKeyID != "k" || cfg.ACME.EABHMACFile != filepath.Join(creds, "mcpgate_eab") {
+		t.Errorf("ACME = %+v", cfg.ACME)
+	}
+}
+
 // TestLoadACMEDefaults: a proxy may use ACME without [acme]: Let's Encrypt,
 // no email, both challenges (as Caddy does).
 func TestLoadACMEDefaults(t *testing.T) {
@@ -127,7 +146,7 @@ $DIR/mcpgate.toml:3: acme.directory_url: http is only allowed for loopback hosts
 $DIR/mcpgate.toml:4: acme.ca_root_file: $DIR/missing.pem: no such file or directory
 $DIR/mcpgate.toml:5: acme.challenges[0]: "dns-01" is not a challenge mcpgate answers (tls-alpn-01, http-01; dns-01 is not supported)
 $DIR/mcpgate.toml:5: acme.challenges[2]: "http-01" is listed more than once
-$DIR/mcpgate.toml:6: acme.eab_hmac: secrets are never written inline: put the HMAC key in a file and set eab_hmac_file
+$DIR/mcpgate.toml:6: acme.eab_hmac: secrets are never written inline: put the HMAC key in a file and set eab_hmac_file, or name a systemd credential with eab_hmac_credential
 $DIR/mcpgate.toml:7: acme.colour: unknown key`,
 		},
 		{
@@ -146,7 +165,7 @@ eab_kid = "kid"
 $DIR/mcpgate.toml:3: acme.directory_url: an ACME directory is reached over https only
 $DIR/mcpgate.toml:4: acme.ca_root_file: $DIR/notpem.txt holds no PEM certificate
 $DIR/mcpgate.toml:5: acme.challenges: name at least one of tls-alpn-01, http-01 (omit the key for both)
-$DIR/mcpgate.toml:6: acme.eab_kid: set eab_hmac_file too`,
+$DIR/mcpgate.toml:6: acme.eab_kid: set eab_hmac_file or eab_hmac_credential too`,
 		},
 		{
 			name: "bad EAB key file, and types",
@@ -162,6 +181,27 @@ eab_hmac_file = "eab.key"
 			want: `$DIR/mcpgate.toml:2: acme.email: "ops@localhost": domain "localhost" has no dot
 $DIR/mcpgate.toml:3: acme.directory_url: expected a string, got integer
 $DIR/mcpgate.toml:5: acme.eab_hmac_file: $DIR/eab.key does not hold a base64url HMAC key`,
+		},
+		{
+			name: "EAB key without kid, and a credential outside systemd",
+			files: map[string]string{
+				"mcpgate.toml": "[acme]\neab_hmac_file = \"eab.key\"\n",
+			},
+			want: `$DIR/mcpgate.toml:1: acme: eab_kid is required with the HMAC key`,
+		},
+		{
+			name: "EAB file and credential together",
+			files: map[string]string{
+				"mcpgate.toml": "[acme]\neab_kid = \"k\"\neab_hmac_file = \"eab.key\"\neab_hmac_credential = \"eab.key\"\n",
+			},
+			want: `$DIR/mcpgate.toml:4: acme.eab_hmac_credential: cannot be combined with eab_hmac_file`,
+		},
+		{
+			name: "EAB credential outside systemd",
+			files: map[string]string{
+				"mcpgate.toml": "[acme]\neab_kid = \"k\"\neab_hmac_credential = \"eab.key\"\n",
+			},
+			want: `$DIR/mcpgate.toml:3: acme.eab_hmac_credential: $CREDENTIALS_DIRECTORY is not set: credentials exist only in a service started by systemd with LoadCredential=; elsewhere use client_secret_file`,
 		},
 		{
 			name: "acme with other certificate sources and wildcards",

@@ -60,8 +60,9 @@ type ACME struct {
 	CARootFile string   `json:"ca_root_file,omitempty"`
 	Challenges []string `json:"challenges"` // a subset of DefaultACMEChallenges, in order
 	// EABKeyID and EABHMACFile are the external account binding some CAs
-	// require; the file holds the base64url HMAC key and is read by the
-	// worker, never copied into the configuration.
+	// require; the file (eab_hmac_file, or the eab_hmac_credential in
+	// $CREDENTIALS_DIRECTORY) holds the base64url HMAC key and is read by
+	// the worker, never copied into the configuration.
 	EABKeyID    string `json:"eab_kid,omitempty"`
 	EABHMACFile string `json:"eab_hmac_file,omitempty"`
 }

@@ -40,7 +40,9 @@ type acmeTable struct {
 	Challenges   *[]string `toml:"challenges"`
 	EABKeyID     *string   `toml:"eab_kid"`
 	EABHMACFile  *string   `toml:"eab_hmac_file"`
-	EABHMAC      any       `toml:"eab_hmac"` // always an error
+	// EABHMACCredential names a systemd credential instead of a file.
+	EABHMACCredential *string `toml:"eab_hmac_credential"`
+	EABHMAC           any     `toml:"eab_hmac"` // always an error
 }
 
 type serverTable struct {
