@@ -15,9 +15,9 @@ const acmeTLS1 = "acme-tls/1"
 // renewTimeout bounds a forced renewal: the CA's validation may be slow.
 const renewTimeout = 5 * time.Minute
 
-// startACME starts managing the proxy's certificates; the worker serves
-// without waiting for them.
-func (w *Worker) startACME() (*acme.Manager, error) {
+// newACME sets up the proxy's certificate manager; run starts it once the
+// worker is ready, and serves without waiting for the certificates.
+func (w *Worker) newACME() (*acme.Manager, error) {
 	if w.spec.ACME == nil {
 		return nil, errors.New("acme: the spec names no CA (a supervisor older than this worker?)")
 	}
@@ -30,7 +30,6 @@ func (w *Worker) startACME() (*acme.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.Start()
 	return m, nil
 }
 

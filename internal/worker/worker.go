@@ -149,14 +149,15 @@ func Run(name string, log *slog.Logger) error {
 	return w.run()
 }
 
-func (w *Worker) run() (err error) {
+func (w *Worker) run() error {
 	p := w.spec.Proxy
+	var err error
 	tlsConf := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2", "http/1.1"},
 	}
 	if p.TLS.ACME {
-		if w.acme, err = w.startACME(); err != nil {
+		if w.acme, err = w.newACME(); err != nil {
 			return fmt.Errorf("worker %s: %w", p.Name, err)
 		}
 		defer w.stopACME()
@@ -229,6 +230,12 @@ func (w *Worker) run() (err error) {
 		return fmt.Errorf("worker %s: reporting ready: %w", p.Name, err)
 	}
 	w.log.Info("worker serving", "build_id", buildinfo.ID(), "generation", w.spec.Generation)
+	if w.acme != nil {
+		// Only now: the CA's validation must find this worker routed to
+		// (or, during a reload, its predecessor, which answers from the
+		// shared storage).
+		w.acme.Start()
+	}
 
 	go w.receive()
 	go w.reportStats()
