@@ -425,3 +425,67 @@ func TestACMECARefuses(t *testing.T) {
 	}
 	checkFilesProxy(t, env.g)
 }
+
+// TestACMECheck: `mcpgate check` validates [acme] and the ACME proxies
+// without contacting the CA: a listener at directory_url sees no
+// connection, good or bad.
+func TestACMECheck(t *testing.T) {
+	t.Parallel()
+	ca, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ca.Close()
+	contacted := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := ca.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			select {
+			case contacted <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	api := harness.NewPebbleAPICert(t)
+	proxy := harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: "http://127.0.0.1:3000", ACME: true}
+
+	good := t.TempDir()
+	harness.WriteConfig(t, good, filepath.Join(good, "state"), harness.NewPKI(t), harness.Options{
+		Proxies: []harness.Proxy{proxy},
+		GlobalTOML: fmt.Sprintf("[acme]\nemail = \"ops@example.com\"\ndirectory_url = \"https://%s/dir\"\nca_root_file = %q\n",
+			ca.Addr(), api.RootFile),
+	})
+	res := harness.Run(t, 30*time.Second, "check", "--config-dir", good)
+	if res.ExitCode != 0 || !strings.Contains(res.Stdout, "tls: acme") || !strings.Contains(res.Stdout, "acme: https://"+ca.Addr().String()+"/dir (email: ops@example.com") {
+		t.Errorf("check: exit %d\n%s%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+
+	bad := t.TempDir()
+	proxy.Hostnames = []string{"alpha.test", "*.alpha.test"}
+	harness.WriteConfig(t, bad, filepath.Join(bad, "state"), harness.NewPKI(t), harness.Options{
+		Proxies:    []harness.Proxy{proxy},
+		GlobalTOML: fmt.Sprintf("[acme]\nemail = \"ops\"\ndirectory_url = \"https://%s/dir\"\nca_root_file = \"missing.pem\"\n", ca.Addr()),
+	})
+	res = harness.Run(t, 30*time.Second, "check", "--config-dir", bad)
+	for _, want := range []string{
+		`mcpgate.toml:6: acme.email: "ops": not an email address (name@example.com)`,
+		`mcpgate.toml:8: acme.ca_root_file: ` + filepath.Join(bad, "missing.pem") + `: no such file or directory`,
+		`alpha.toml:1: hostnames[1]: "*.alpha.test": a wildcard certificate needs the DNS-01 challenge`,
+	} {
+		if !strings.Contains(res.Stderr+res.Stdout, want) {
+			t.Errorf("check output lacks %q:\n%s%s", want, res.Stdout, res.Stderr)
+		}
+	}
+	if res.ExitCode != 1 {
+		t.Errorf("check of a bad [acme]: exit %d, want 1", res.ExitCode)
+	}
+	select {
+	case <-contacted:
+		t.Error("mcpgate check contacted the CA")
+	default:
+	}
+}
