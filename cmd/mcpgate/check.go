@@ -118,6 +118,9 @@ func check(dir string) int {
 	for _, p := range cfg.Proxies {
 		fmt.Fprintln(stdout, p.Summary())
 	}
+	if line := acmeSummary(cfg); line != "" {
+		fmt.Fprintln(stdout, line)
+	}
 	notes = append(notes, tlsWarnings(cfg)...)
 	for _, n := range notes {
 		fmt.Fprintln(stderr, "warning:", n)

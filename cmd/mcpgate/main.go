@@ -53,6 +53,7 @@ func init() {
 		"grants":     grantsCommands,
 		"clients":    clientsCommands,
 		"keys":       keysCommands,
+		"certs":      certsCommands,
 		"completion": completionCommands,
 	}
 	commands = []command{
@@ -60,6 +61,7 @@ func init() {
 		{"check", "[--config-dir DIR]", "validate the configuration; print one line per proxy, or every error", cmdCheck},
 		{"reload", "[--config-dir DIR]", "apply the configuration and the binary on disk to the running gateway; print the verdict", cmdReload},
 		{"status", "[--config-dir DIR] [--json]", "show the supervisor and every worker: pid, state, build, config hash, connections", cmdStatus},
+		{"certs", "", "list the certificates proxies get with ACME, or renew one now", nil},
 		{"upgrade", "[--config-dir DIR]", "re-execute the supervisor from the binary on disk without closing a socket, then reload", cmdUpgrade},
 		{"grants", "", "list and revoke users' grants (refresh token families)", nil},
 		{"clients", "", "list, show and delete OAuth clients", nil},
@@ -348,6 +350,10 @@ func cmdStatus(fs *flag.FlagSet, args []string) int {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", w.Proxy, w.PID, w.State, w.BuildID, w.Version, hash, started, w.Connections)
 	}
 	tw.Flush()
+	if certs := managedCerts(st); len(certs) > 0 {
+		fmt.Println("\ncertificates (ACME):")
+		printCerts(os.Stdout, certs)
+	}
 	if r := st.LastReload; r != nil {
 		verdict := "ok"
 		if len(r.Errors) > 0 {

@@ -38,10 +38,44 @@ const GlobalFile = "mcpgate.toml"
 
 // Config is a validated configuration: the global settings and every proxy.
 type Config struct {
-	Dir     string   `json:"dir"`
-	Server  Server   `json:"server"`
-	OAuth   *OAuth   `json:"oauth,omitempty"` // nil when mcpgate.toml has no [oauth]
-	Proxies []*Proxy `json:"proxies"`         // sorted by Name; includes disabled ones
+	Dir    string `json:"dir"`
+	Server Server `json:"server"`
+	OAuth  *OAuth `json:"oauth,omitempty"` // nil when mcpgate.toml has no [oauth]
+	// ACME is [acme] with its defaults filled in; never nil, since a proxy
+	// may set acme = true without an [acme] table (Let's Encrypt, no email).
+	ACME    *ACME    `json:"acme"`
+	Proxies []*Proxy `json:"proxies"` // sorted by Name; includes disabled ones
+}
+
+// ACME defaults.
+var (
+	DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+	// DefaultACMEChallenges: both challenges that reach mcpgate's own
+	// sockets; the CA picks one it can use.
+	DefaultACMEChallenges = []string{ChallengeTLSALPN, ChallengeHTTP}
+)
+
+// The ACME challenges mcpgate answers. DNS-01 is not among them, which is
+// why wildcard hostnames need certificate files.
+const (
+	ChallengeTLSALPN = "tls-alpn-01"
+	ChallengeHTTP    = "http-01"
+)
+
+// ACME is [acme]: where proxies with [tls] acme = true get certificates.
+type ACME struct {
+	Email        string `json:"email,omitempty"`
+	DirectoryURL string `json:"directory_url"`
+	// CARootFile is an extra trusted root (absolute path, PEM) for talking
+	// to a private ACME server; "" = the system roots only.
+	CARootFile string   `json:"ca_root_file,omitempty"`
+	Challenges []string `json:"challenges"` // a subset of DefaultACMEChallenges, in order
+	// EABKeyID and EABHMACFile are the external account binding some CAs
+	// require; the file (eab_hmac_file, or the eab_hmac_credential in
+	// $CREDENTIALS_DIRECTORY) holds the base64url HMAC key and is read by
+	// the worker, never copied into the configuration.
+	EABKeyID    string `json:"eab_kid,omitempty"`
+	EABHMACFile string `json:"eab_hmac_file,omitempty"`
 }
 
 // OAuth defaults.
@@ -229,6 +263,9 @@ type TLS struct {
 	CertFile   string `json:"cert_file,omitempty"` // absolute
 	KeyFile    string `json:"key_file,omitempty"`  // absolute
 	SelfSigned bool   `json:"self_signed,omitempty"`
+	// ACME: certificates for every hostname (all exact names) come from
+	// the CA of Config.ACME.
+	ACME bool `json:"acme,omitempty"`
 }
 
 // Headers are added to requests to the backend and to responses to clients.

@@ -246,8 +246,8 @@ $DIR/j.toml:2: target: invalid URL: missing ']' in host`,
 $DIR/b.toml:4: tls.cert_file: tls: failed to find any PEM data in certificate input
 $DIR/c.toml:3: tls.key_file: required with cert_file
 $DIR/d.toml:4: tls.self_signed: cannot be combined with cert_file and key_file
-$DIR/e.toml:3: tls: set cert_file and key_file, or self_signed = true
-$DIR/f.toml: tls: set cert_file and key_file, or self_signed = true`,
+$DIR/e.toml:3: tls: set acme = true, or cert_file and key_file (self_signed = true for development)
+$DIR/f.toml: tls: set acme = true, or cert_file and key_file (self_signed = true for development)`,
 		},
 		{
 			name: "bad hostnames",
@@ -557,6 +557,7 @@ key_file = "/nonexistent/legacy.key"
 			LogLevel:      "debug",
 			HealthDetails: "all",
 		},
+		ACME: &ACME{DirectoryURL: DefaultACMEDirectory, Challenges: DefaultACMEChallenges},
 		Proxies: []*Proxy{
 			{
 				Name:      "legacy",
@@ -733,7 +734,7 @@ func TestRelativePaths(t *testing.T) {
 	want := `etc/bad.toml: auth: ` + noOAuthRequired + `
 etc/bad.toml: hostnames: at least one hostname is required
 etc/bad.toml: target: required, e.g. target = "http://127.0.0.1:3000"
-etc/bad.toml: tls: set cert_file and key_file, or self_signed = true
+etc/bad.toml: tls: set acme = true, or cert_file and key_file (self_signed = true for development)
 etc/bad.toml:1: x: unknown key`
 	if err == nil || err.Error() != want {
 		t.Errorf("Load(\"etc\") error:\n%v\nwant:\n%s", err, want)
@@ -838,7 +839,7 @@ required = false
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := cfg.Proxy("notes"); p.hash(nil) != p.Hash {
+	if p := cfg.Proxy("notes"); p.hash(nil, nil) != p.Hash {
 		t.Error("Hash is not the hash of the proxy with Hash empty")
 	}
 }

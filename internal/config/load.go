@@ -40,13 +40,14 @@ func LoadWith(dir string, o Options) (*Config, error) {
 	g := l.global()
 	proxies := l.proxies()
 	oauth := l.oauth(g, proxies)
+	acme := l.acme(g)
 	if len(l.errs) > 0 {
 		l.errs.sort()
 		return nil, l.errs
 	}
-	cfg := &Config{Dir: l.abs, Server: *g.server, OAuth: oauth, Proxies: make([]*Proxy, len(proxies))}
+	cfg := &Config{Dir: l.abs, Server: *g.server, OAuth: oauth, ACME: acme, Proxies: make([]*Proxy, len(proxies))}
 	for i, lp := range proxies {
-		lp.proxy.Hash = lp.proxy.hash(oauth)
+		lp.proxy.Hash = lp.proxy.hash(oauth, acme)
 		cfg.Proxies[i] = lp.proxy
 	}
 	return cfg, nil
@@ -196,15 +197,21 @@ func (l *loader) checkHostnameConflicts(proxies []*loadedProxy) {
 
 // hash identifies the proxy's effective configuration, so a reload can tell
 // which workers need restarting. Every proxy host runs the authorization
-// server and inherits the global user lists, so [oauth] is part of it.
-// encoding/json sorts map keys, which keeps it stable.
-func (p *Proxy) hash(oauth *OAuth) string {
+// server and inherits the global user lists, so [oauth] is part of it; so
+// is [acme] for a proxy that gets its certificates there (only then, so
+// that editing [acme] restarts no other worker). encoding/json sorts map
+// keys, which keeps it stable.
+func (p *Proxy) hash(oauth *OAuth, acme *ACME) string {
 	c := *p
 	c.Hash = ""
+	if !p.TLS.ACME {
+		acme = nil
+	}
 	b, err := json.Marshal(struct {
 		Proxy *Proxy `json:"proxy"`
 		OAuth *OAuth `json:"oauth"`
-	}{&c, oauth})
+		ACME  *ACME  `json:"acme,omitempty"`
+	}{&c, oauth, acme})
 	if err != nil {
 		panic("config: marshal proxy: " + err.Error()) // only plain types inside
 	}
@@ -215,8 +222,11 @@ func (p *Proxy) hash(oauth *OAuth) string {
 // Summary describes the proxy on one line, for `mcpgate check`.
 func (p *Proxy) Summary() string {
 	tls := "files"
-	if p.TLS.SelfSigned {
+	switch {
+	case p.TLS.SelfSigned:
 		tls = "self-signed"
+	case p.TLS.ACME:
+		tls = "acme"
 	}
 	s := fmt.Sprintf("%s: %s -> %s (routes: %d, tls: %s, auth: %s)",
 		p.Name, strings.Join(p.Hostnames, ", "), p.Target.Raw, len(p.Routes), tls, p.Auth.summary())

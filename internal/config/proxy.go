@@ -43,6 +43,9 @@ func (l *loader) proxy(f *file, name, path string, pf *proxyFile) *loadedProxy {
 	}
 	p.Routes = l.routes(f, root.key("routes"), pf.Routes, name)
 	p.TLS = l.certificate(f, root.key("tls"), pf.TLS, p.Enabled)
+	if p.TLS.ACME {
+		f.acmeHostnames(root.key("hostnames"), pf.Hostnames)
+	}
 
 	tp := root.key("timeouts")
 	if d := pf.Timeouts.Connect; d != nil {
@@ -290,12 +293,23 @@ func routePath(s string) (string, error) {
 // certificate checks where the certificate comes from. Key material is only
 // read for enabled proxies: a disabled one may be waiting for its certificate.
 func (l *loader) certificate(f *file, p keyPath, t *tlsTable, enabled bool) TLS {
-	const how = "set cert_file and key_file, or self_signed = true"
+	const how = "set acme = true, or cert_file and key_file (self_signed = true for development)"
 	if t == nil {
 		f.errorf(p, how)
 		return TLS{}
 	}
+	if f.isBad(p.key("acme")) {
+		return TLS{} // reported by bind; "set acme = true" would only confuse
+	}
 	switch {
+	case t.ACME && (t.CertFile != "" || t.KeyFile != ""):
+		f.errorf(p.key("acme"), "cannot be combined with cert_file and key_file")
+		return TLS{}
+	case t.ACME && t.SelfSigned:
+		f.errorf(p.key("acme"), "cannot be combined with self_signed")
+		return TLS{}
+	case t.ACME:
+		return TLS{ACME: true}
 	case t.SelfSigned && (t.CertFile != "" || t.KeyFile != ""):
 		f.errorf(p.key("self_signed"), "cannot be combined with cert_file and key_file")
 		return TLS{}
@@ -329,6 +343,17 @@ func (l *loader) certificate(f *file, p keyPath, t *tlsTable, enabled bool) TLS 
 		}
 	}
 	return out
+}
+
+// acmeHostnames rejects wildcards for a proxy whose certificates come from
+// ACME: a wildcard certificate needs the DNS-01 challenge, and mcpgate
+// answers only the challenges that reach its own sockets.
+func (f *file) acmeHostnames(p keyPath, hosts []string) {
+	for i, h := range hosts {
+		if strings.HasPrefix(h, "*.") && !f.isBad(p.at(i)) {
+			f.errorf(p.at(i), "%q: a wildcard certificate needs the DNS-01 challenge, which mcpgate does not answer: use cert_file and key_file for this proxy", h)
+		}
+	}
 }
 
 // Headers a proxy must manage itself: hop-by-hop headers (RFC 9110 7.6.1)

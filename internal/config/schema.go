@@ -28,6 +28,21 @@ type globalFile struct {
 	Server *serverTable `toml:"server"`
 	OAuth  *oauthTable  `toml:"oauth"`
 	IdP    *idpTable    `toml:"idp"`
+	ACME   *acmeTable   `toml:"acme"`
+}
+
+// acmeTable is [acme]: the CA that proxies with [tls] acme = true get their
+// certificates from.
+type acmeTable struct {
+	Email        *string   `toml:"email"`
+	DirectoryURL *string   `toml:"directory_url"`
+	CARootFile   *string   `toml:"ca_root_file"`
+	Challenges   *[]string `toml:"challenges"`
+	EABKeyID     *string   `toml:"eab_kid"`
+	EABHMACFile  *string   `toml:"eab_hmac_file"`
+	// EABHMACCredential names a systemd credential instead of a file.
+	EABHMACCredential *string `toml:"eab_hmac_credential"`
+	EABHMAC           any     `toml:"eab_hmac"` // always an error
 }
 
 type serverTable struct {
@@ -176,6 +191,7 @@ type tlsTable struct {
 	CertFile   string `toml:"cert_file"`
 	KeyFile    string `toml:"key_file"`
 	SelfSigned bool   `toml:"self_signed"`
+	ACME       bool   `toml:"acme"`
 }
 
 type timeoutsTable struct {

@@ -23,6 +23,7 @@ const (
 	KindDrain byte = 'D' // supervisor → worker: stop taking connections, finish, exit
 	KindReady byte = 'R' // worker → supervisor: JSON Ready, once serving
 	KindStats byte = 'S' // worker → supervisor: JSON Stats
+	KindRenew byte = 'N' // supervisor → worker: renew the ACME certificate named in the payload now
 )
 
 // MaxMessage bounds one message: a PROXY header plus a ClientHello or an

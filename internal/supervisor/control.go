@@ -9,9 +9,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/handoff"
 )
 
 // The control socket lives in the state directory, which the config names,
@@ -32,12 +35,22 @@ func ControlSocketPath(dir string) (string, error) {
 
 type controlRequest struct {
 	Command string `json:"command"`
+	Name    string `json:"name,omitempty"` // renew-cert: the certificate's hostname
 }
 
 type controlResponse struct {
 	Error  string        `json:"error,omitempty"`
 	Reload *ReloadResult `json:"reload,omitempty"`
 	Status *Status       `json:"status,omitempty"`
+	Renew  *RenewResult  `json:"renew,omitempty"`
+}
+
+// RenewResult says which worker was asked to renew a certificate; the
+// outcome shows in its status.
+type RenewResult struct {
+	Name  string `json:"name"`
+	Proxy string `json:"proxy"`
+	PID   int    `json:"pid"`
 }
 
 // listenControl binds the control socket, refusing to take over the socket
@@ -96,6 +109,12 @@ func (s *Supervisor) handleControl(c net.Conn) {
 	case "status":
 		st := s.Status()
 		resp.Status = &st
+	case "renew-cert":
+		r, err := s.renewCert(req.Name)
+		if err != nil {
+			resp.Error = err.Error()
+		}
+		resp.Renew = r
 	case "upgrade":
 		// The answer comes from the next binary, over this same connection,
 		// which the upgrade hands over.
@@ -121,7 +140,11 @@ func Control(ctx context.Context, path, command string) (*controlResponse, error
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	if err := json.NewEncoder(c).Encode(controlRequest{Command: command}); err != nil {
+	return roundTrip(c, controlRequest{Command: command})
+}
+
+func roundTrip(c net.Conn, req controlRequest) (*controlResponse, error) {
+	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return nil, err
 	}
 	var resp controlResponse
@@ -175,6 +198,58 @@ func GetStatus(ctx context.Context, dir string) (*Status, error) {
 		return nil, errors.New("mcpgate sent no status")
 	}
 	return resp.Status, nil
+}
+
+// RenewCert asks the supervisor configured in dir to have the worker that
+// manages the ACME certificate of hostname renew it now.
+func RenewCert(ctx context.Context, dir, hostname string) (*RenewResult, error) {
+	path, err := ControlSocketPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach mcpgate at %s (is it running?): %w", path, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	resp, err := roundTrip(c, controlRequest{Command: "renew-cert", Name: hostname})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Renew == nil {
+		return nil, errors.New("mcpgate sent no renewal result")
+	}
+	return resp.Renew, nil
+}
+
+// renewCert sends a renewal request to the ready worker of the proxy that
+// manages hostname's certificate.
+func (s *Supervisor) renewCert(hostname string) (*RenewResult, error) {
+	name := strings.ToLower(strings.TrimSuffix(hostname, "."))
+	s.mu.Lock()
+	var owner *slot
+	for _, sl := range s.slots {
+		if sl.spec.Proxy.TLS.ACME && slices.Contains(sl.spec.Proxy.Hostnames, name) {
+			owner = sl
+		}
+	}
+	s.mu.Unlock()
+	if owner == nil {
+		return nil, fmt.Errorf("no proxy gets a certificate for %q with ACME", hostname)
+	}
+	p := owner.current()
+	if p == nil {
+		return nil, fmt.Errorf("the worker of proxy %s is not running", owner.Name())
+	}
+	if err := p.hc.Send(handoff.KindRenew, []byte(name)); err != nil {
+		return nil, fmt.Errorf("asking the worker of proxy %s: %w", owner.Name(), err)
+	}
+	s.log.Info("certificate renewal requested", "name", name, "proxy", owner.Name(), "pid", p.pid())
+	return &RenewResult{Name: name, Proxy: owner.Name(), PID: p.pid()}, nil
 }
 
 func replyConn(c net.Conn, res ReloadResult) {

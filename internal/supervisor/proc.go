@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/certstatus"
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/worker"
 )
@@ -290,6 +291,12 @@ func (p *proc) connections() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.stats.Connections
+}
+
+func (p *proc) certificates() []certstatus.Cert {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats.Certificates
 }
 
 func (p *proc) exitErr() error {

@@ -12,6 +12,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
+	"github.com/mcpgate/mcpgate/internal/certstatus"
 	"github.com/mcpgate/mcpgate/internal/config"
 )
 
@@ -199,6 +200,8 @@ type WorkerStatus struct {
 	ConfigHash  string    `json:"config_hash"`
 	Started     time.Time `json:"started"`
 	Connections int64     `json:"connections"`
+	// Certificates: with [tls] acme = true, each hostname's certificate.
+	Certificates []certstatus.Cert `json:"certificates,omitempty"`
 }
 
 // Status reports the supervisor and every worker.
@@ -229,6 +232,7 @@ func (s *Supervisor) Status() Status {
 		st.Workers = append(st.Workers, WorkerStatus{
 			Proxy: sl.Name(), PID: p.pid(), State: state, Version: info.Version, BuildID: info.BuildID,
 			ConfigHash: sl.spec.Proxy.Hash, Started: p.started, Connections: p.connections(),
+			Certificates: p.certificates(),
 		})
 	}
 	for _, name := range sortedNames(s.slots) {

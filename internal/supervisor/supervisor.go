@@ -220,7 +220,17 @@ func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
 		AccessLogOff:  !cfg.Server.AccessLog,
 		HealthDetails: cfg.Server.HealthDetails,
 		LogLevel:      cfg.Server.LogLevel,
+		ACME:          acmeFor(p, cfg.ACME),
 	}
+}
+
+// acmeFor is the CA a worker needs: only for a proxy using ACME, so no
+// other worker starts an ACME client.
+func acmeFor(p *config.Proxy, a *config.ACME) *config.ACME {
+	if !p.TLS.ACME {
+		return nil
+	}
+	return a
 }
 
 // apply starts fresh workers for every enabled proxy of cfg, waits for

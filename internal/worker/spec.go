@@ -3,6 +3,7 @@ package worker
 import (
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/certstatus"
 	"github.com/mcpgate/mcpgate/internal/config"
 )
 
@@ -48,6 +49,8 @@ type Spec struct {
 	// LogLevel is [server] log_level; the supervisor passes it as the
 	// worker's --log-level unless serve was given one itself.
 	LogLevel string `json:"log_level,omitempty"`
+	// ACME is the CA, set when the proxy sets [tls] acme = true.
+	ACME *config.ACME `json:"acme,omitempty"`
 }
 
 // QUICSpec is what a worker needs for HTTP/3.
@@ -73,4 +76,6 @@ type Ready struct {
 // Stats is what a worker reports while it runs.
 type Stats struct {
 	Connections int64 `json:"connections"`
+	// Certificates: with [tls] acme = true, one per hostname.
+	Certificates []certstatus.Cert `json:"certificates,omitempty"`
 }

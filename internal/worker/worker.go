@@ -4,6 +4,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -22,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/acme"
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/handoff"
@@ -67,7 +69,9 @@ type Worker struct {
 	proxy       *proxy.Handler
 	policy      *policy.Table
 	oauth       *oauth
-	h3          *h3 // nil without HTTP/3
+	h3          *h3           // nil without HTTP/3
+	acme        *acme.Manager // nil unless the proxy sets [tls] acme = true
+	acmeStop    sync.Once
 
 	serving   sync.WaitGroup // the Serve loops; done once every queued connection was accepted
 	conns     atomic.Int64   // open client connections
@@ -149,9 +153,25 @@ func Run(name string, log *slog.Logger) error {
 
 func (w *Worker) run() error {
 	p := w.spec.Proxy
-	cert, err := w.certificate()
-	if err != nil {
-		return fmt.Errorf("worker %s: certificate: %w", p.Name, err)
+	var err error
+	tlsConf := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+	if p.TLS.ACME {
+		if w.acme, err = w.newACME(); err != nil {
+			return fmt.Errorf("worker %s: %w", p.Name, err)
+		}
+		defer w.stopACME()
+		tlsConf.GetCertificate = w.acme.GetCertificate
+		// TLS-ALPN-01 validations arrive like any handshake.
+		tlsConf.NextProtos = append(tlsConf.NextProtos, acmeTLS1)
+	} else {
+		cert, err := w.certificate()
+		if err != nil {
+			return fmt.Errorf("worker %s: certificate: %w", p.Name, err)
+		}
+		tlsConf.Certificates = []tls.Certificate{cert}
 	}
 	ph, err := proxy.New(p, w.log)
 	if err != nil {
@@ -172,11 +192,6 @@ func (w *Worker) run() error {
 	w.httpL = handoff.NewListener(&net.UnixAddr{Name: "handoff-http", Net: "unixpacket"})
 
 	chain := logging.Access(w.accessLog(), w.handler())
-	tlsConf := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"h2", "http/1.1"},
-	}
 	if w.h3, err = w.startHTTP3(tlsConf, chain); err != nil {
 		return fmt.Errorf("worker %s: %w", p.Name, err)
 	}
@@ -217,6 +232,12 @@ func (w *Worker) run() error {
 		return fmt.Errorf("worker %s: reporting ready: %w", p.Name, err)
 	}
 	w.log.Info("worker serving", "build_id", buildinfo.ID(), "generation", w.spec.Generation)
+	if w.acme != nil {
+		// Only now: the CA's validation must find this worker routed to
+		// (or, during a reload, its predecessor, which answers from the
+		// shared storage).
+		w.acme.Start()
+	}
 
 	go w.receive()
 	go w.reportStats()
@@ -265,6 +286,8 @@ func (w *Worker) receive() {
 			}
 		case handoff.KindDrain:
 			go w.drain()
+		case handoff.KindRenew:
+			go w.renewCert(string(m.Payload))
 		default:
 			if m.File != nil {
 				m.File.Close()
@@ -289,6 +312,8 @@ func (w *Worker) drain() {
 	w.drainOnce.Do(func() {
 		start := time.Now()
 		w.log.Info("draining", "timeout", w.spec.DrainTimeout.String(), "connections", w.conns.Load())
+		// The successor takes over obtaining and renewing: free the locks now.
+		w.stopACME()
 		w.tlsL.Close()
 		w.httpL.Close()
 		// Queued connections are accepted before Serve returns, so
@@ -390,24 +415,24 @@ func (w *Worker) awaitFresh(max time.Duration) {
 	}
 }
 
-// reportStats tells the supervisor the open connection count when it
-// changes, for `mcpgate status`.
+// reportStats tells the supervisor the open connection count and the
+// state of ACME certificates when they change, for `mcpgate status`.
 func (w *Worker) reportStats() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	last := int64(-1)
+	var last []byte
 	for {
 		select {
 		case <-t.C:
+		case <-w.certsChanged():
 		case <-w.drained:
 			return
 		}
-		n := w.conns.Load()
-		if n == last {
+		b, _ := json.Marshal(Stats{Connections: w.conns.Load(), Certificates: w.certStatus()})
+		if bytes.Equal(b, last) {
 			continue
 		}
-		last = n
-		b, _ := json.Marshal(Stats{Connections: n})
+		last = b
 		if err := w.hc.Send(handoff.KindStats, b); err != nil {
 			return
 		}
@@ -512,7 +537,8 @@ func (w *Worker) accessLog() *slog.Logger {
 	return w.log
 }
 
-// redirect answers the plain-HTTP listener: 308 to the same URL on HTTPS.
+// redirect answers the plain-HTTP listener: ACME HTTP-01 challenges, and
+// otherwise 308 to the same URL on HTTPS.
 func (w *Worker) redirect(rw http.ResponseWriter, r *http.Request) {
 	w.markUsed(r.Context().Value(connKey{}))
 	if w.draining.Load() {
@@ -521,6 +547,11 @@ func (w *Worker) redirect(rw http.ResponseWriter, r *http.Request) {
 	host := stripPort(r.Host)
 	if !w.ownsHost(r.Host) {
 		http.Error(rw, "no proxy is set up for this host", http.StatusNotFound)
+		return
+	}
+	// HTTP-01 validations, before the redirect (the CA would follow it
+	// to a host that has no certificate yet).
+	if w.acme != nil && w.acme.HandleHTTPChallenge(rw, r) {
 		return
 	}
 	if port := w.spec.HTTPSPort; port != 0 && port != 443 {

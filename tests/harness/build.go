@@ -103,6 +103,7 @@ func Main(m *testing.M) {
 		os.RemoveAll(buildDir)
 	}
 	removeVariants()
+	removePebble()
 	os.Exit(code)
 }
 

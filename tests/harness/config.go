@@ -2,6 +2,7 @@ package harness
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,10 @@ type Proxy struct {
 	// Tables is raw TOML appended after the [tls] table, e.g. "[timeouts]\n
 	// response_header = \"1s\"" or [[routes]] entries.
 	Tables string
+	// ACME writes [tls] acme = true instead of certificate files from the
+	// test PKI; WaitReady does not wait for such a proxy (it has no
+	// certificate until the CA issued one).
+	ACME bool
 	// Auth is the body of the proxy's [auth] table, e.g. "scopes = [\"mcp\"]".
 	// Empty means "required = false": authentication is required by
 	// default, and a proxy requiring it without [oauth] in mcpgate.toml is
@@ -35,6 +40,13 @@ type Options struct {
 	DrainTimeout string
 	// ServerTOML is raw TOML appended inside [server].
 	ServerTOML string
+	// GlobalTOML is raw TOML appended to mcpgate.toml after [server], e.g.
+	// an [acme] table.
+	GlobalTOML string
+	// HTTPSListener and HTTPListener, when set, are the loopback listeners
+	// handed to the gateway (a test that must know the ports before the
+	// gateway starts opens them); Start closes its copies.
+	HTTPSListener, HTTPListener *net.TCPListener
 	// Env is added to the gateway's environment.
 	Env []string
 	// QUIC passes a UDP socket named "quic" too, for HTTP/3.
@@ -73,8 +85,8 @@ func WriteConfig(t testing.TB, dir, stateDir string, pki *PKI, o Options) {
 	}
 	// No https/http keys: under socket activation they are not used, and
 	// leaving them out is what a systemd deployment would do.
-	global := fmt.Sprintf("[server]\nstate_dir = %s\ndrain_timeout = %s\n%s\n",
-		quote(stateDir), quote(drain), o.ServerTOML)
+	global := fmt.Sprintf("[server]\nstate_dir = %s\ndrain_timeout = %s\n%s\n%s\n",
+		quote(stateDir), quote(drain), o.ServerTOML, o.GlobalTOML)
 	writeFile(t, filepath.Join(dir, "mcpgate.toml"), global)
 
 	for _, p := range o.Proxies {
@@ -88,7 +100,6 @@ func WriteConfig(t testing.TB, dir, stateDir string, pki *PKI, o Options) {
 // file or the new one, never half of one.
 func WriteProxyFile(t testing.TB, dir string, pki *PKI, p Proxy) {
 	t.Helper()
-	cert, key := pki.Leaf(t, p.Name, p.Hostnames...)
 	var b strings.Builder
 	fmt.Fprintf(&b, "hostnames = [")
 	for i, h := range p.Hostnames {
@@ -101,7 +112,12 @@ func WriteProxyFile(t testing.TB, dir string, pki *PKI, p Proxy) {
 	if p.Keys != "" {
 		fmt.Fprintf(&b, "%s\n", p.Keys)
 	}
-	fmt.Fprintf(&b, "\n[tls]\ncert_file = %s\nkey_file = %s\n", quote(cert), quote(key))
+	if p.ACME {
+		b.WriteString("\n[tls]\nacme = true\n")
+	} else {
+		cert, key := pki.Leaf(t, p.Name, p.Hostnames...)
+		fmt.Fprintf(&b, "\n[tls]\ncert_file = %s\nkey_file = %s\n", quote(cert), quote(key))
+	}
 	if p.Tables != "" {
 		fmt.Fprintf(&b, "\n%s\n", p.Tables)
 	}

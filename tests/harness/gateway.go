@@ -86,13 +86,17 @@ func Start(t testing.TB, o Options) *Gateway {
 	}
 	WriteConfig(t, g.Dir, g.StateDir, g.PKI, o)
 
-	httpsLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	httpsLn, httpLn := net.Listener(o.HTTPSListener), net.Listener(o.HTTPListener)
+	var err error
+	if o.HTTPSListener == nil {
+		if httpsLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if o.HTTPListener == nil {
+		if httpLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	g.HTTPSAddr, g.HTTPAddr = httpsLn.Addr().String(), httpLn.Addr().String()
 	httpsFile, err := httpsLn.(*net.TCPListener).File()
@@ -190,6 +194,9 @@ func (g *Gateway) WaitReady(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(readyTimeout)
 	for _, p := range g.Proxies {
+		if p.ACME {
+			continue // no certificate before the CA issues one
+		}
 		host := p.HealthHost()
 		var last string
 		for {
