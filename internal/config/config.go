@@ -30,6 +30,7 @@ type Config struct {
 	Dir     string   `json:"dir"`
 	Server  Server   `json:"server"`
 	OAuth   *OAuth   `json:"oauth,omitempty"` // nil when mcpgate.toml has no [oauth]
+	Store   *Store   `json:"store,omitempty"` // nil: SQLite in state_dir
 	Proxies []*Proxy `json:"proxies"`         // sorted by Name; includes disabled ones
 }
 

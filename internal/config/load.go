@@ -23,13 +23,17 @@ func Load(dir string) (*Config, error) {
 	g := l.global()
 	proxies := l.proxies()
 	oauth := l.oauth(g, proxies)
+	var st *Store
+	if g.file != nil {
+		st = l.store(g.file, g.schema.Store)
+	}
 	if len(l.errs) > 0 {
 		l.errs.sort()
 		return nil, l.errs
 	}
-	cfg := &Config{Dir: l.abs, Server: *g.server, OAuth: oauth, Proxies: make([]*Proxy, len(proxies))}
+	cfg := &Config{Dir: l.abs, Server: *g.server, OAuth: oauth, Store: st, Proxies: make([]*Proxy, len(proxies))}
 	for i, lp := range proxies {
-		lp.proxy.Hash = lp.proxy.hash(oauth)
+		lp.proxy.Hash = lp.proxy.hash(oauth, st)
 		cfg.Proxies[i] = lp.proxy
 	}
 	return cfg, nil
@@ -180,13 +184,14 @@ func (l *loader) checkHostnameConflicts(proxies []*loadedProxy) {
 // which workers need restarting. Every proxy host runs the authorization
 // server and inherits the global user lists, so [oauth] is part of it.
 // encoding/json sorts map keys, which keeps it stable.
-func (p *Proxy) hash(oauth *OAuth) string {
+func (p *Proxy) hash(oauth *OAuth, st *Store) string {
 	c := *p
 	c.Hash = ""
 	b, err := json.Marshal(struct {
 		Proxy *Proxy `json:"proxy"`
 		OAuth *OAuth `json:"oauth"`
-	}{&c, oauth})
+		Store *Store `json:"store,omitempty"` // omitted when nil: hashes of old configs stay
+	}{&c, oauth, st})
 	if err != nil {
 		panic("config: marshal proxy: " + err.Error()) // only plain types inside
 	}
