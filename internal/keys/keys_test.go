@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/store/postgres/pgtest"
 )
 
 // helperEnv makes the test binary a helper process that opens the key set
@@ -31,7 +33,7 @@ func TestMain(m *testing.M) {
 		fmt.Println(kid)
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Main(m))
 }
 
 type clock struct {
