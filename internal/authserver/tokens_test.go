@@ -80,6 +80,12 @@ func tokenServer(t *testing.T, path string) (*Server, *clock) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return tokenServerOn(t, st)
+}
+
+// tokenServerOn is tokenServer on the store st.
+func tokenServerOn(t *testing.T, st store.Store) (*Server, *clock) {
+	t.Helper()
 	clk := &clock{t: time.Now().UTC().Truncate(time.Millisecond)}
 	oauth := &config.OAuth{
 		AccessTokenTTL: time.Hour, RefreshTokenTTL: testTTL, RefreshReuseGrace: testGrace,
