@@ -38,6 +38,7 @@ func init() {
 		{"reload", "[--config-dir DIR]", "apply the configuration and the binary on disk to the running gateway; print the verdict", cmdReload},
 		{"status", "[--config-dir DIR] [--json]", "show the supervisor and every worker: pid, state, build, config hash, connections", cmdStatus},
 		{"upgrade", "[--config-dir DIR]", "re-execute the supervisor from the binary on disk without closing a socket, then reload", cmdUpgrade},
+		{"store", "migrate|export|import [flags]", "the OAuth store: schema migrations, export and import between SQLite and PostgreSQL", cmdStore},
 		{"version", "", "print version and build id", cmdVersion},
 		{"devidp", "[--listen 127.0.0.1:9000] [--auto-login NAME]", "development only: GitHub-compatible login on loopback where anyone can log in as anyone", cmdDevIDP},
 		{"worker", "PROXY [--config-dir DIR]", "internal: serve one proxy (started by serve)", cmdWorker},

@@ -220,3 +220,60 @@ func (s *Set) maintainShared(force bool) (*snapshot, error) {
 	}
 	return s.snapshotOf(result, s.snap.Load())
 }
+
+// Adopt adds every key of from that s does not hold, with its creation
+// time, so tokens either set signed keep verifying after a move between
+// state_dir files and a shared store (mcpgate store import). The newest
+// key of the union signs. It returns how many keys it added.
+func (s *Set) Adopt(from *Set) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var missing []*key
+	have := s.snap.Load()
+	for _, k := range from.snap.Load().keys {
+		if have.byKid[k.kid] == nil {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) == 0 {
+		return 0, nil
+	}
+	if s.shared != nil {
+		var sealed []store.SealedKey
+		for _, k := range missing {
+			// The store keeps milliseconds; so must the authenticated data.
+			c := *k
+			c.created = k.created.UTC().Truncate(time.Millisecond)
+			sk, err := s.seal(&c)
+			if err != nil {
+				return 0, err
+			}
+			sealed = append(sealed, sk)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		defer cancel()
+		err := s.shared.UpdateSigningKeys(ctx, func([]store.SealedKey) ([]store.SealedKey, []string, error) {
+			return sealed, nil, nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("keys: %w", err)
+		}
+	} else {
+		unlock, err := lockDir(s.dir)
+		if err != nil {
+			return 0, err
+		}
+		for _, k := range missing {
+			if err := writeKey(s.dir, k); err != nil {
+				unlock()
+				return 0, err
+			}
+		}
+		unlock()
+	}
+	sn, err := s.read(s.snap.Load())
+	if err != nil {
+		return 0, err
+	}
+	return len(missing), s.publish(sn)
+}
