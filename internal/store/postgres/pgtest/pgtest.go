@@ -92,11 +92,17 @@ func Get(t testing.TB) *Server {
 // TestMain.
 func Main(m *testing.M) int {
 	code := m.Run()
+	Shutdown()
+	return code
+}
+
+// Shutdown stops the shared server, if it was started, and removes its
+// files; for a TestMain that cannot use Main.
+func Shutdown() {
 	if shared != nil {
 		shared.Stop()
 		os.RemoveAll(filepath.Dir(shared.dir))
 	}
-	return code
 }
 
 func start() (*Server, error) {
