@@ -262,7 +262,7 @@ func (s *Server) NewDatabase(t testing.TB) string {
 		t.Fatalf("pgtest: %v", err)
 	}
 	defer c.Close(context.Background())
-	if _, err := c.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0"); err != nil {
+	if _, err := c.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 STRATEGY FILE_COPY"); err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
 	t.Cleanup(func() {
