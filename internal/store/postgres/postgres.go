@@ -166,8 +166,12 @@ func (s *Store) migrate(ctx context.Context, dryRun bool) ([]Migration, error) {
 		if err := tx.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM mcpgate_schema`).Scan(&v); err != nil {
 			return err
 		}
-		if v > schemaVersion {
-			return fmt.Errorf("database schema version %d is newer than this mcpgate supports (%d): upgrade this node", v, schemaVersion)
+		// A newer schema is what the other nodes of a rolling upgrade
+		// see while this one still runs the previous release. Migrations
+		// only add (TestMigrationsNotDestructive), so the previous
+		// release keeps working on it, and may restart.
+		if v >= schemaVersion {
+			return errRollback
 		}
 		for i := v; i < schemaVersion; i++ {
 			m := Migration{Version: i + 1, Name: migrations[i].name, SQL: migrations[i].sql}

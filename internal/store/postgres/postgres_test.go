@@ -92,6 +92,28 @@ func TestMigrateConcurrently(t *testing.T) {
 	}
 }
 
+// TestNewerSchema: a node of the previous release starts on a database a
+// newer node already migrated (rolling upgrade), and leaves it alone.
+func TestNewerSchema(t *testing.T) {
+	url := pgtest.URL(t)
+	s := open(t, url)
+	defer s.Close()
+	if _, err := s.pool.Exec(context.Background(), `INSERT INTO mcpgate_schema (version, name) VALUES ($1, 'from the future')`, schemaVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	old, err := Open(context.Background(), Config{URL: url})
+	if err != nil {
+		t.Fatalf("an older node cannot open a newer schema: %v", err)
+	}
+	defer old.Close()
+	if p, err := old.Pending(context.Background()); err != nil || len(p) != 0 {
+		t.Fatalf("Pending on a newer schema: %v, %v", p, err)
+	}
+	if _, err := old.CountEvent(context.Background(), "k", time.Minute, nowMS()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestDryRun: Pending lists the migrations without applying them.
 func TestDryRun(t *testing.T) {
 	s, err := Open(context.Background(), Config{URL: pgtest.URL(t), NoMigrate: true})
@@ -117,9 +139,16 @@ func TestDryRun(t *testing.T) {
 // runs on the new schema, so a migration only adds.
 func TestMigrationsNotDestructive(t *testing.T) {
 	bad := regexp.MustCompile(`(?i)\b(DROP|TRUNCATE|DELETE|RENAME|ALTER\s+COLUMN)\b`)
+	// A column the previous release does not write must have a default.
+	addNotNull := regexp.MustCompile(`(?i)ADD\s+COLUMN[^,;]*NOT\s+NULL[^,;]*`)
 	for i, m := range migrations {
 		if loc := bad.FindString(m.sql); loc != "" {
 			t.Errorf("migration %d (%s) contains %q", i+1, m.name, loc)
+		}
+		for _, c := range addNotNull.FindAllString(m.sql, -1) {
+			if !regexp.MustCompile(`(?i)\bDEFAULT\b`).MatchString(c) {
+				t.Errorf("migration %d (%s) adds a NOT NULL column without a default: %q", i+1, m.name, c)
+			}
 		}
 	}
 }
