@@ -16,18 +16,37 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
+// pgServer is tokenServer on a fresh PostgreSQL database; again with the
+// same url is another node.
+func pgServer(t *testing.T, url string) (*Server, *clock) {
+	t.Helper()
+	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return tokenServerOn(t, st)
+}
+
+// TestRefreshAcrossNodes (issue 14 item 1): concurrent refreshes of one
+// token on two nodes (two pools on one PostgreSQL) inside the grace get
+// the one successor; after the grace, reuse on either node revokes the
+// family for both.
+func TestRefreshAcrossNodes(t *testing.T) {
+	url := pgtest.URL(t)
+	s1, clk := pgServer(t, url)
+	s2, _ := pgServer(t, url)
+	s2.now, s2.o.Now = clk.now, clk.now
+	testRefreshRetry(t, s1, s2, clk)
+}
+
 // TestStoreUnavailable (issue 14 item 6): with PostgreSQL down, /token,
 // /register and /authorize answer 503 with Retry-After, quickly, never 500
 // or a hang; once it is back the same server works again and nothing was
 // lost.
 func TestStoreUnavailable(t *testing.T) {
 	srv := pgtest.Get(t)
-	st, err := postgres.Open(context.Background(), postgres.Config{URL: pgtest.URL(t), MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	s, clk := tokenServerOn(t, st)
+	s, clk := pgServer(t, pgtest.URL(t))
 	s.o.OAuth.DynamicRegistration = true
 	s.static["cli"].RedirectURIs = []string{"http://127.0.0.1/cb"}
 	rt := family(t, s, "alice", "mcp", clk.now(), nil, nil)
