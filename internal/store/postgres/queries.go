@@ -184,7 +184,11 @@ func (s *Store) DeleteUnusedClients(ctx context.Context, unusedSince, revokeUnti
 			return err
 		}
 		for _, id := range ids {
-			if err := deleteClient(ctx, tx, id, revokeUntil); err != nil {
+			err := deleteClient(ctx, tx, id, revokeUntil)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // deleted by another node since the SELECT
+			}
+			if err != nil {
 				return err
 			}
 			n++
