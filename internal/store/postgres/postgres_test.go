@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,7 +18,17 @@ import (
 	"github.com/mcpgate/mcpgate/internal/store/storetest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	if url := os.Getenv(helperEnv); url != "" {
+		// A child of TestMultiProcess: it only races.
+		if err := raceHelper(url, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(pgtest.Main(m))
+}
 
 func open(t testing.TB, url string) *Store {
 	t.Helper()
