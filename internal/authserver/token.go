@@ -417,7 +417,15 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
-	if rt, err := s.o.Store.GetRefreshToken(r.Context(), hashHex(tok)); err == nil {
+	rt, err := s.o.Store.GetRefreshToken(r.Context(), hashHex(tok))
+	if errors.Is(err, store.ErrUnavailable) {
+		// Not "unknown token, 200": the client would believe a refresh
+		// token revoked that is not.
+		s.log.Error("reading refresh token", "err", err)
+		writeJSONError(w, errUnavailable())
+		return
+	}
+	if err == nil {
 		if rt.ClientID == c.ID {
 			if err := s.o.Store.RevokeGrant(r.Context(), rt.GrantID, now.Add(s.o.OAuth.AccessTokenTTL)); err != nil {
 				s.log.Error("revoking grant", "err", err)

@@ -85,6 +85,11 @@ func TestStoreUnavailable(t *testing.T) {
 		s.token(w, form(url.Values{"grant_type": {"authorization_code"}, "code": {"c"}, "code_verifier": {strings.Repeat("v", 43)}, "client_id": {"cli"}}))
 		return w
 	})
+	check("revocation of a refresh token", func() *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		s.revoke(w, form(url.Values{"token": {rt}, "client_id": {"cli"}}))
+		return w
+	})
 	check("registration", func() *httptest.ResponseRecorder {
 		r := httptest.NewRequest("POST", "https://notes.test/register", strings.NewReader(`{"redirect_uris":["http://127.0.0.1/cb"]}`))
 		r.Header.Set("Content-Type", "application/json")
