@@ -187,8 +187,8 @@ func (s *Server) Start() error {
 	}
 	cmd := exec.Command(filepath.Join(s.bin, "postgres"), "-D", s.dir)
 	s.as(cmd)
-	var log strings.Builder
-	cmd.Stderr = &logWriter{b: &log}
+	log := &logWriter{}
+	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("pgtest: postgres: %w", err)
 	}
@@ -290,7 +290,13 @@ func URL(t testing.TB) string {
 // bounded.
 type logWriter struct {
 	mu sync.Mutex
-	b  *strings.Builder
+	b  strings.Builder // guarded by mu
+}
+
+func (w *logWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
