@@ -60,8 +60,8 @@ type Config struct {
 	Password string // from password_file or password_credential; "" for none
 	MaxConns int32  // 0: DefaultMaxConns
 	// NoMigrate opens without applying migrations (mcpgate store migrate
-	// --dry-run); a store opened so refuses nothing, so use it only to
-	// read the plan.
+	// --dry-run). The tables may be missing or old then: use such a store
+	// for Pending and Migrate only.
 	NoMigrate bool
 }
 
@@ -72,8 +72,8 @@ type Store struct {
 	cfg  *pgxpool.Config
 
 	closeOnce sync.Once
-	listen    sync.Mutex // guards stopListen
-	stopL     []context.CancelFunc
+	listen    sync.Mutex           // guards stopL
+	stopL     []context.CancelFunc // stops the Notify listeners, at Close
 }
 
 var (
