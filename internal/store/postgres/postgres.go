@@ -88,9 +88,10 @@ var (
 func Open(ctx context.Context, c Config) (*Store, error) {
 	pc, err := pgxpool.ParseConfig(c.URL)
 	if err != nil {
-		// The parse error may quote the URL; it holds no password (that
-		// comes from a file), but say only what is wrong.
-		return nil, fmt.Errorf("postgres: invalid url: %w", errors.Unwrap(err))
+		// The error quotes the URL, which holds no password: config
+		// refuses one there (it comes from password_file), and pgconn
+		// masks any it finds anyway.
+		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	if c.Password != "" {
 		pc.ConnConfig.Password = c.Password
