@@ -15,7 +15,7 @@ FUZZ_TARGETS := ./internal/peek:FuzzClientHello ./internal/peek:FuzzParseClientH
 	./internal/quicroute:FuzzParseInitial ./internal/quicroute:FuzzAssembler ./internal/quicroute:FuzzRoute \
 	./internal/reqpath:FuzzPath
 
-.PHONY: help build demo test lint unit integration e2e fuzz bench bench-quick clean package package-deps package-test package-golden-update systemtest systemtest-clean
+.PHONY: help build demo test lint unit integration pg-deps e2e fuzz bench bench-quick clean package package-deps package-test package-golden-update systemtest systemtest-clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,11 +35,25 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-unit: ## unit tests with the race detector
+unit: pg-deps ## unit tests with the race detector (the PostgreSQL store against a real PostgreSQL)
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
 
-integration: ## the real binary, real sockets, real Go MCP SDK clients and servers, a fake GitHub
+integration: pg-deps ## the real binary, real sockets, real Go MCP SDK clients and servers, a fake GitHub, PostgreSQL for two nodes
 	$(GO) test -count=1 -timeout 15m ./tests/...
+
+# The PostgreSQL store's tests start a throwaway server from Debian's
+# postgresql package (internal/store/postgres/pgtest: initdb in a temporary
+# directory, an unprivileged user, a free loopback port). Without it they
+# skip, except under CI=true, where they fail.
+pg-deps: ## install Debian's postgresql package for the store tests when missing (root; others get a hint)
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "pg-deps: PostgreSQL is missing: install Debian's postgresql package (sudo apt-get install --no-install-recommends postgresql) or run make as root; its tests skip meanwhile (and fail under CI=true)" >&2; \
+	  else \
+	    echo "pg-deps: installing Debian's postgresql package"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
+	  fi; \
+	fi
 
 # The browser of make e2e: Debian's chromium package, installed when missing.
 CHROMIUM ?= /usr/bin/chromium

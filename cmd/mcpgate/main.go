@@ -54,6 +54,7 @@ func init() {
 		"clients":    clientsCommands,
 		"keys":       keysCommands,
 		"certs":      certsCommands,
+		"store":      storeCommands,
 		"completion": completionCommands,
 	}
 	commands = []command{
@@ -66,6 +67,7 @@ func init() {
 		{"grants", "", "list and revoke users' grants (refresh token families)", nil},
 		{"clients", "", "list, show and delete OAuth clients", nil},
 		{"keys", "", "list and rotate the token signing keys", nil},
+		{"store", "", "the OAuth store: schema migrations, export and import between SQLite and PostgreSQL", nil},
 		{"version", "", "print version and build id (also --version, -V)", cmdVersion},
 		{"help", "[COMMAND [SUBCOMMAND]]", "print the help of mcpgate or of one command", cmdHelp},
 		{"completion", "", "print a shell completion script", nil},

@@ -54,6 +54,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := s.lookupClient(r.Context(), q.Get("client_id"))
+	if s.unavailable(w, err) {
+		return
+	}
 	if err != nil {
 		s.errorPage(w, http.StatusBadRequest, "Unknown application",
 			"The application that sent you here is not registered with this server.")
@@ -71,6 +74,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	iss := issuer(r)
 	state := q.Get("state")
 	fail := func(e *oauthError) { redirectError(w, r, redirectURI, state, iss, e) }
+	failStore := func(err error) {
+		if !s.unavailable(w, err) {
+			fail(errServer("try again"))
+		}
+	}
 	if q.Get("response_type") != "code" {
 		fail(&oauthError{http.StatusBadRequest, "unsupported_response_type", "only response_type=code is supported"})
 		return
@@ -104,7 +112,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	key := clientKey(r)
 	if n, err := s.o.Store.CountPending(r.Context(), key, s.now()); err != nil {
 		s.log.Error("counting pending authorizations", "err", err)
-		fail(errServer("try again"))
+		failStore(err)
 		return
 	} else if n >= maxPendingPerKey {
 		s.log.Warn("authorization refused: too many pending sign-ins from one address", "client", key, "pending", n)
@@ -139,7 +147,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.o.Store.PutPending(r.Context(), p); err != nil {
 		s.log.Error("storing authorization request", "err", err)
-		fail(errServer("try again"))
+		failStore(err)
 		return
 	}
 	setCookie(w, flowCookie, hashHex(p.ID), int(pendingTTL.Seconds()))
@@ -159,6 +167,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	p, err := s.o.Store.GetPending(r.Context(), q.Get("state"))
+	if s.unavailable(w, err) {
+		return
+	}
 	if err != nil {
 		s.errorPage(w, http.StatusBadRequest, "Sign-in expired",
 			"This sign-in is unknown or has expired. Start again from your application.")
@@ -222,7 +233,9 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	p.UpstreamVerifier, p.Nonce = "", ""
 	if err := s.o.Store.UpdatePending(r.Context(), p); err != nil {
 		s.log.Error("storing login", "err", err)
-		s.errorPage(w, http.StatusInternalServerError, "Sign-in failed", "Try again.")
+		if !s.unavailable(w, err) {
+			s.errorPage(w, http.StatusInternalServerError, "Sign-in failed", "Try again.")
+		}
 		return
 	}
 	u := url.URL{Scheme: "https", Host: p.Host, Path: continuePath, RawQuery: url.Values{"flow": {p.ID}, "proof": {proof}}.Encode()}
@@ -287,6 +300,9 @@ func (s *Server) flowFromRequest(w http.ResponseWriter, r *http.Request, flow, p
 	ck, err := r.Cookie(flowCookie)
 	cookieOK := flow != "" && err == nil && subtle.ConstantTimeCompare([]byte(ck.Value), []byte(hashHex(flow))) == 1
 	p, err := s.o.Store.GetPending(r.Context(), flow)
+	if s.unavailable(w, err) {
+		return nil, nil, false
+	}
 	if err != nil || p.Subject == "" || p.Host != flowHost(r) {
 		if !cookieOK {
 			s.errorPage(w, http.StatusForbidden, "Sign-in not recognised",
@@ -312,6 +328,9 @@ func (s *Server) flowFromRequest(w http.ResponseWriter, r *http.Request, flow, p
 		return nil, nil, false
 	}
 	c, err := s.lookupClient(r.Context(), p.ClientID)
+	if s.unavailable(w, err) {
+		return nil, nil, false
+	}
 	if err != nil {
 		s.errorPage(w, http.StatusBadRequest, "Unknown application", "The application is no longer registered.")
 		return nil, nil, false
@@ -345,6 +364,9 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, p *store.Pend
 	})
 	if err != nil {
 		s.log.Error("storing code", "err", err)
+		if s.unavailable(w, err) {
+			return
+		}
 		redirectError(w, r, p.RedirectURI, p.State, "https://"+p.Host, errServer("try again"))
 		return
 	}

@@ -235,6 +235,10 @@ func (s *Server) authenticateClient(r *http.Request) (*client, *oauthError) {
 		}
 	}
 	if err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			s.log.Warn("client lookup failed", "err", err)
+			return nil, errUnavailable()
+		}
 		if !errors.Is(err, errUnknownClient) {
 			s.log.Warn("client lookup failed", "err", err)
 		}

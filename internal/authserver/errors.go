@@ -2,8 +2,11 @@ package authserver
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
+
+	"github.com/mcpgate/mcpgate/internal/store"
 )
 
 // oauthError is an OAuth 2.0 error response (RFC 6749 §5.2, RFC 7591 §3.2.2,
@@ -48,6 +51,26 @@ func errServer(desc string) *oauthError {
 	// Never a 500 with internals: the cause goes to the log.
 	return &oauthError{http.StatusInternalServerError, "server_error", desc}
 }
+
+// retryAfter is the Retry-After of a 503: the store's pool reconnects by
+// itself within seconds.
+const retryAfter = "5"
+
+// errUnavailable: the store cannot be reached right now. Nothing was
+// changed, so the client may repeat the request as it is.
+func errUnavailable() *oauthError {
+	return &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable", "the authorization server cannot reach its store; try again shortly"}
+}
+
+// errStore answers a failed store operation: 503 while the store is
+// unreachable (store.ErrUnavailable), else 500.
+func errStore(err error) *oauthError {
+	if errors.Is(err, store.ErrUnavailable) {
+		return errUnavailable()
+	}
+	return errServer("try again")
+}
+
 func errTooMany() *oauthError {
 	return &oauthError{http.StatusTooManyRequests, "slow_down", "too many registrations from this address; try again later"}
 }
@@ -60,6 +83,9 @@ func writeJSONError(w http.ResponseWriter, e *oauthError) {
 	h.Set("Pragma", "no-cache")
 	if e.status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Basic realm="mcpgate"`)
+	}
+	if e.status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", retryAfter)
 	}
 	w.WriteHeader(e.status)
 	json.NewEncoder(w).Encode(e)

@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -69,6 +70,21 @@ func securityHeaders(w http.ResponseWriter, formAction string) {
 }
 
 // errorPage shows an error to the user (not to a client).
+// unavailable answers 503 with Retry-After and reports true when err says
+// the store cannot be reached: the browser may reload the page, nothing
+// was changed (an error page, not a redirect to the client: the flow is
+// still alive).
+func (s *Server) unavailable(w http.ResponseWriter, err error) bool {
+	if !errors.Is(err, store.ErrUnavailable) {
+		return false
+	}
+	s.log.Warn("OAuth store unreachable", "err", err)
+	w.Header().Set("Retry-After", retryAfter)
+	s.errorPage(w, http.StatusServiceUnavailable, "Temporarily unavailable",
+		"The sign-in service cannot reach its database right now. Reload this page in a few seconds.")
+	return true
+}
+
 func (s *Server) errorPage(w http.ResponseWriter, status int, title, msg string) {
 	securityHeaders(w, "")
 	w.WriteHeader(status)

@@ -100,7 +100,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		// Fail closed: an unlimited registration endpoint is the flood
 		// the limit exists to stop.
 		s.log.Error("counting registrations", "err", err)
-		writeJSONError(w, errServer("try again"))
+		writeJSONError(w, errStore(err))
 		return
 	case !ok:
 		w.Header().Set("Retry-After", "60")
@@ -139,7 +139,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	c.Metadata, _ = json.Marshal(m)
 	if err := s.o.Store.CreateClient(r.Context(), c); err != nil {
 		s.log.Error("registering client", "err", err)
-		writeJSONError(w, errServer("try again"))
+		writeJSONError(w, errStore(err))
 		return
 	}
 	s.log.Info("client registered", "client_id", id, "name", m.ClientName, "auth_method", m.TokenEndpointAuthMethod)
@@ -167,7 +167,7 @@ func (s *Server) manageClient(w http.ResponseWriter, r *http.Request, id string)
 	c, err := s.o.Store.GetClient(r.Context(), id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.Error("reading client", "err", err)
-		writeJSONError(w, errServer("try again"))
+		writeJSONError(w, errStore(err))
 		return
 	}
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -204,7 +204,7 @@ func (s *Server) manageClient(w http.ResponseWriter, r *http.Request, id string)
 		c.Metadata, _ = json.Marshal(m)
 		if err := s.o.Store.UpdateClient(r.Context(), c); err != nil {
 			s.log.Error("updating client", "err", err)
-			writeJSONError(w, errServer("try again"))
+			writeJSONError(w, errStore(err))
 			return
 		}
 		writeJSON(w, http.StatusOK, registrationResponse{
@@ -216,7 +216,7 @@ func (s *Server) manageClient(w http.ResponseWriter, r *http.Request, id string)
 		until := s.now().Add(s.o.OAuth.AccessTokenTTL + time.Minute)
 		if err := s.o.Store.DeleteClient(r.Context(), c.ID, until); err != nil {
 			s.log.Error("deleting client", "err", err)
-			writeJSONError(w, errServer("try again"))
+			writeJSONError(w, errStore(err))
 			return
 		}
 		s.log.Info("client deleted", "client_id", c.ID)

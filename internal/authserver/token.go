@@ -109,7 +109,7 @@ func (s *Server) codeGrant(r *http.Request, c *client) (*tokenResponse, *oauthEr
 		return nil, errInvalidGrant("the authorization code is invalid or expired")
 	case err != nil:
 		s.log.Error("redeeming code", "err", err)
-		return nil, errServer("try again")
+		return nil, errStore(err)
 	}
 	if ac.ClientID != c.ID {
 		return nil, errInvalidGrant("the authorization code was issued to another client")
@@ -143,7 +143,7 @@ func (s *Server) codeGrant(r *http.Request, c *client) (*tokenResponse, *oauthEr
 	})
 	if err != nil {
 		s.log.Error("storing refresh token", "err", err)
-		return nil, errServer("try again")
+		return nil, errStore(err)
 	}
 	resp.RefreshToken = rt
 	return resp, nil
@@ -168,7 +168,7 @@ func (s *Server) issue(c *client, g *grant) (*tokenResponse, *oauthError) {
 	raw, err := s.o.Signer.Issue(at)
 	if err != nil {
 		s.log.Error("signing access token", "err", err)
-		return nil, errServer("try again")
+		return nil, errStore(err)
 	}
 	s.log.Info("token issued", "user", g.login, "client_id", c.ID, "scope", g.scope, "resource", g.resource)
 	return &tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: int64(at.ExpiresAt.Sub(now) / time.Second), Scope: g.scope}, nil
@@ -232,7 +232,7 @@ func (s *Server) refreshGrant(r *http.Request, c *client) (*tokenResponse, *oaut
 		}
 		if err != nil {
 			s.log.Error("reading refresh token", "err", err)
-			return nil, errServer("try again")
+			return nil, errStore(err)
 		}
 		if rt.ClientID != c.ID {
 			return nil, errInvalidGrant("the refresh token was issued to another client")
@@ -278,7 +278,7 @@ func (s *Server) refreshGrant(r *http.Request, c *client) (*tokenResponse, *oaut
 			return nil, errInvalidGrant("the refresh token is invalid, expired or revoked")
 		case err != nil:
 			s.log.Error("rotating refresh token", "err", err)
-			return nil, errServer("try again")
+			return nil, errStore(err)
 		}
 		return s.refreshResponse(c, rt, access, next)
 	}
@@ -301,7 +301,7 @@ func (s *Server) repeatRefresh(r *http.Request, c *client, raw string, rt *store
 		}
 		if err != nil {
 			s.log.Error("reading refresh token", "err", err)
-			return nil, errServer("try again")
+			return nil, errStore(err)
 		}
 		cur = next
 	}
@@ -417,11 +417,19 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
-	if rt, err := s.o.Store.GetRefreshToken(r.Context(), hashHex(tok)); err == nil {
+	rt, err := s.o.Store.GetRefreshToken(r.Context(), hashHex(tok))
+	if errors.Is(err, store.ErrUnavailable) {
+		// Not "unknown token, 200": the client would believe a refresh
+		// token revoked that is not.
+		s.log.Error("reading refresh token", "err", err)
+		writeJSONError(w, errUnavailable())
+		return
+	}
+	if err == nil {
 		if rt.ClientID == c.ID {
 			if err := s.o.Store.RevokeGrant(r.Context(), rt.GrantID, now.Add(s.o.OAuth.AccessTokenTTL)); err != nil {
 				s.log.Error("revoking grant", "err", err)
-				writeJSONError(w, errServer("try again"))
+				writeJSONError(w, errStore(err))
 				return
 			}
 			s.log.Info("refresh token revoked", "client_id", c.ID, "user", rt.Login)
@@ -432,7 +440,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	if at, err := s.o.Reader.VerifyAnyAudience(tok); err == nil && at.ClientID == c.ID {
 		if err := s.o.Store.RevokeAccessToken(r.Context(), at.TokenID, at.ExpiresAt); err != nil {
 			s.log.Error("revoking access token", "err", err)
-			writeJSONError(w, errServer("try again"))
+			writeJSONError(w, errStore(err))
 			return
 		}
 		s.log.Info("access token revoked", "client_id", c.ID, "user", at.Login)

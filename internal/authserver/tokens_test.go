@@ -80,6 +80,12 @@ func tokenServer(t *testing.T, path string) (*Server, *clock) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return tokenServerOn(t, st)
+}
+
+// tokenServerOn is tokenServer on the store st.
+func tokenServerOn(t *testing.T, st store.Store) (*Server, *clock) {
+	t.Helper()
 	clk := &clock{t: time.Now().UTC().Truncate(time.Millisecond)}
 	oauth := &config.OAuth{
 		AccessTokenTTL: time.Hour, RefreshTokenTTL: testTTL, RefreshReuseGrace: testGrace,
@@ -293,6 +299,12 @@ func TestRefreshRetryReturnsSameSuccessor(t *testing.T) {
 	s1, clk := tokenServer(t, path)
 	s2, _ := tokenServer(t, path)
 	s2.now, s2.o.Now = clk.now, clk.now
+	testRefreshRetry(t, s1, s2, clk)
+}
+
+// testRefreshRetry is TestRefreshRetryReturnsSameSuccessor on two Servers
+// sharing one store, whose clocks are clk.
+func testRefreshRetry(t *testing.T, s1, s2 *Server, clk *clock) {
 	rt := family(t, s1, "alice", "mcp", clk.now(), nil, nil)
 
 	const n = 8

@@ -41,6 +41,7 @@ type Config struct {
 	Dir    string `json:"dir"`
 	Server Server `json:"server"`
 	OAuth  *OAuth `json:"oauth,omitempty"` // nil when mcpgate.toml has no [oauth]
+	Store  *Store `json:"store,omitempty"` // nil: SQLite in state_dir
 	// ACME is [acme] with its defaults filled in; never nil, since a proxy
 	// may set acme = true without an [acme] table (Let's Encrypt, no email).
 	ACME    *ACME    `json:"acme"`

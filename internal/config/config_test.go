@@ -839,7 +839,7 @@ required = false
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := cfg.Proxy("notes"); p.hash(nil, nil) != p.Hash {
+	if p := cfg.Proxy("notes"); p.hash(nil, nil, nil) != p.Hash {
 		t.Error("Hash is not the hash of the proxy with Hash empty")
 	}
 }

@@ -41,13 +41,17 @@ func LoadWith(dir string, o Options) (*Config, error) {
 	proxies := l.proxies()
 	oauth := l.oauth(g, proxies)
 	acme := l.acme(g)
+	var st *Store
+	if g.file != nil {
+		st = l.store(g.file, g.schema.Store)
+	}
 	if len(l.errs) > 0 {
 		l.errs.sort()
 		return nil, l.errs
 	}
-	cfg := &Config{Dir: l.abs, Server: *g.server, OAuth: oauth, ACME: acme, Proxies: make([]*Proxy, len(proxies))}
+	cfg := &Config{Dir: l.abs, Server: *g.server, OAuth: oauth, Store: st, ACME: acme, Proxies: make([]*Proxy, len(proxies))}
 	for i, lp := range proxies {
-		lp.proxy.Hash = lp.proxy.hash(oauth, acme)
+		lp.proxy.Hash = lp.proxy.hash(oauth, acme, st)
 		cfg.Proxies[i] = lp.proxy
 	}
 	return cfg, nil
@@ -199,9 +203,9 @@ func (l *loader) checkHostnameConflicts(proxies []*loadedProxy) {
 // which workers need restarting. Every proxy host runs the authorization
 // server and inherits the global user lists, so [oauth] is part of it; so
 // is [acme] for a proxy that gets its certificates there (only then, so
-// that editing [acme] restarts no other worker). encoding/json sorts map
-// keys, which keeps it stable.
-func (p *Proxy) hash(oauth *OAuth, acme *ACME) string {
+// that editing [acme] restarts no other worker), and [store]. encoding/json
+// sorts map keys, which keeps it stable.
+func (p *Proxy) hash(oauth *OAuth, acme *ACME, st *Store) string {
 	c := *p
 	c.Hash = ""
 	if !p.TLS.ACME {
@@ -211,7 +215,8 @@ func (p *Proxy) hash(oauth *OAuth, acme *ACME) string {
 		Proxy *Proxy `json:"proxy"`
 		OAuth *OAuth `json:"oauth"`
 		ACME  *ACME  `json:"acme,omitempty"`
-	}{&c, oauth, acme})
+		Store *Store `json:"store,omitempty"` // omitted when nil: hashes of old configs stay
+	}{&c, oauth, acme, st})
 	if err != nil {
 		panic("config: marshal proxy: " + err.Error()) // only plain types inside
 	}

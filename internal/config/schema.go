@@ -28,6 +28,7 @@ type globalFile struct {
 	Server *serverTable `toml:"server"`
 	OAuth  *oauthTable  `toml:"oauth"`
 	IdP    *idpTable    `toml:"idp"`
+	Store  *storeTable  `toml:"store"`
 	ACME   *acmeTable   `toml:"acme"`
 }
 

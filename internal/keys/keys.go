@@ -13,6 +13,7 @@
 package keys
 
 import (
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -33,6 +34,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpgate/mcpgate/internal/store"
 )
 
 // Algorithm is the only JWS algorithm mcpgate signs and accepts.
@@ -102,6 +105,11 @@ type Set struct {
 	rotateAfter time.Duration
 	retainFor   time.Duration
 	now         func() time.Time
+
+	// shared, when set, holds the keys instead of dir (OpenShared); aead
+	// seals and opens their private keys.
+	shared store.KeyStore
+	aead   cipher.AEAD
 
 	mu   sync.Mutex // serialises Refresh and Rotate within this process
 	snap atomic.Pointer[snapshot]
@@ -176,7 +184,8 @@ func Open(stateDir string, opts Options) (*Set, error) {
 	return s, nil
 }
 
-// Dir is the directory holding the key files.
+// Dir is the directory holding the key files; "" when the keys are kept
+// in a shared store.
 func (s *Set) Dir() string { return s.dir }
 
 // Signer returns the active key: the newest. A key another process added
@@ -255,7 +264,7 @@ func (s *Set) Refresh() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	prev := s.snap.Load()
-	sn, err := load(s.dir, prev)
+	sn, err := s.read(prev)
 	if err != nil {
 		return err
 	}
@@ -288,6 +297,9 @@ func (s *Set) Rotate() (kid string, err error) {
 
 func (s *Set) publish(sn *snapshot) error {
 	if len(sn.keys) == 0 {
+		if s.shared != nil {
+			return errors.New("keys: the store holds no key")
+		}
 		return fmt.Errorf("keys: %s holds no key", s.dir)
 	}
 	s.snap.Store(sn)
@@ -311,10 +323,21 @@ func (s *Set) due(sn *snapshot) (rotate bool, prune []*key) {
 	return rotate, prune
 }
 
+// read loads the keys from wherever they are kept.
+func (s *Set) read(prev *snapshot) (*snapshot, error) {
+	if s.shared != nil {
+		return s.readShared(prev)
+	}
+	return load(s.dir, prev)
+}
+
 // maintain takes the directory lock, re-reads the keys (another process may
 // have done the work meanwhile), creates a key if forced or due, deletes
 // retired keys and returns the result. Called with s.mu held.
 func (s *Set) maintain(force bool) (*snapshot, error) {
+	if s.shared != nil {
+		return s.maintainShared(force)
+	}
 	unlock, err := lockDir(s.dir)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/store/postgres/pgtest"
 )
 
 // helperEnv makes the test binary a helper process that opens the key set
@@ -32,7 +34,7 @@ func TestMain(m *testing.M) {
 		fmt.Println(kid)
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Main(m))
 }
 
 type clock struct {

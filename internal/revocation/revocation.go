@@ -2,6 +2,12 @@
 // memory, so that the bearer check, which runs on every request, decides
 // "revoked?" with map lookups while revocations made by any worker reach
 // every other one within a poll interval.
+//
+// A log shared by several nodes (PostgreSQL) also announces new entries
+// (Notifier: LISTEN/NOTIFY), so they arrive at once and the mirror polls
+// rarely; while the announcements are down it polls every Poll again. The
+// mirror keeps what it has when the log cannot be read: a node cut off
+// from the database still refuses every token revoked before.
 package revocation
 
 import (
@@ -14,9 +20,21 @@ import (
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
-// Poll is how often the log is read: revocations take effect in every
-// worker within a second.
+// Poll is how often the log is read without notifications: revocations take
+// effect in every worker within a second.
 const Poll = 250 * time.Millisecond
+
+// NotifiedPoll is how often the log is read while notifications arrive: a
+// safety net only, each notification triggers a read at once.
+const NotifiedPoll = 5 * time.Second
+
+// Notifier is implemented by logs that announce new entries. Notify
+// listens until ctx ends; wake receives when entries may have been added
+// (and after a reconnection); live reports whether announcements arrive
+// right now.
+type Notifier interface {
+	Notify(ctx context.Context) (wake <-chan struct{}, live func() bool)
+}
 
 // Log is the part of the store the mirror reads.
 type Log interface {
@@ -56,18 +74,42 @@ func (m *Mirror) Covers(who *identity.Principal) bool {
 	return a || b || c
 }
 
-// Run loads the log every Poll until ctx ends.
+// Run loads the log until ctx ends: every Poll, or when the log is a
+// Notifier, on every notification and every NotifiedPoll while
+// notifications are live.
 func (m *Mirror) Run(ctx context.Context, log *slog.Logger) {
+	var wake <-chan struct{}
+	live := func() bool { return false }
+	if n, ok := m.log.(Notifier); ok {
+		wake, live = n.Notify(ctx)
+	}
 	t := time.NewTicker(Poll)
 	defer t.Stop()
+	last := time.Time{}
+	failing := false
 	for {
 		if err := m.Load(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("reading revocations", "err", err)
+			// Once per outage, not four times a second.
+			if !failing {
+				log.Warn("reading revocations; keeping the ones already read", "err", err)
+			}
+			failing = true
+		} else if failing && ctx.Err() == nil {
+			log.Info("reading revocations again")
+			failing = false
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		last = time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-wake:
+			case <-t.C:
+				if live() && !failing && time.Since(last) < NotifiedPoll {
+					continue
+				}
+			}
+			break
 		}
 	}
 }

@@ -214,6 +214,7 @@ func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
 		DrainTimeout:  cfg.Server.DrainTimeout,
 		HTTPSPort:     s.httpsPort(),
 		OAuth:         cfg.OAuth,
+		Store:         cfg.Store,
 		Gateway:       cfg.Enabled(),
 		QUIC:          s.quic.spec(p.HTTP3),
 		PprofDir:      cfg.Server.PprofDir,

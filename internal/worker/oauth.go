@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,9 +16,13 @@ import (
 	"github.com/mcpgate/mcpgate/internal/resource"
 	"github.com/mcpgate/mcpgate/internal/revocation"
 	"github.com/mcpgate/mcpgate/internal/store"
-	"github.com/mcpgate/mcpgate/internal/store/sqlite"
+	"github.com/mcpgate/mcpgate/internal/store/backend"
 	"github.com/mcpgate/mcpgate/internal/token"
 )
+
+// openTimeout bounds opening the store (connecting to PostgreSQL and
+// migrating); a worker that cannot is restarted with back-off.
+const openTimeout = 30 * time.Second
 
 // oauth is a worker's authorization and resource server.
 type oauth struct {
@@ -44,16 +47,13 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 		return o, nil
 	}
 	oc := spec.OAuth
-	st, err := sqlite.Open(filepath.Join(spec.StateDir, "oauth.db"))
+	octx, ocancel := context.WithTimeout(context.Background(), openTimeout)
+	st, ks, err := backend.Open(octx, spec.StateDir, spec.Store, keys.Options{RetainFor: keys.RetainFor(oc.AccessTokenTTL)})
+	ocancel()
 	if err != nil {
 		return nil, err
 	}
 	o.store = st
-	ks, err := keys.Open(spec.StateDir, keys.Options{RetainFor: keys.RetainFor(oc.AccessTokenTTL)})
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
 	o.keys = ks
 	o.revoked = revocation.New(st)
 	o.issuer = token.NewIssuer(ks, oc.AccessTokenTTL)

@@ -33,6 +33,8 @@ type Spec struct {
 	// tokens for any of the gateway's resources.
 	OAuth   *config.OAuth   `json:"oauth,omitempty"`
 	Gateway []*config.Proxy `json:"gateway,omitempty"`
+	// Store is the shared OAuth store ([store]); nil: SQLite in StateDir.
+	Store *config.Store `json:"store,omitempty"`
 	// PprofDir, if set, is where the worker serves Go's profiler.
 	PprofDir string `json:"pprof_dir,omitempty"`
 	// QUIC is set when this worker serves HTTP/3.

@@ -9,7 +9,8 @@ package e2e
 import (
 	"testing"
 
+	"github.com/mcpgate/mcpgate/internal/store/postgres/pgtest"
 	"github.com/mcpgate/mcpgate/tests/harness"
 )
 
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) { harness.Main(m, pgtest.Shutdown) }

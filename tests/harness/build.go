@@ -94,11 +94,14 @@ func ModuleRoot() (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// Main runs the tests and then removes the binary built by Binary. Call it
-// from TestMain: os.Exit skips deferred calls and t.Cleanup cannot span
-// tests.
-func Main(m *testing.M) {
+// Main runs the tests and then removes the binary built by Binary and runs
+// after (such as stopping a test PostgreSQL). Call it from TestMain:
+// os.Exit skips deferred calls and t.Cleanup cannot span tests.
+func Main(m *testing.M, after ...func()) {
 	code := m.Run()
+	for _, f := range after {
+		f()
+	}
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
