@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // The control socket lives in the state directory, which the config names,
@@ -28,16 +29,6 @@ func ControlSocketPath(dir string) (string, error) {
 		return "", err
 	}
 	return filepath.Join(srv.StateDir, controlSocketName), nil
-}
-
-type controlRequest struct {
-	Command string `json:"command"`
-}
-
-type controlResponse struct {
-	Error  string        `json:"error,omitempty"`
-	Reload *ReloadResult `json:"reload,omitempty"`
-	Status *Status       `json:"status,omitempty"`
 }
 
 // listenControl binds the control socket, refusing to take over the socket
@@ -82,21 +73,21 @@ func (s *Supervisor) handleControl(c net.Conn) {
 		}
 	}()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var req controlRequest
+	var req wire.ControlRequest
 	if err := json.NewDecoder(io.LimitReader(c, 4096)).Decode(&req); err != nil {
-		json.NewEncoder(c).Encode(controlResponse{Error: "bad request: " + err.Error()})
+		json.NewEncoder(c).Encode(wire.ControlResponse{Protocol: wire.Protocol, Error: "bad request: " + err.Error()})
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	var resp controlResponse
+	var resp wire.ControlResponse
 	switch req.Command {
-	case "reload":
+	case wire.CmdReload:
 		r := s.requestReload("control socket")
 		resp.Reload = &r
-	case "status":
+	case wire.CmdStatus:
 		st := s.Status()
 		resp.Status = &st
-	case "upgrade":
+	case wire.CmdUpgrade:
 		// The answer comes from the next binary, over this same connection,
 		// which the upgrade hands over.
 		keep = true
@@ -105,13 +96,14 @@ func (s *Supervisor) handleControl(c net.Conn) {
 	default:
 		resp.Error = fmt.Sprintf("unknown command %q", req.Command)
 	}
+	resp.Protocol = wire.Protocol
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	json.NewEncoder(c).Encode(resp)
 }
 
 // Control sends one command to the supervisor at socket path and returns
 // its answer. ctx bounds the whole exchange.
-func Control(ctx context.Context, path, command string) (*controlResponse, error) {
+func Control(ctx context.Context, path, command string) (*wire.ControlResponse, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -121,10 +113,10 @@ func Control(ctx context.Context, path, command string) (*controlResponse, error
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	if err := json.NewEncoder(c).Encode(controlRequest{Command: command}); err != nil {
+	if err := json.NewEncoder(c).Encode(wire.ControlRequest{Protocol: wire.Protocol, Command: command}); err != nil {
 		return nil, err
 	}
-	var resp controlResponse
+	var resp wire.ControlResponse
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
 		return nil, fmt.Errorf("reading answer from mcpgate: %w", err)
 	}
@@ -137,13 +129,13 @@ func Control(ctx context.Context, path, command string) (*controlResponse, error
 // Reload asks the supervisor configured in dir to reload and returns its
 // verdict.
 func Reload(ctx context.Context, dir string) (*ReloadResult, error) {
-	return controlReload(ctx, dir, "reload")
+	return controlReload(ctx, dir, wire.CmdReload)
 }
 
 // Upgrade asks the supervisor configured in dir to re-execute itself from
 // the binary on disk, then reload its workers.
 func Upgrade(ctx context.Context, dir string) (*ReloadResult, error) {
-	return controlReload(ctx, dir, "upgrade")
+	return controlReload(ctx, dir, wire.CmdUpgrade)
 }
 
 func controlReload(ctx context.Context, dir, cmd string) (*ReloadResult, error) {
@@ -167,7 +159,7 @@ func GetStatus(ctx context.Context, dir string) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := Control(ctx, path, "status")
+	resp, err := Control(ctx, path, wire.CmdStatus)
 	if err != nil {
 		return nil, err
 	}
@@ -180,5 +172,5 @@ func GetStatus(ctx context.Context, dir string) (*Status, error) {
 func replyConn(c net.Conn, res ReloadResult) {
 	defer c.Close()
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	json.NewEncoder(c).Encode(controlResponse{Reload: &res})
+	json.NewEncoder(c).Encode(wire.ControlResponse{Protocol: wire.Protocol, Reload: &res})
 }

@@ -14,14 +14,14 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/handoff"
-	"github.com/mcpgate/mcpgate/internal/worker"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // proc is one running worker process.
 type proc struct {
 	name    string
 	process *os.Process
-	spec    worker.Spec
+	spec    wire.Spec
 	hc      *handoff.Conn
 	started time.Time
 	log     *slog.Logger
@@ -35,9 +35,9 @@ type proc struct {
 	onExit func()
 
 	mu      sync.Mutex
-	ready   worker.Ready // guarded by mu; set before readyCh closes
-	stats   worker.Stats // guarded by mu
-	waitErr error        // guarded by mu; set before exited closes
+	ready   wire.Ready // guarded by mu; set before readyCh closes
+	stats   wire.Stats // guarded by mu
+	waitErr error      // guarded by mu; set before exited closes
 }
 
 // spawner starts worker processes; replaceable in tests.
@@ -98,7 +98,7 @@ func (s *spawner) byWorkerID(wid uint8) *proc {
 }
 
 // start re-executes the binary on disk as a worker for spec.Proxy.
-func (s *spawner) start(spec worker.Spec) (*proc, error) {
+func (s *spawner) start(spec wire.Spec) (*proc, error) {
 	hc, child, err := handoff.Pair()
 	if err != nil {
 		return nil, err
@@ -115,7 +115,7 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 		args = append(args, "--log-level", s.logLevel)
 	}
 	cmd := exec.Command(s.exe, args...)
-	cmd.ExtraFiles = []*os.File{specR, child} // fds 3 and 4: worker.FdSpec, worker.FdHandoff
+	cmd.ExtraFiles = []*os.File{specR, child} // fds 3 and 4: wire.FdSpec, wire.FdHandoff
 	var dgram *net.UnixConn
 	if spec.QUIC != nil {
 		wid, err := s.allocWID()
@@ -148,7 +148,7 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 		}
 		defer dchild.Close()
 		defer udp.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, dchild, udp) // fds 5 and 6: worker.FdQUICIn, worker.FdQUICConn
+		cmd.ExtraFiles = append(cmd.ExtraFiles, dchild, udp) // fds 5 and 6: wire.FdQUICIn, wire.FdQUICConn
 	}
 	cmd.Env = workerEnv(os.Environ())
 	cmd.Stdout = s.stderr
@@ -178,6 +178,7 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 	go p.readMessages()
 	// The spec is small, far below the pipe buffer, so this cannot block on
 	// a worker that never reads.
+	spec.Protocol = wire.Protocol
 	b, _ := json.Marshal(spec)
 	_, werr := specW.Write(b)
 	specW.Close()
@@ -212,7 +213,7 @@ func workerEnv(env []string) []string {
 	return out
 }
 
-func newProc(name string, process *os.Process, spec worker.Spec, hc *handoff.Conn, started time.Time, log *slog.Logger) *proc {
+func newProc(name string, process *os.Process, spec wire.Spec, hc *handoff.Conn, started time.Time, log *slog.Logger) *proc {
 	return &proc{
 		name:    name,
 		process: process,
@@ -249,11 +250,16 @@ func (p *proc) readMessages() {
 			return
 		}
 		switch m.Kind {
-		case handoff.KindReady:
-			var r worker.Ready
+		case wire.KindReady:
+			var r wire.Ready
 			if err := json.Unmarshal(m.Payload, &r); err != nil {
 				p.log.Error("bad ready message from worker", "err", err)
 				continue
+			}
+			if err := wire.CheckProtocol(r.Protocol); err != nil {
+				// A worker of a newer build (a downgrade): it still gets
+				// connections, whose format has not changed, but say so.
+				p.log.Warn("worker speaks another protocol version", "err", err)
 			}
 			p.mu.Lock()
 			already := p.ready.PID != 0
@@ -262,8 +268,8 @@ func (p *proc) readMessages() {
 			if !already {
 				close(p.readyCh)
 			}
-		case handoff.KindStats:
-			var st worker.Stats
+		case wire.KindStats:
+			var st wire.Stats
 			if json.Unmarshal(m.Payload, &st) == nil {
 				p.mu.Lock()
 				p.stats = st
@@ -276,7 +282,7 @@ func (p *proc) readMessages() {
 	}
 }
 
-func (p *proc) info() worker.Ready {
+func (p *proc) info() wire.Ready {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.ready
@@ -303,7 +309,7 @@ func (p *proc) kill() {
 // drain asks the worker to finish its requests and exit, and kills it if it
 // has not exited by the deadline.
 func (p *proc) drain(timeout time.Duration) {
-	if err := p.hc.Send(handoff.KindDrain, nil); err != nil && !handoff.IsClosed(err) {
+	if err := p.hc.Send(wire.KindDrain, nil); err != nil && !handoff.IsClosed(err) {
 		p.log.Warn("asking worker to drain", "err", err)
 	}
 	// The worker bounds its own drain by the same timeout; the margin lets

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/dispatch"
-	"github.com/mcpgate/mcpgate/internal/worker"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // Restart backoff for a worker that dies.
@@ -27,7 +27,7 @@ const (
 // backoff when it dies, and drains it when told to stop. It is the
 // dispatch.Target for that proxy's hostnames.
 type slot struct {
-	spec         worker.Spec
+	spec         wire.Spec
 	spawner      *spawner
 	log          *slog.Logger
 	readyTimeout time.Duration
@@ -54,7 +54,7 @@ type slot struct {
 
 var _ dispatch.Target = (*slot)(nil)
 
-func newSlot(spec worker.Spec, sp *spawner, log *slog.Logger) *slot {
+func newSlot(spec wire.Spec, sp *spawner, log *slog.Logger) *slot {
 	return &slot{
 		spec:         spec,
 		readyTimeout: readyTimeout,
@@ -75,7 +75,7 @@ var errNotRunning = errors.New("worker not running")
 // the worker is being restarted so clients see a delay, not an error. A
 // retired slot answers dispatch.ErrRetired, and the dispatcher routes the
 // connection again with the current table.
-func (sl *slot) Deliver(kind byte, c dispatch.Conn, header, peeked []byte) error {
+func (sl *slot) Deliver(kind wire.Kind, c dispatch.Conn, header, peeked []byte) error {
 	deadline := time.NewTimer(deliverWait)
 	defer deadline.Stop()
 	for {

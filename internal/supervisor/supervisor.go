@@ -26,7 +26,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/dispatch"
-	"github.com/mcpgate/mcpgate/internal/worker"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // Options configure a supervisor.
@@ -206,8 +206,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 }
 
-func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
-	return worker.Spec{
+func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) wire.Spec {
+	return wire.Spec{
 		Proxy:        p,
 		StateDir:     cfg.Server.StateDir,
 		DrainTimeout: cfg.Server.DrainTimeout,
@@ -221,7 +221,7 @@ func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
 
 // apply starts fresh workers for every enabled proxy of cfg, waits for
 // them, switches routing to the ready ones and drains the workers they
-// replace. A proxy whose new worker fails keeps its old worker.
+// replace. A proxy whose new worker fails keeps its old wire.
 func (s *Supervisor) apply(cfg *config.Config) ReloadResult {
 	s.mu.Lock()
 	old := s.slots

@@ -14,7 +14,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/activation"
 	"github.com/mcpgate/mcpgate/internal/handoff"
-	"github.com/mcpgate/mcpgate/internal/worker"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // A supervisor upgrade re-executes the supervisor in place (same pid, so
@@ -26,6 +26,9 @@ import (
 const upgradeEnv = "MCPGATE_UPGRADE_STATE"
 
 type handoverState struct {
+	// Protocol is the wire version of the binary that wrote this (0:
+	// before versioning); the next binary may be older or newer.
+	Protocol  int                `json:"protocol,omitempty"`
 	Activated bool               `json:"activated"`
 	Listeners []handoverListener `json:"listeners"`
 	Workers   []handoverWorker   `json:"workers"`
@@ -45,13 +48,13 @@ type handoverListener struct {
 }
 
 type handoverWorker struct {
-	PID      int          `json:"pid"`
-	FD       int          `json:"fd"`
-	DgramFD  int          `json:"dgram_fd,omitempty"` // QUIC datagram socket to the worker, or 0
-	Spec     worker.Spec  `json:"spec"`
-	Ready    worker.Ready `json:"ready"`
-	Started  time.Time    `json:"started"`
-	Draining bool         `json:"draining"`
+	PID      int        `json:"pid"`
+	FD       int        `json:"fd"`
+	DgramFD  int        `json:"dgram_fd,omitempty"` // QUIC datagram socket to the worker, or 0
+	Spec     wire.Spec  `json:"spec"`
+	Ready    wire.Ready `json:"ready"`
+	Started  time.Time  `json:"started"`
+	Draining bool       `json:"draining"`
 }
 
 // enqueueUpgrade asks the reloader for an upgrade; c, if not nil, is the
@@ -112,7 +115,7 @@ func (s *Supervisor) upgrade(reqs []reloadRequest) ReloadResult {
 			unix.Close(fd)
 		}
 	}
-	st := handoverState{Activated: s.activated, Started: s.started}
+	st := handoverState{Protocol: wire.Protocol, Activated: s.activated, Started: s.started}
 	var ferr error
 	pass := func(name string, sock any, packet bool) {
 		sc, ok := sock.(syscall.Conn)
@@ -242,9 +245,9 @@ func takeHandover() (*handoverState, error) {
 		return nil, nil
 	}
 	os.Unsetenv(upgradeEnv)
-	var st handoverState
-	if err := json.Unmarshal([]byte(v), &st); err != nil {
-		return nil, fmt.Errorf("upgrade handover: %w", err)
+	st, err := parseHandover([]byte(v))
+	if err != nil {
+		return nil, err
 	}
 	st.sockets = &activation.Sockets{Activated: st.Activated, Stream: map[string][]net.Listener{}, Packet: map[string][]net.PacketConn{}}
 	for _, hl := range st.Listeners {
@@ -267,6 +270,19 @@ func takeHandover() (*handoverState, error) {
 	}
 	if len(st.sockets.Stream) == 0 {
 		return nil, errors.New("upgrade handover: no listeners")
+	}
+	return st, nil
+}
+
+// parseHandover decodes a handover description, written by this build or
+// by the previous one.
+func parseHandover(b []byte) (*handoverState, error) {
+	var st handoverState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("upgrade handover: %w", err)
+	}
+	if err := wire.CheckProtocol(st.Protocol); err != nil {
+		return nil, fmt.Errorf("upgrade handover: %w", err)
 	}
 	return &st, nil
 }

@@ -27,31 +27,11 @@ import (
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/tlscert"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // HealthPath answers without touching the backend.
 const HealthPath = "/.well-known/mcpgate/health"
-
-// ReadSpec reads the spec the supervisor wrote to fd FdSpec.
-func ReadSpec() (*Spec, error) {
-	f := os.NewFile(FdSpec, "spec")
-	if f == nil {
-		return nil, errors.New("worker: no spec descriptor (workers are started by `mcpgate serve`)")
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("worker: reading spec: %w", err)
-	}
-	var s Spec
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("worker: decoding spec: %w", err)
-	}
-	if s.Proxy == nil {
-		return nil, errors.New("worker: spec has no proxy")
-	}
-	return &s, nil
-}
 
 // Worker serves one proxy.
 type Worker struct {
@@ -208,10 +188,10 @@ func (w *Worker) run() error {
 	signal.Ignore(syscall.SIGHUP)
 
 	ready, _ := json.Marshal(Ready{
-		PID: os.Getpid(), Proxy: p.Name, Version: buildinfo.Version(), BuildID: buildinfo.ID(),
+		Protocol: wire.Protocol, PID: os.Getpid(), Proxy: p.Name, Version: buildinfo.Version(), BuildID: buildinfo.ID(),
 		ConfigHash: p.Hash, Started: w.started,
 	})
-	if err := w.hc.Send(handoff.KindReady, ready); err != nil {
+	if err := w.hc.Send(wire.KindReady, ready); err != nil {
 		return fmt.Errorf("worker %s: reporting ready: %w", p.Name, err)
 	}
 	w.log.Info("worker serving", "build_id", buildinfo.ID(), "generation", w.spec.Generation)
@@ -243,7 +223,7 @@ func (w *Worker) receive() {
 			return
 		}
 		switch m.Kind {
-		case handoff.KindTLS, handoff.KindHTTP:
+		case wire.KindTLS, wire.KindHTTP:
 			if m.File == nil {
 				continue
 			}
@@ -253,7 +233,7 @@ func (w *Worker) receive() {
 				continue
 			}
 			l := w.tlsL
-			if m.Kind == handoff.KindHTTP {
+			if m.Kind == wire.KindHTTP {
 				l = w.httpL
 			}
 			// In order, before any later drain message closes the
@@ -261,7 +241,7 @@ func (w *Worker) receive() {
 			if err := l.Deliver(c, 10*time.Second); err != nil {
 				w.log.Warn("connection dropped", "err", err)
 			}
-		case handoff.KindDrain:
+		case wire.KindDrain:
 			go w.drain()
 		default:
 			if m.File != nil {
@@ -405,8 +385,8 @@ func (w *Worker) reportStats() {
 			continue
 		}
 		last = n
-		b, _ := json.Marshal(Stats{Connections: n})
-		if err := w.hc.Send(handoff.KindStats, b); err != nil {
+		b, _ := json.Marshal(Stats{Protocol: wire.Protocol, Connections: n})
+		if err := w.hc.Send(wire.KindStats, b); err != nil {
 			return
 		}
 	}
