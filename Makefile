@@ -28,9 +28,10 @@ demo: build ## run mcpgate on loopback (https://localhost:8443/mcp) in front of 
 
 test: lint unit integration fuzz ## vet, staticcheck, unit and integration tests, short fuzzing
 
-lint: ## gofmt, go vet, staticcheck
+lint: ## gofmt, go mod tidy -diff, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
