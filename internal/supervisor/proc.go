@@ -307,14 +307,13 @@ func (p *proc) kill() {
 }
 
 // drain asks the worker to finish its requests and exit, and kills it if it
-// has not exited by the deadline.
-func (p *proc) drain(timeout time.Duration) {
+// has not exited at the schedule's Kill offset (the worker closes
+// everything itself at Close, a few seconds earlier).
+func (p *proc) drain(sched wire.DrainSchedule) {
 	if err := p.hc.Send(wire.KindDrain, nil); err != nil && !handoff.IsClosed(err) {
 		p.log.Warn("asking worker to drain", "err", err)
 	}
-	// The worker bounds its own drain by the same timeout; the margin lets
-	// it close streams cleanly before the kill.
-	t := time.NewTimer(timeout + 5*time.Second)
+	t := time.NewTimer(sched.Kill)
 	defer t.Stop()
 	select {
 	case <-p.exited:

@@ -209,7 +209,7 @@ func (sl *slot) run() {
 			sl.retire()
 			sl.setCur(p, nil)
 			sl.log.Info("draining worker", "pid", p.pid())
-			p.drain(sl.spec.DrainTimeout)
+			p.drain(sl.spec.Drain())
 			sl.log.Info("worker exited", "pid", p.pid(), "err", describeExit(p.exitErr()))
 			return
 		}
