@@ -54,7 +54,7 @@ func (s *Supervisor) setupQUIC(key *[16]byte) {
 	}
 	q.router = quicroute.NewRouter(quicroute.RouterConfig{Key: q.key})
 	s.quic = q
-	s.spawner.quic = uc
+	s.quicWorkers.conn = uc
 }
 
 // spec is the HTTP/3 part of a worker's spec, or nil.
@@ -119,7 +119,7 @@ func (q *quicPath) owner(sni string) *proc {
 // dropped, which QUIC recovers from, rather than stalling every
 // connection behind one busy wire.
 func (q *quicPath) forward(wid uint8, from netip.AddrPort, payload []byte) {
-	p := q.s.spawner.byWorkerID(wid)
+	p := q.s.quicWorkers.byWorkerID(wid)
 	if p == nil || p.dgram == nil {
 		return
 	}

@@ -95,7 +95,7 @@ func (s *Supervisor) reloader(ctx context.Context) {
 		if len(upgrades) > 0 {
 			// Only returns if the upgrade failed; on success this process
 			// now runs the new binary.
-			res := s.upgrade(upgrades)
+			res := s.runUpgrade(upgrades)
 			for _, r := range upgrades {
 				if r.conn != nil {
 					replyConn(r.conn, res)

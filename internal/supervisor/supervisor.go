@@ -51,9 +51,12 @@ type Supervisor struct {
 	sockets   *activation.Sockets
 	activated bool
 	disp      *dispatch.Dispatcher
-	spawner   *spawner
-	started   time.Time
-	control   net.Listener
+	spawner   spawner
+	// quicWorkers are the workers serving HTTP/3, for the QUIC path and
+	// the spawner.
+	quicWorkers *quicWorkers
+	started     time.Time
+	control     net.Listener
 
 	mu         sync.Mutex
 	cfg        *config.Config     // guarded by mu; the configuration being served
@@ -70,6 +73,9 @@ type Supervisor struct {
 
 	// runReload performs one reload; s.reload, replaceable in tests.
 	runReload func(trigger string) ReloadResult
+	// runUpgrade performs an upgrade (returning only if it failed);
+	// s.upgrade, replaceable in tests.
+	runUpgrade func([]reloadRequest) ReloadResult
 }
 
 // Run starts the supervisor and blocks until ctx is done or SIGTERM/SIGINT
@@ -131,22 +137,25 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer control.Close()
 
+	qw := &quicWorkers{}
 	s := &Supervisor{
-		opts:      opts,
-		log:       log,
-		notify:    opts.Notify,
-		sockets:   sockets,
-		activated: activated,
-		disp:      &dispatch.Dispatcher{Log: log.With("component", "dispatch")},
-		spawner:   &spawner{exe: opts.Executable, configDir: opts.ConfigDir, logLevel: opts.LogLevel, stderr: os.Stderr, log: log},
-		started:   time.Now(),
-		control:   control,
-		cfg:       cfg,
-		slots:     map[string]*slot{},
-		draining:  map[*slot]struct{}{},
-		wake:      make(chan struct{}, 1),
+		opts:        opts,
+		log:         log,
+		notify:      opts.Notify,
+		sockets:     sockets,
+		activated:   activated,
+		disp:        &dispatch.Dispatcher{Log: log.With("component", "dispatch")},
+		quicWorkers: qw,
+		spawner:     &execSpawner{exe: opts.Executable, configDir: opts.ConfigDir, logLevel: opts.LogLevel, stderr: os.Stderr, log: log, quic: qw},
+		started:     time.Now(),
+		control:     control,
+		cfg:         cfg,
+		slots:       map[string]*slot{},
+		draining:    map[*slot]struct{}{},
+		wake:        make(chan struct{}, 1),
 	}
 	s.runReload = s.reload
+	s.runUpgrade = s.upgrade
 	log.Info("mcpgate starting", "version", buildinfo.Version(), "build_id", buildinfo.ID(), "pid", os.Getpid(),
 		"socket_activated", activated, "upgraded", handover != nil, "config_dir", opts.ConfigDir, "listeners", s.describeListeners())
 

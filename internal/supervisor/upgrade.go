@@ -317,7 +317,7 @@ func (s *Supervisor) adopt(st *handoverState) {
 			hc.Close()
 			continue
 		}
-		p := newProc(hw.Spec.Proxy.Name, process, hw.Spec, hc, hw.Started, s.log)
+		p := newProc(hw.Spec.Proxy.Name, osProcess{process}, hw.Spec, hc, hw.Started, s.log)
 		p.ready = hw.Ready
 		close(p.readyCh)
 		if hw.DgramFD != 0 && hw.Spec.QUIC != nil {
@@ -328,14 +328,13 @@ func (s *Supervisor) adopt(st *handoverState) {
 				wid := hw.Spec.QUIC.WorkerID
 				p.dgram = uc
 				p.onExit = func() {
-					s.spawner.setWID(wid, nil)
+					s.quicWorkers.setWID(wid, nil)
 					uc.Close()
 				}
-				s.spawner.setWID(wid, p)
+				s.quicWorkers.setWID(wid, p)
 			}
 		}
-		go p.wait()
-		go p.readMessages()
+		p.watch()
 		sl := newSlot(hw.Spec, s.spawner, s.log)
 		sl.adopted = p
 		if hw.Draining {
