@@ -170,7 +170,9 @@ func (c *Conn) Inheritable() (int, error) {
 	}
 	fd := -1
 	var derr error
-	rc.Control(func(orig uintptr) { fd, derr = syscall.Dup(int(orig)) })
+	if err := rc.Control(func(orig uintptr) { fd, derr = syscall.Dup(int(orig)) }); err != nil {
+		return -1, err // closed: no descriptor to duplicate
+	}
 	return fd, derr
 }
 
