@@ -14,7 +14,7 @@ FUZZ_TARGETS := ./internal/peek:FuzzClientHello ./internal/peek:FuzzParseClientH
 	./internal/peek:FuzzHTTPHost ./internal/config:FuzzLoad \
 	./internal/quicroute:FuzzParseInitial ./internal/quicroute:FuzzAssembler ./internal/quicroute:FuzzRoute
 
-.PHONY: help build demo test lint unit integration e2e fuzz bench bench-quick clean package package-deps package-test package-golden-update systemtest systemtest-clean
+.PHONY: help build demo test lint unit integration integration-deps e2e fuzz bench bench-quick clean package package-deps package-test package-golden-update systemtest systemtest-clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,8 +38,19 @@ lint: ## gofmt, go mod tidy -diff, go vet, staticcheck
 unit: ## unit tests with the race detector
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
 
-integration: ## the real binary, real sockets, real Go MCP SDK clients and servers, a fake GitHub
+# The integration tests use these Debian packages when present (h2load for
+# the reload soak that Go's retrying client cannot do); CI must have them.
+INTEGRATION_APT := nghttp2-client
+
+integration: integration-deps ## the real binary, real sockets, real Go MCP SDK clients and servers, a fake GitHub, h2load
 	$(GO) test -count=1 -timeout 15m ./tests/...
+
+integration-deps: ## install INTEGRATION_APT (h2load) if missing and root; otherwise say which tests will skip
+	@missing=; for p in $(INTEGRATION_APT); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	  if [ -z "$$missing" ]; then exit 0; fi; \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else echo "missing Debian packages:$$missing (sudo make integration-deps); TestReloadH2load will be skipped"; fi
 
 e2e: ## the official TypeScript MCP SDK client through the whole OAuth flow (needs Node >= 20.18.1 and npm)
 	npm ci --prefix tests/ts --prefer-offline --no-audit --no-fund --loglevel=error
@@ -60,10 +71,12 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s; e.g. make fuzz FUZZTIM
 	  done; \
 	done; rm -f .fuzz.log
 
-bench: ## mcpgate vs nginx, Caddy and the bare backend, plus the Go micro-benchmarks: bench/results/<date>.md (< 15 min; installs its Debian packages)
+bench: integration-deps ## mcpgate vs nginx, Caddy and the bare backend, plus the Go micro-benchmarks: bench/results/<date>.md (< 15 min; installs its Debian packages)
 	@GO=$(GO) bench/run.sh full
 	@echo "== reload soak: 100 reloads under HTTP/1.1, HTTP/2 and SSE load (zero failed requests)"
 	MCPGATE_RELOAD_SOAK=long $(GO) test -count=1 -v -timeout 10m -run '^TestReloadUnderLoad$$' ./tests/e2e/
+	@echo "== h2load reload soak: 30 reloads idle, 30 beside busy CPUs (no stream discarded by a drain)"
+	MCPGATE_RELOAD_SOAK=long $(GO) test -count=1 -v -timeout 15m -run '^TestReloadH2load$$' ./tests/e2e/
 
 bench-quick: ## a subset of make bench, one run per figure (< 3 min): bench/results/<date>-quick.md
 	@GO=$(GO) bench/run.sh quick

@@ -19,15 +19,19 @@ type DrainSchedule struct {
 	// would refuse it (last stream 0), and not every client retries. Until
 	// this offset the drain waits for such connections to start one.
 	FreshWait time.Duration
-	// H1Grace = min(1s, T/4): an idle HTTP/1 keep-alive connection younger
-	// than this may have a request on its way that closing it would drop.
+	// H1Grace = min(1s, T/4): a connection that started a request less
+	// than this ago may have another on its way: an idle HTTP/1 keep-alive
+	// (closing it would drop that request), or an HTTP/2 connection whose
+	// client has not read the announcing GOAWAY yet (the final GOAWAY
+	// would discard the stream).
 	H1Grace time.Duration
-	// GoAway = T/2: the latest offset at which HTTP/2 connections get
-	// GOAWAY and idle HTTP/1 keep-alives are closed (http.Server.Shutdown).
-	// Until then the drain waits for HTTP/1 connections to go quiet (their
-	// responses carry Connection: close meanwhile), because Shutdown drops
-	// a request it reads after closing. Half of T leaves the other half for
-	// the requests in flight to finish.
+	// GoAway = T/2: the latest offset of the final HTTP/2 GOAWAY and of
+	// closing idle HTTP/1 keep-alives (http.Server.Shutdown). Right after
+	// FreshWait, HTTP/2 clients get an announcing GOAWAY (last stream
+	// 2^31-1: open no more streams; RFC 9113 §6.8) and HTTP/1 responses
+	// carry Connection: close; Shutdown follows as soon as no connection
+	// has started a request for H1Grace. Half of T leaves the other half
+	// for the requests in flight to finish.
 	GoAway time.Duration
 	// EndStreams = T: open streams (SSE over any protocol) are ended
 	// cleanly at an event boundary, so clients reconnect with
@@ -65,6 +69,6 @@ func NewDrainSchedule(timeout time.Duration) DrainSchedule {
 
 // String is the schedule as one log line.
 func (d DrainSchedule) String() string {
-	return fmt.Sprintf("fresh connections until %v, GOAWAY and idle HTTP/1 closed by %v, streams ended at %v, closed at %v, killed at %v",
+	return fmt.Sprintf("fresh connections until %v, final GOAWAY and idle HTTP/1 closed by %v, streams ended at %v, closed at %v, killed at %v",
 		d.FreshWait, d.GoAway, d.EndStreams, d.Close, d.Kill)
 }

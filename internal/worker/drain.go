@@ -31,6 +31,10 @@ type drainer struct {
 
 	h1mu sync.Mutex
 	h1   map[net.Conn]h1conn // guarded by h1mu; connections not known to be HTTP/2
+	h2   sync.Map            // *tls.Conn → *h2Conn: the HTTP/2 connections (goaway.go)
+	// discarded counts HTTP/2 streams the final GOAWAY dropped unanswered:
+	// the race the announcing GOAWAY exists to close.
+	discarded atomic.Int64
 
 	once    sync.Once
 	drained chan struct{} // closed when the drain has finished
@@ -82,6 +86,12 @@ func (d *drainer) connState(c net.Conn, st http.ConnState) {
 // trackH1 follows the HTTP/1 connections' states (HTTP/2 ones are dropped
 // once their protocol is known).
 func (d *drainer) trackH1(c net.Conn, st http.ConnState) {
+	if _, ok := c.(*h2Conn); ok {
+		// x/net/http2 reports its streams' states with the wrapper; the
+		// *tls.Conn net/http reported as new was dropped when HTTP/2
+		// took it over (serveHTTP2).
+		return
+	}
 	d.h1mu.Lock()
 	defer d.h1mu.Unlock()
 	if d.h1 == nil {
@@ -105,6 +115,7 @@ func (d *drainer) markUsed(c any) {
 	if c == nil {
 		return
 	}
+	d.noteRequest(c)
 	if _, was := d.newConns.LoadAndDelete(c); was {
 		d.fresh.Add(-1)
 	}
@@ -156,12 +167,17 @@ func (d *drainer) drain() {
 		// FreshWait: connections handed over just before the drain start
 		// their first request before GOAWAY could refuse it.
 		waitUntil(at(d.sched.FreshWait), func() bool { return d.fresh.Load() > 0 })
-		// GoAway: HTTP/1 responses say Connection: close from now on;
-		// Shutdown (which closes idle connections at once and drops
-		// requests it reads afterwards) waits until no keep-alive
-		// connection may have a request on its way, or this offset.
+		// GoAway: HTTP/1 responses say Connection: close from now on, and
+		// HTTP/2 clients are told to open no more streams (a GOAWAY with
+		// the largest stream id). Shutdown (which closes idle HTTP/1
+		// connections at once, and sends HTTP/2 the final GOAWAY that
+		// discards streams it has not read) waits until no connection
+		// may have a request on its way, or this offset.
 		d.draining.Store(true)
-		waitUntil(at(d.sched.GoAway), func() bool { return d.h1MayCarryRequest(d.sched.H1Grace) })
+		d.announceShutdown()
+		waitUntil(at(d.sched.GoAway), func() bool {
+			return d.h1MayCarryRequest(d.sched.H1Grace) || d.h2MayCarryRequest(d.sched.H1Grace)
+		})
 		// EndStreams: open streams end cleanly, so clients resume with
 		// Last-Event-ID on the new worker.
 		endStreams := time.AfterFunc(time.Until(at(d.sched.EndStreams)), func() {
@@ -175,7 +191,7 @@ func (d *drainer) drain() {
 		defer cancel()
 		d.steps.shutdown(ctx)
 		d.steps.finish()
-		d.log.Info("drained", "took", time.Since(start).Round(time.Millisecond).String())
+		d.log.Info("drained", "took", time.Since(start).Round(time.Millisecond).String(), "h2_streams_discarded", d.discarded.Load())
 		close(d.drained)
 	})
 	<-d.drained

@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -203,5 +205,40 @@ func TestDrainOnce(t *testing.T) {
 	wg.Wait()
 	if calls != 1 {
 		t.Errorf("stopAccepting ran %d times", calls)
+	}
+}
+
+// TestDrainBusyHTTP2WaitsAfterAnnouncing: an HTTP/2 connection that keeps
+// starting requests is told first that the worker shuts down (the
+// announcing GOAWAY), and the final GOAWAY waits until it has started none
+// for H1Grace: what it sent before it saw the announcement is read by then
+// and answered, not discarded.
+func TestDrainBusyHTTP2WaitsAfterAnnouncing(t *testing.T) {
+	rec := &drainRecorder{}
+	d := newTestDrainer(t, rec)
+	cc := &captureConn{}
+	c := &h2Conn{out: cc}
+	c.finalGoAway.Store(-1)
+	key := &tls.Conn{}
+	d.h2.Store(key, c)
+	// Requests keep arriving until 100ms into the drain, as from a client
+	// that had not yet read the announcement.
+	stop := time.Now().Add(100 * time.Millisecond)
+	d.markUsed(key) // busy before the drain starts, not only once the goroutine runs
+	go func() {
+		for time.Now().Before(stop) {
+			d.markUsed(key)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	runDrain(t, d, rec)
+	if got := bytes.Join(cc.writes, nil); !bytes.Equal(got, announceGoAway) {
+		t.Errorf("wrote %x before the final GOAWAY, want the announcing GOAWAY", got)
+	}
+	// Quiet from ~100ms, so the final GOAWAY comes H1Grace later, and no
+	// later than GoAway.
+	got, _ := rec.get("goaway")
+	if got < 100*time.Millisecond+testSchedule.H1Grace-10*time.Millisecond || got > testSchedule.GoAway+slack {
+		t.Errorf("final GOAWAY at %v; want about %v (quiet for H1Grace), at most %v", got, 100*time.Millisecond+testSchedule.H1Grace, testSchedule.GoAway)
 	}
 }

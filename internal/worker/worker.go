@@ -117,6 +117,9 @@ func (w *Worker) run() error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
 	}
+	if err := w.serveHTTP2(w.https); err != nil {
+		return fmt.Errorf("worker %s: http2: %w", p.Name, err)
+	}
 	w.http = &http.Server{
 		Handler:           logging.Access(w.log, http.HandlerFunc(w.redirect)),
 		ConnState:         w.connState,
