@@ -20,10 +20,9 @@ import (
 
 // fakeBehavior scripts one fake worker.
 type fakeBehavior struct {
-	spawnErr        error         // start fails with this
-	exitBeforeReady bool          // exits with status 1 without reporting ready
-	neverReady      bool          // never reports ready (until killed)
-	crashAfter      time.Duration // > 0: exits with "exit status 3" this long after ready
+	spawnErr        error // start fails with this
+	exitBeforeReady bool  // exits with status 1 without reporting ready
+	neverReady      bool  // never reports ready (until killed)
 	onDrain         drainReaction
 }
 
@@ -167,9 +166,6 @@ func (w *fakeWorker) run(spec wire.Spec, b fakeBehavior) {
 		ready, _ := json.Marshal(wire.Ready{Protocol: wire.Protocol, PID: w.pid, Proxy: spec.Proxy.Name, BuildID: "fake"})
 		if err := w.hc.Send(wire.KindReady, ready); err != nil {
 			return
-		}
-		if b.crashAfter > 0 {
-			time.AfterFunc(b.crashAfter, func() { w.exit(errors.New("exit status 3")) })
 		}
 	}
 	for {

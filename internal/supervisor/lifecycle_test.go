@@ -181,14 +181,28 @@ func TestSlotWorkerIgnoresDrainDeadline(t *testing.T) {
 // stableAfter resets it. The announced back-off is checked exactly, the
 // real gaps as lower bounds (a busy machine only makes them longer).
 func TestSlotRestartBackoff(t *testing.T) {
+	// crashWhenReady lets worker n become ready, waits ran, then makes it
+	// die, and returns when it died; a worker dying before the slot saw
+	// it ready would be a failed start, not a restart.
+	crashWhenReady := func(t *testing.T, fs *fakeSpawner, sl *slot, n int, ran time.Duration) time.Time {
+		fs.waitSpawn(n)
+		waitFor(t, "worker ready", func() bool { p := sl.current(); return p != nil && p.pid() == 1000+n })
+		time.Sleep(ran)
+		fs.worker(n).exit(errors.New("exit status 3"))
+		return time.Now()
+	}
 	t.Run("doubles", func(t *testing.T) {
-		fs := newFakeSpawner(t, func(int) fakeBehavior { return fakeBehavior{crashAfter: time.Millisecond} })
+		fs := newFakeSpawner(t, func(int) fakeBehavior { return fakeBehavior{} })
 		rec := &logRecorder{}
 		sl := newTestSlot(fs, testTiming(), slogFrom(rec))
 		go sl.run()
+		defer sl.shutdown()
+		var died []time.Time
+		for n := 1; n <= 5; n++ {
+			died = append(died, crashWhenReady(t, fs, sl, n, 0))
+		}
 		fs.waitSpawn(6)
-		sl.shutdown()
-		got := rec.attrs("worker died; restarting", "retry_in")[:5]
+		got := rec.attrs("worker died; restarting", "retry_in")
 		want := []string{"10ms", "20ms", "40ms", "40ms", "40ms"}
 		if !slices.Equal(got, want) {
 			t.Errorf("announced back-offs %q, want %q", got, want)
@@ -196,21 +210,24 @@ func TestSlotRestartBackoff(t *testing.T) {
 		fs.mu.Lock()
 		defer fs.mu.Unlock()
 		for i, b := range []time.Duration{10, 20, 40, 40, 40} {
-			if gap := fs.spawns[i+1].Sub(fs.spawns[i]); gap < b*time.Millisecond {
-				t.Errorf("restart %d after %v, before its back-off %vms", i+1, gap, b)
+			if gap := fs.spawns[i+1].Sub(died[i]); gap < b*time.Millisecond {
+				t.Errorf("restart %d %v after the death, before its back-off %vms", i+1, gap, b)
 			}
 		}
 	})
 	t.Run("resets after a stable run", func(t *testing.T) {
-		fs := newFakeSpawner(t, func(int) fakeBehavior { return fakeBehavior{crashAfter: 30 * time.Millisecond} })
+		fs := newFakeSpawner(t, func(int) fakeBehavior { return fakeBehavior{} })
 		rec := &logRecorder{}
 		timing := testTiming()
 		timing.stableAfter = 20 * time.Millisecond
 		sl := newTestSlot(fs, timing, slogFrom(rec))
 		go sl.run()
+		defer sl.shutdown()
+		for n := 1; n <= 3; n++ {
+			crashWhenReady(t, fs, sl, n, 30*time.Millisecond)
+		}
 		fs.waitSpawn(4)
-		sl.shutdown()
-		got := rec.attrs("worker died; restarting", "retry_in")[:3]
+		got := rec.attrs("worker died; restarting", "retry_in")
 		if want := []string{"10ms", "10ms", "10ms"}; !slices.Equal(got, want) {
 			t.Errorf("announced back-offs %q, want %q", got, want)
 		}
