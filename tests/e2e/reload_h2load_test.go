@@ -29,10 +29,11 @@ import (
 type h2loadStats struct {
 	runs, done, succeeded, failed, errored, timeout int
 	status2xx, status4xx, status5xx                 int
-	// gaveUp counts h2load clients that stopped because the server said
-	// GOAWAY while they wanted to send more: in timing mode such a client
-	// counts one request as failed and errored (Client::process_request_failure
-	// adds req_left, which is 1) that it never sent. Not a lost request.
+	// gaveUp counts h2load's "Process Request Failure" reports: a client
+	// that could not open a stream after GOAWAY gives up, counting as
+	// failed and errored the requests it has left (Client::process_request_failure;
+	// in timing mode one, or none when it had already given up). Not a
+	// lost request.
 	gaveUp int
 }
 
@@ -63,8 +64,8 @@ func (st *h2loadStats) add(out string) error {
 }
 
 func (st h2loadStats) String() string {
-	return fmt.Sprintf("%d runs, %d requests done, %d succeeded, %d errored (%d queued requests not sent after GOAWAY, %d clients giving up), %d timeout; %d 2xx, %d 4xx, %d 5xx",
-		st.runs, st.done, st.succeeded, st.errored, st.errored-st.gaveUp, st.gaveUp, st.timeout, st.status2xx, st.status4xx, st.status5xx)
+	return fmt.Sprintf("%d runs, %d requests done, %d succeeded, %d errored by h2load's count (requests it queued but did not send after GOAWAY, and its %d give-up reports), %d timeout; %d 2xx, %d 4xx, %d 5xx",
+		st.runs, st.done, st.succeeded, st.errored, st.gaveUp, st.timeout, st.status2xx, st.status4xx, st.status5xx)
 }
 
 var drainedLine = regexp.MustCompile(`"msg":"drained".*"h2_streams_discarded":(\d+)`)
