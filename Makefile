@@ -15,7 +15,7 @@ FUZZ_TARGETS := ./internal/peek:FuzzClientHello ./internal/peek:FuzzParseClientH
 	./internal/quicroute:FuzzParseInitial ./internal/quicroute:FuzzAssembler ./internal/quicroute:FuzzRoute \
 	./internal/reqpath:FuzzPath
 
-.PHONY: help build demo test lint unit integration pg-deps e2e fuzz bench bench-quick clean package package-deps package-test package-golden-update systemtest systemtest-clean
+.PHONY: help build demo test lint unit integration integration-deps pg-deps e2e fuzz bench bench-quick clean package package-deps package-test package-golden-update systemtest systemtest-clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,17 +29,29 @@ demo: build ## run mcpgate on loopback (https://localhost:8443/mcp) in front of 
 
 test: lint unit integration fuzz ## vet, staticcheck, unit and integration tests, short fuzzing
 
-lint: ## gofmt, go vet, staticcheck
+lint: ## gofmt, go mod tidy -diff, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
 unit: pg-deps ## unit tests with the race detector (the PostgreSQL store against a real PostgreSQL)
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
 
-integration: pg-deps ## the real binary, real sockets, real Go MCP SDK clients and servers, a fake GitHub, PostgreSQL for two nodes
+# The integration tests use these Debian packages when present (h2load for
+# the reload soak that Go's retrying client cannot do); CI must have them.
+INTEGRATION_APT := nghttp2-client
+
+integration: integration-deps pg-deps ## the real binary, real sockets, real Go MCP SDK clients and servers, a fake GitHub, h2load, PostgreSQL for two nodes
 	$(GO) test -count=1 -timeout 15m ./tests/...
+
+integration-deps: ## install INTEGRATION_APT (h2load) if missing and root; otherwise say which tests will skip
+	@missing=; for p in $(INTEGRATION_APT); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	  if [ -z "$$missing" ]; then exit 0; fi; \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else echo "missing Debian packages:$$missing (sudo make integration-deps); TestReloadH2load will be skipped"; fi
 
 # The PostgreSQL store's tests start a throwaway server from Debian's
 # postgresql package (internal/store/postgres/pgtest: initdb in a temporary
@@ -84,10 +96,12 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s; e.g. make fuzz FUZZTIM
 	  done; \
 	done; rm -f .fuzz.log
 
-bench: ## mcpgate vs nginx, Caddy and the bare backend, plus the Go micro-benchmarks: bench/results/<date>.md (< 15 min; installs its Debian packages)
+bench: integration-deps ## mcpgate vs nginx, Caddy and the bare backend, plus the Go micro-benchmarks: bench/results/<date>.md (< 15 min; installs its Debian packages)
 	@GO=$(GO) bench/run.sh full
 	@echo "== reload soak: 100 reloads under HTTP/1.1, HTTP/2 and SSE load (zero failed requests)"
 	MCPGATE_RELOAD_SOAK=long $(GO) test -count=1 -v -timeout 10m -run '^TestReloadUnderLoad$$' ./tests/e2e/
+	@echo "== h2load reload soak: 30 reloads idle, 30 beside busy CPUs (no stream discarded by a drain)"
+	MCPGATE_RELOAD_SOAK=long $(GO) test -count=1 -v -timeout 15m -run '^TestReloadH2load$$' ./tests/e2e/
 
 bench-quick: ## a subset of make bench, one run per figure (< 3 min): bench/results/<date>-quick.md
 	@GO=$(GO) bench/run.sh quick

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mcpgate/mcpgate/internal/handoff"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // BenchmarkHandoff is one hand-off as the supervisor and a worker do it: a
@@ -56,7 +57,7 @@ func BenchmarkHandoff(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := parent.SendConn(handoff.KindTLS, tcp, hdr, peeked); err != nil {
+		if err := parent.SendConn(wire.KindTLS, tcp, hdr, peeked); err != nil {
 			b.Fatal(err)
 		}
 		m, err := child.Recv()

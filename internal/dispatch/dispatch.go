@@ -18,6 +18,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/peek"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // Conn is what a Target needs from an accepted connection: its descriptor.
@@ -117,15 +118,15 @@ func (d *Dispatcher) SetTable(t *Table) { d.table.Store(t) }
 func (d *Dispatcher) Table() *Table { return d.table.Load() }
 
 // ServeTLS accepts on l until it is closed, routing by SNI.
-func (d *Dispatcher) ServeTLS(l net.Listener) error { return d.serve(l, handoff.KindTLS) }
+func (d *Dispatcher) ServeTLS(l net.Listener) error { return d.serve(l, wire.KindTLS) }
 
 // ServeHTTP accepts on l until it is closed, routing by Host.
-func (d *Dispatcher) ServeHTTP(l net.Listener) error { return d.serve(l, handoff.KindHTTP) }
+func (d *Dispatcher) ServeHTTP(l net.Listener) error { return d.serve(l, wire.KindHTTP) }
 
 // Wait waits for connections being routed right now.
 func (d *Dispatcher) Wait() { d.wg.Wait() }
 
-func (d *Dispatcher) serve(l net.Listener, kind byte) error {
+func (d *Dispatcher) serve(l net.Listener, kind wire.Kind) error {
 	var delay time.Duration
 	for {
 		c, err := l.Accept()
@@ -158,7 +159,7 @@ func (d *Dispatcher) serve(l net.Listener, kind byte) error {
 	}
 }
 
-func (d *Dispatcher) route(c Conn, kind byte) {
+func (d *Dispatcher) route(c Conn, kind wire.Kind) {
 	defer c.Close() // our copy; the worker has its own after the hand-off
 	timeout := d.PeekTimeout
 	if timeout <= 0 {
@@ -193,7 +194,7 @@ func (d *Dispatcher) route(c Conn, kind byte) {
 		peeked []byte
 		err    error
 	)
-	if kind == handoff.KindTLS {
+	if kind == wire.KindTLS {
 		var info peek.ClientHelloInfo
 		info, peeked, err = peek.ClientHello(r, maxHelloBytes)
 		host, alpn = info.ServerName, info.ALPN
@@ -210,7 +211,7 @@ func (d *Dispatcher) route(c Conn, kind byte) {
 		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			log.Debug("connection refused before routing", "listener", listenerName(kind), "err", err)
 		}
-		if kind == handoff.KindHTTP && !isIOError(err) {
+		if kind == wire.KindHTTP && !isIOError(err) {
 			io.WriteString(c, badRequestResponse)
 		}
 		return
@@ -247,9 +248,9 @@ func (d *Dispatcher) route(c Conn, kind byte) {
 
 const badRequestResponse = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n"
 
-func (d *Dispatcher) refuse(c Conn, kind byte, alert []byte, httpResp string) {
+func (d *Dispatcher) refuse(c Conn, kind wire.Kind, alert []byte, httpResp string) {
 	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	if kind == handoff.KindTLS {
+	if kind == wire.KindTLS {
 		c.Write(alert)
 	} else {
 		io.WriteString(c, httpResp)
@@ -269,8 +270,8 @@ func isIOError(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
 }
 
-func listenerName(kind byte) string {
-	if kind == handoff.KindTLS {
+func listenerName(kind wire.Kind) string {
+	if kind == wire.KindTLS {
 		return "https"
 	}
 	return "http"

@@ -14,6 +14,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/mcpgate/mcpgate/internal/handoff"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // captureTarget records what the dispatcher hands over.
@@ -27,7 +28,7 @@ type delivery struct {
 }
 
 func (c *captureTarget) Name() string { return "capture" }
-func (c *captureTarget) Deliver(kind byte, conn Conn, header, peeked []byte) error {
+func (c *captureTarget) Deliver(kind wire.Kind, conn Conn, header, peeked []byte) error {
 	h, err := proxyproto.Read(bufio.NewReader(bytes.NewReader(header)))
 	if err != nil {
 		return err

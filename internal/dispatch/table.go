@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/mcpgate/mcpgate/internal/policy/host"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // ErrRetired is returned by a Target that no longer takes connections
@@ -18,9 +19,9 @@ var ErrRetired = errors.New("dispatch: target retired")
 
 // Target receives connections for the hostnames it owns.
 type Target interface {
-	// Deliver hands over a connection. kind is handoff.KindTLS or KindHTTP;
+	// Deliver hands over a connection. kind is wire.KindTLS or KindHTTP;
 	// header is the PROXY v2 header; peeked the bytes already read.
-	Deliver(kind byte, conn Conn, header, peeked []byte) error
+	Deliver(kind wire.Kind, conn Conn, header, peeked []byte) error
 	Name() string
 }
 

@@ -1,11 +1,15 @@
 package dispatch
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/mcpgate/mcpgate/internal/wire"
+)
 
 type fakeTarget string
 
-func (f fakeTarget) Deliver(byte, Conn, []byte, []byte) error { return nil }
-func (f fakeTarget) Name() string                             { return string(f) }
+func (f fakeTarget) Deliver(wire.Kind, Conn, []byte, []byte) error { return nil }
+func (f fakeTarget) Name() string                                  { return string(f) }
 
 func TestTableLookup(t *testing.T) {
 	tb := NewTable()

@@ -14,16 +14,8 @@ import (
 	"net"
 	"os"
 	"syscall"
-)
 
-// Message kinds: the first byte of every message.
-const (
-	KindTLS   byte = 'T' // supervisor → worker: a TLS connection, fd attached
-	KindHTTP  byte = 'H' // supervisor → worker: a plain-HTTP connection, fd attached
-	KindDrain byte = 'D' // supervisor → worker: stop taking connections, finish, exit
-	KindReady byte = 'R' // worker → supervisor: JSON Ready, once serving
-	KindStats byte = 'S' // worker → supervisor: JSON Stats
-	KindRenew byte = 'N' // supervisor → worker: renew the ACME certificate named in the payload now
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // MaxMessage bounds one message: a PROXY header plus a ClientHello or an
@@ -71,9 +63,9 @@ func FromFile(f *os.File) (*Conn, error) {
 }
 
 // Send sends a control message.
-func (c *Conn) Send(kind byte, payload []byte) error {
+func (c *Conn) Send(kind wire.Kind, payload []byte) error {
 	msg := make([]byte, 0, 1+len(payload))
-	msg = append(msg, kind)
+	msg = append(msg, byte(kind))
 	msg = append(msg, payload...)
 	_, _, err := c.uc.WriteMsgUnix(msg, nil, nil)
 	return err
@@ -82,7 +74,7 @@ func (c *Conn) Send(kind byte, payload []byte) error {
 // SendConn sends a connection: its descriptor, and as payload the PROXY v2
 // header followed by the bytes already read from it. The caller still owns
 // (and should close) its copy of the connection.
-func (c *Conn) SendConn(kind byte, conn syscall.Conn, header, peeked []byte) error {
+func (c *Conn) SendConn(kind wire.Kind, conn syscall.Conn, header, peeked []byte) error {
 	if len(header)+len(peeked)+1 > MaxMessage {
 		return errors.New("handoff: message too large")
 	}
@@ -91,7 +83,7 @@ func (c *Conn) SendConn(kind byte, conn syscall.Conn, header, peeked []byte) err
 		return err
 	}
 	msg := make([]byte, 0, 1+len(header)+len(peeked))
-	msg = append(msg, kind)
+	msg = append(msg, byte(kind))
 	msg = append(msg, header...)
 	msg = append(msg, peeked...)
 	var sendErr error
@@ -108,7 +100,7 @@ func (c *Conn) SendConn(kind byte, conn syscall.Conn, header, peeked []byte) err
 // Message is one received message. File is set when a descriptor came with
 // it; the receiver owns it.
 type Message struct {
-	Kind    byte
+	Kind    wire.Kind
 	Payload []byte
 	File    *os.File
 }
@@ -150,7 +142,7 @@ func (c *Conn) Recv() (*Message, error) {
 		closeAll()
 		return nil, errEOF
 	}
-	m := &Message{Kind: buf[0], Payload: append([]byte(nil), buf[1:n]...)}
+	m := &Message{Kind: wire.Kind(buf[0]), Payload: append([]byte(nil), buf[1:n]...)}
 	switch len(files) {
 	case 0:
 	case 1:
@@ -178,7 +170,9 @@ func (c *Conn) Inheritable() (int, error) {
 	}
 	fd := -1
 	var derr error
-	rc.Control(func(orig uintptr) { fd, derr = syscall.Dup(int(orig)) })
+	if err := rc.Control(func(orig uintptr) { fd, derr = syscall.Dup(int(orig)) }); err != nil {
+		return -1, err // closed: no descriptor to duplicate
+	}
 	return fd, derr
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/wire"
 	"github.com/pires/go-proxyproto"
 )
 
@@ -58,7 +59,7 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := parent.SendConn(KindTLS, server.(*net.TCPConn), hdr, peeked); err != nil {
+			if err := parent.SendConn(wire.KindTLS, server.(*net.TCPConn), hdr, peeked); err != nil {
 				t.Fatal(err)
 			}
 			server.Close() // the receiver must hold its own descriptor
@@ -67,7 +68,7 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m.Kind != KindTLS || m.File == nil {
+			if m.Kind != wire.KindTLS || m.File == nil {
 				t.Fatalf("got kind %q file %v", m.Kind, m.File)
 			}
 			pc, err := ParseConn(m.File, m.Payload)
@@ -118,11 +119,11 @@ func TestControlMessagesAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer child.Close()
-	if err := child.Send(KindReady, []byte(`{"pid":1}`)); err != nil {
+	if err := child.Send(wire.KindReady, []byte(`{"pid":1}`)); err != nil {
 		t.Fatal(err)
 	}
 	m, err := parent.Recv()
-	if err != nil || m.Kind != KindReady || string(m.Payload) != `{"pid":1}` || m.File != nil {
+	if err != nil || m.Kind != wire.KindReady || string(m.Payload) != `{"pid":1}` || m.File != nil {
 		t.Fatalf("got %+v, %v", m, err)
 	}
 	parent.Close()

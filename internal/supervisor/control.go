@@ -10,11 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
-	"github.com/mcpgate/mcpgate/internal/handoff"
+	"github.com/mcpgate/mcpgate/internal/policy/host"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // The control socket lives in the state directory, which the config names,
@@ -31,26 +31,6 @@ func ControlSocketPath(dir string) (string, error) {
 		return "", err
 	}
 	return filepath.Join(srv.StateDir, controlSocketName), nil
-}
-
-type controlRequest struct {
-	Command string `json:"command"`
-	Name    string `json:"name,omitempty"` // renew-cert: the certificate's hostname
-}
-
-type controlResponse struct {
-	Error  string        `json:"error,omitempty"`
-	Reload *ReloadResult `json:"reload,omitempty"`
-	Status *Status       `json:"status,omitempty"`
-	Renew  *RenewResult  `json:"renew,omitempty"`
-}
-
-// RenewResult says which worker was asked to renew a certificate; the
-// outcome shows in its status.
-type RenewResult struct {
-	Name  string `json:"name"`
-	Proxy string `json:"proxy"`
-	PID   int    `json:"pid"`
 }
 
 // listenControl binds the control socket, refusing to take over the socket
@@ -95,27 +75,27 @@ func (s *Supervisor) handleControl(c net.Conn) {
 		}
 	}()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var req controlRequest
+	var req wire.ControlRequest
 	if err := json.NewDecoder(io.LimitReader(c, 4096)).Decode(&req); err != nil {
-		json.NewEncoder(c).Encode(controlResponse{Error: "bad request: " + err.Error()})
+		json.NewEncoder(c).Encode(wire.ControlResponse{Protocol: wire.Protocol, Error: "bad request: " + err.Error()})
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	var resp controlResponse
+	var resp wire.ControlResponse
 	switch req.Command {
-	case "reload":
+	case wire.CmdReload:
 		r := s.requestReload("control socket")
 		resp.Reload = &r
-	case "status":
+	case wire.CmdStatus:
 		st := s.Status()
 		resp.Status = &st
-	case "renew-cert":
+	case wire.CmdRenewCert:
 		r, err := s.renewCert(req.Name)
 		if err != nil {
 			resp.Error = err.Error()
 		}
 		resp.Renew = r
-	case "upgrade":
+	case wire.CmdUpgrade:
 		// The answer comes from the next binary, over this same connection,
 		// which the upgrade hands over.
 		keep = true
@@ -124,13 +104,18 @@ func (s *Supervisor) handleControl(c net.Conn) {
 	default:
 		resp.Error = fmt.Sprintf("unknown command %q", req.Command)
 	}
+	resp.Protocol = wire.Protocol
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	json.NewEncoder(c).Encode(resp)
 }
 
 // Control sends one command to the supervisor at socket path and returns
 // its answer. ctx bounds the whole exchange.
-func Control(ctx context.Context, path, command string) (*controlResponse, error) {
+func Control(ctx context.Context, path, command string) (*wire.ControlResponse, error) {
+	return control(ctx, path, wire.ControlRequest{Command: command})
+}
+
+func control(ctx context.Context, path string, req wire.ControlRequest) (*wire.ControlResponse, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -140,14 +125,11 @@ func Control(ctx context.Context, path, command string) (*controlResponse, error
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	return roundTrip(c, controlRequest{Command: command})
-}
-
-func roundTrip(c net.Conn, req controlRequest) (*controlResponse, error) {
+	req.Protocol = wire.Protocol
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return nil, err
 	}
-	var resp controlResponse
+	var resp wire.ControlResponse
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
 		return nil, fmt.Errorf("reading answer from mcpgate: %w", err)
 	}
@@ -160,13 +142,13 @@ func roundTrip(c net.Conn, req controlRequest) (*controlResponse, error) {
 // Reload asks the supervisor configured in dir to reload and returns its
 // verdict.
 func Reload(ctx context.Context, dir string) (*ReloadResult, error) {
-	return controlReload(ctx, dir, "reload")
+	return controlReload(ctx, dir, wire.CmdReload)
 }
 
 // Upgrade asks the supervisor configured in dir to re-execute itself from
 // the binary on disk, then reload its workers.
 func Upgrade(ctx context.Context, dir string) (*ReloadResult, error) {
-	return controlReload(ctx, dir, "upgrade")
+	return controlReload(ctx, dir, wire.CmdUpgrade)
 }
 
 func controlReload(ctx context.Context, dir, cmd string) (*ReloadResult, error) {
@@ -190,7 +172,7 @@ func GetStatus(ctx context.Context, dir string) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := Control(ctx, path, "status")
+	resp, err := Control(ctx, path, wire.CmdStatus)
 	if err != nil {
 		return nil, err
 	}
@@ -202,21 +184,12 @@ func GetStatus(ctx context.Context, dir string) (*Status, error) {
 
 // RenewCert asks the supervisor configured in dir to have the worker that
 // manages the ACME certificate of hostname renew it now.
-func RenewCert(ctx context.Context, dir, hostname string) (*RenewResult, error) {
+func RenewCert(ctx context.Context, dir, hostname string) (*wire.RenewResult, error) {
 	path, err := ControlSocketPath(dir)
 	if err != nil {
 		return nil, err
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach mcpgate at %s (is it running?): %w", path, err)
-	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	resp, err := roundTrip(c, controlRequest{Command: "renew-cert", Name: hostname})
+	resp, err := control(ctx, path, wire.ControlRequest{Command: wire.CmdRenewCert, Name: hostname})
 	if err != nil {
 		return nil, err
 	}
@@ -228,8 +201,11 @@ func RenewCert(ctx context.Context, dir, hostname string) (*RenewResult, error) 
 
 // renewCert sends a renewal request to the ready worker of the proxy that
 // manages hostname's certificate.
-func (s *Supervisor) renewCert(hostname string) (*RenewResult, error) {
-	name := strings.ToLower(strings.TrimSuffix(hostname, "."))
+func (s *Supervisor) renewCert(hostname string) (*wire.RenewResult, error) {
+	name, err := host.Name([]byte(hostname))
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", hostname, err)
+	}
 	s.mu.Lock()
 	var owner *slot
 	for _, sl := range s.slots {
@@ -245,15 +221,15 @@ func (s *Supervisor) renewCert(hostname string) (*RenewResult, error) {
 	if p == nil {
 		return nil, fmt.Errorf("the worker of proxy %s is not running", owner.Name())
 	}
-	if err := p.hc.Send(handoff.KindRenew, []byte(name)); err != nil {
+	if err := p.hc.Send(wire.KindRenew, []byte(name)); err != nil {
 		return nil, fmt.Errorf("asking the worker of proxy %s: %w", owner.Name(), err)
 	}
 	s.log.Info("certificate renewal requested", "name", name, "proxy", owner.Name(), "pid", p.pid())
-	return &RenewResult{Name: name, Proxy: owner.Name(), PID: p.pid()}, nil
+	return &wire.RenewResult{Name: name, Proxy: owner.Name(), PID: p.pid()}, nil
 }
 
 func replyConn(c net.Conn, res ReloadResult) {
 	defer c.Close()
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	json.NewEncoder(c).Encode(controlResponse{Reload: &res})
+	json.NewEncoder(c).Encode(wire.ControlResponse{Protocol: wire.Protocol, Reload: &res})
 }

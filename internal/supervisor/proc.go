@@ -15,14 +15,15 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/certstatus"
 	"github.com/mcpgate/mcpgate/internal/handoff"
-	"github.com/mcpgate/mcpgate/internal/worker"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
-// proc is one running worker process.
+// proc is one running worker process, as the supervisor sees it: the
+// process, and the hand-off socket it talks over.
 type proc struct {
 	name    string
-	process *os.Process
-	spec    worker.Spec
+	process process
+	spec    wire.Spec
 	hc      *handoff.Conn
 	started time.Time
 	log     *slog.Logger
@@ -36,20 +37,61 @@ type proc struct {
 	onExit func()
 
 	mu      sync.Mutex
-	ready   worker.Ready // guarded by mu; set before readyCh closes
-	stats   worker.Stats // guarded by mu
-	waitErr error        // guarded by mu; set before exited closes
+	ready   wire.Ready // guarded by mu; set before readyCh closes
+	stats   wire.Stats // guarded by mu
+	waitErr error      // guarded by mu; set before exited closes
 }
 
-// spawner starts worker processes; replaceable in tests.
-type spawner struct {
+// process is an operating-system process: *os.Process for real workers
+// (osProcess), a goroutine in tests.
+type process interface {
+	Pid() int
+	// Kill ends the process at once (SIGKILL).
+	Kill() error
+	// Wait blocks until the process has exited and returns why, nil for
+	// exit status 0.
+	Wait() error
+}
+
+// osProcess is a real process. Process.Wait rather than exec.Cmd.Wait: a
+// worker adopted across a supervisor upgrade has no Cmd, only its pid.
+type osProcess struct{ p *os.Process }
+
+func (o osProcess) Pid() int    { return o.p.Pid }
+func (o osProcess) Kill() error { return o.p.Signal(syscall.SIGKILL) }
+func (o osProcess) Wait() error {
+	state, err := o.p.Wait()
+	if err == nil && !state.Success() {
+		err = errors.New(state.String())
+	}
+	return err
+}
+
+// spawner starts worker processes. Slots start every worker through one,
+// so tests drive the whole lifecycle with a fake (as tableflip makes its
+// process spawning replaceable).
+type spawner interface {
+	// start starts a worker for spec.Proxy and delivers spec to it; the
+	// worker reports readiness on p.readyCh.
+	start(spec wire.Spec) (*proc, error)
+}
+
+// execSpawner starts workers by re-executing the binary on disk.
+type execSpawner struct {
 	exe       string
 	configDir string
 	logLevel  string // passed on to workers; "" = the spec's
 	stderr    *os.File
 	log       *slog.Logger
-	// quic is the shared UDP socket, nil without HTTP/3.
-	quic *net.UDPConn
+	quic      *quicWorkers
+}
+
+var _ spawner = (*execSpawner)(nil)
+
+// quicWorkers are the workers serving HTTP/3, by the worker id their
+// connection ids encode, and the shared UDP socket they answer through.
+type quicWorkers struct {
+	conn *net.UDPConn // nil without HTTP/3
 
 	mu    sync.Mutex
 	byWID map[uint8]*proc // guarded by mu; live workers with HTTP/3, by worker id
@@ -59,7 +101,7 @@ type spawner struct {
 var errNoWorkerID = errors.New("no free QUIC worker id (more than 255 workers with HTTP/3)")
 
 // allocWID reserves a worker id; 0 is never used, so a zero id is "none".
-func (s *spawner) allocWID() (uint8, error) {
+func (s *quicWorkers) allocWID() (uint8, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byWID == nil {
@@ -78,7 +120,7 @@ func (s *spawner) allocWID() (uint8, error) {
 	return 0, errNoWorkerID
 }
 
-func (s *spawner) setWID(wid uint8, p *proc) {
+func (s *quicWorkers) setWID(wid uint8, p *proc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byWID == nil {
@@ -92,14 +134,14 @@ func (s *spawner) setWID(wid uint8, p *proc) {
 }
 
 // byWorkerID returns the live worker with that id, or nil.
-func (s *spawner) byWorkerID(wid uint8) *proc {
+func (s *quicWorkers) byWorkerID(wid uint8) *proc {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.byWID[wid]
 }
 
 // start re-executes the binary on disk as a worker for spec.Proxy.
-func (s *spawner) start(spec worker.Spec) (*proc, error) {
+func (s *execSpawner) start(spec wire.Spec) (*proc, error) {
 	hc, child, err := handoff.Pair()
 	if err != nil {
 		return nil, err
@@ -120,10 +162,10 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 		args = append(args, "--log-level", level)
 	}
 	cmd := exec.Command(s.exe, args...)
-	cmd.ExtraFiles = []*os.File{specR, child} // fds 3 and 4: worker.FdSpec, worker.FdHandoff
+	cmd.ExtraFiles = []*os.File{specR, child} // fds 3 and 4: wire.FdSpec, wire.FdHandoff
 	var dgram *net.UnixConn
 	if spec.QUIC != nil {
-		wid, err := s.allocWID()
+		wid, err := s.quic.allocWID()
 		if err != nil {
 			specR.Close()
 			specW.Close()
@@ -137,10 +179,10 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 		var dchild, udp *os.File
 		dgram, dchild, err = handoff.DatagramPair()
 		if err == nil {
-			udp, err = s.quic.File()
+			udp, err = s.quic.conn.File()
 		}
 		if err != nil {
-			s.setWID(wid, nil)
+			s.quic.setWID(wid, nil)
 			specR.Close()
 			specW.Close()
 			hc.Close()
@@ -153,7 +195,7 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 		}
 		defer dchild.Close()
 		defer udp.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, dchild, udp) // fds 5 and 6: worker.FdQUICIn, worker.FdQUICConn
+		cmd.ExtraFiles = append(cmd.ExtraFiles, dchild, udp) // fds 5 and 6: wire.FdQUICIn, wire.FdQUICConn
 	}
 	cmd.Env = workerEnv(os.Environ())
 	cmd.Stdout = s.stderr
@@ -166,23 +208,23 @@ func (s *spawner) start(spec worker.Spec) (*proc, error) {
 		hc.Close()
 		if dgram != nil {
 			dgram.Close()
-			s.setWID(spec.QUIC.WorkerID, nil)
+			s.quic.setWID(spec.QUIC.WorkerID, nil)
 		}
 		return nil, fmt.Errorf("starting worker %s: %w", name, err)
 	}
-	p := newProc(name, cmd.Process, spec, hc, time.Now(), s.log)
+	p := newProc(name, osProcess{cmd.Process}, spec, hc, time.Now(), s.log)
 	if dgram != nil {
 		p.dgram = dgram
 		p.onExit = func() {
-			s.setWID(spec.QUIC.WorkerID, nil)
+			s.quic.setWID(spec.QUIC.WorkerID, nil)
 			dgram.Close()
 		}
-		s.setWID(spec.QUIC.WorkerID, p)
+		s.quic.setWID(spec.QUIC.WorkerID, p)
 	}
-	go p.wait()
-	go p.readMessages()
+	p.watch()
 	// The spec is small, far below the pipe buffer, so this cannot block on
 	// a worker that never reads.
+	spec.Protocol = wire.Protocol
 	b, _ := json.Marshal(spec)
 	_, werr := specW.Write(b)
 	specW.Close()
@@ -217,26 +259,27 @@ func workerEnv(env []string) []string {
 	return out
 }
 
-func newProc(name string, process *os.Process, spec worker.Spec, hc *handoff.Conn, started time.Time, log *slog.Logger) *proc {
+func newProc(name string, process process, spec wire.Spec, hc *handoff.Conn, started time.Time, log *slog.Logger) *proc {
 	return &proc{
 		name:    name,
 		process: process,
 		spec:    spec,
 		hc:      hc,
 		started: started,
-		log:     log.With("proxy", name, "pid", process.Pid),
+		log:     log.With("proxy", name, "pid", process.Pid()),
 		readyCh: make(chan struct{}),
 		exited:  make(chan struct{}),
 	}
 }
 
+// watch follows the process until it exits and reads its messages.
+func (p *proc) watch() {
+	go p.wait()
+	go p.readMessages()
+}
+
 func (p *proc) wait() {
-	// Process.Wait rather than Cmd.Wait: a worker adopted across a
-	// supervisor upgrade has no Cmd, only its pid.
-	state, err := p.process.Wait()
-	if err == nil && !state.Success() {
-		err = errors.New(state.String())
-	}
+	err := p.process.Wait()
 	p.mu.Lock()
 	p.waitErr = err
 	p.mu.Unlock()
@@ -254,11 +297,16 @@ func (p *proc) readMessages() {
 			return
 		}
 		switch m.Kind {
-		case handoff.KindReady:
-			var r worker.Ready
+		case wire.KindReady:
+			var r wire.Ready
 			if err := json.Unmarshal(m.Payload, &r); err != nil {
 				p.log.Error("bad ready message from worker", "err", err)
 				continue
+			}
+			if err := wire.CheckProtocol(r.Protocol); err != nil {
+				// A worker of a newer build (a downgrade): it still gets
+				// connections, whose format has not changed, but say so.
+				p.log.Warn("worker speaks another protocol version", "err", err)
 			}
 			p.mu.Lock()
 			already := p.ready.PID != 0
@@ -267,8 +315,8 @@ func (p *proc) readMessages() {
 			if !already {
 				close(p.readyCh)
 			}
-		case handoff.KindStats:
-			var st worker.Stats
+		case wire.KindStats:
+			var st wire.Stats
 			if json.Unmarshal(m.Payload, &st) == nil {
 				p.mu.Lock()
 				p.stats = st
@@ -281,7 +329,7 @@ func (p *proc) readMessages() {
 	}
 }
 
-func (p *proc) info() worker.Ready {
+func (p *proc) info() wire.Ready {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.ready
@@ -305,21 +353,20 @@ func (p *proc) exitErr() error {
 	return p.waitErr
 }
 
-func (p *proc) pid() int { return p.process.Pid }
+func (p *proc) pid() int { return p.process.Pid() }
 
 func (p *proc) kill() {
-	p.process.Signal(syscall.SIGKILL)
+	p.process.Kill()
 }
 
 // drain asks the worker to finish its requests and exit, and kills it if it
-// has not exited by the deadline.
-func (p *proc) drain(timeout time.Duration) {
-	if err := p.hc.Send(handoff.KindDrain, nil); err != nil && !handoff.IsClosed(err) {
+// has not exited at the schedule's Kill offset (the worker closes
+// everything itself at Close, a few seconds earlier).
+func (p *proc) drain(sched wire.DrainSchedule) {
+	if err := p.hc.Send(wire.KindDrain, nil); err != nil && !handoff.IsClosed(err) {
 		p.log.Warn("asking worker to drain", "err", err)
 	}
-	// The worker bounds its own drain by the same timeout; the margin lets
-	// it close streams cleanly before the kill.
-	t := time.NewTimer(timeout + 5*time.Second)
+	t := time.NewTimer(sched.Kill)
 	defer t.Stop()
 	select {
 	case <-p.exited:

@@ -12,7 +12,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/activation"
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/quicroute"
-	"github.com/mcpgate/mcpgate/internal/worker"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // quicPath routes the shared UDP socket's datagrams to workers: new
@@ -54,15 +54,15 @@ func (s *Supervisor) setupQUIC(key *[16]byte) {
 	}
 	q.router = quicroute.NewRouter(quicroute.RouterConfig{Key: q.key})
 	s.quic = q
-	s.spawner.quic = uc
+	s.quicWorkers.conn = uc
 }
 
 // spec is the HTTP/3 part of a worker's spec, or nil.
-func (q *quicPath) spec(enabled bool) *worker.QUICSpec {
+func (q *quicPath) spec(enabled bool) *wire.QUICSpec {
 	if q == nil || !enabled {
 		return nil
 	}
-	return &worker.QUICSpec{CIDKey: q.key, Port: q.port}
+	return &wire.QUICSpec{CIDKey: q.key, Port: q.port}
 }
 
 // serve reads datagrams until the socket is closed.
@@ -117,9 +117,9 @@ func (q *quicPath) owner(sni string) *proc {
 // forward frames a datagram with a PROXY v2 header and sends it to the
 // worker without blocking: if its socket buffer is full the datagram is
 // dropped, which QUIC recovers from, rather than stalling every
-// connection behind one busy worker.
+// connection behind one busy wire.
 func (q *quicPath) forward(wid uint8, from netip.AddrPort, payload []byte) {
-	p := q.s.spawner.byWorkerID(wid)
+	p := q.s.quicWorkers.byWorkerID(wid)
 	if p == nil || p.dgram == nil {
 		return
 	}

@@ -12,26 +12,17 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
-	"github.com/mcpgate/mcpgate/internal/certstatus"
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
-// ReloadResult is the verdict of one reload.
-type ReloadResult struct {
-	OK bool `json:"ok"`
-	// Errors are configuration errors ("file:line: key: message"); when
-	// present nothing changed.
-	Errors []string `json:"errors,omitempty"`
-	// Failed lists proxies whose new worker did not become ready.
-	Failed  []string `json:"failed,omitempty"`
-	Started []string `json:"started,omitempty"` // proxies now on fresh workers
-	Removed []string `json:"removed,omitempty"` // proxies drained and gone
-	BuildID string   `json:"build_id,omitempty"`
-	// Trigger and timing, for status.
-	Trigger  string    `json:"trigger,omitempty"`
-	At       time.Time `json:"at"`
-	Duration string    `json:"duration,omitempty"`
-}
+// The control socket's messages, defined in internal/wire so that the
+// commands of another build read them too.
+type (
+	ReloadResult = wire.ReloadResult
+	Status       = wire.Status
+	WorkerStatus = wire.WorkerStatus
+)
 
 type reloadRequest struct {
 	trigger string
@@ -104,7 +95,7 @@ func (s *Supervisor) reloader(ctx context.Context) {
 		if len(upgrades) > 0 {
 			// Only returns if the upgrade failed; on success this process
 			// now runs the new binary.
-			res := s.upgrade(upgrades)
+			res := s.runUpgrade(upgrades)
 			for _, r := range upgrades {
 				if r.conn != nil {
 					replyConn(r.conn, res)
@@ -177,33 +168,6 @@ func (s *Supervisor) setLastReload(r *ReloadResult) {
 	s.mu.Unlock()
 }
 
-// Status is what `mcpgate status` shows.
-type Status struct {
-	PID        int            `json:"pid"`
-	Version    string         `json:"version"`
-	BuildID    string         `json:"build_id"`
-	Started    time.Time      `json:"started"`
-	ConfigDir  string         `json:"config_dir"`
-	Activated  bool           `json:"socket_activated"`
-	Listeners  string         `json:"listeners"`
-	Workers    []WorkerStatus `json:"workers"`
-	LastReload *ReloadResult  `json:"last_reload,omitempty"`
-}
-
-// WorkerStatus describes one worker process.
-type WorkerStatus struct {
-	Proxy       string    `json:"proxy"`
-	PID         int       `json:"pid"`
-	State       string    `json:"state"` // starting, ready, draining
-	Version     string    `json:"version,omitempty"`
-	BuildID     string    `json:"build_id,omitempty"`
-	ConfigHash  string    `json:"config_hash"`
-	Started     time.Time `json:"started"`
-	Connections int64     `json:"connections"`
-	// Certificates: with [tls] acme = true, each hostname's certificate.
-	Certificates []certstatus.Cert `json:"certificates,omitempty"`
-}
-
 // Status reports the supervisor and every worker.
 func (s *Supervisor) Status() Status {
 	st := Status{
@@ -216,13 +180,13 @@ func (s *Supervisor) Status() Status {
 	add := func(sl *slot, state string) {
 		p := sl.latest()
 		if p == nil {
-			st.Workers = append(st.Workers, WorkerStatus{Proxy: sl.Name(), State: "starting", ConfigHash: sl.spec.Proxy.Hash})
+			st.Workers = append(st.Workers, WorkerStatus{Proxy: sl.Name(), State: wire.StateStarting, ConfigHash: sl.spec.Proxy.Hash})
 			return
 		}
 		select {
 		case <-p.exited:
-			if state != "draining" {
-				state = "restarting"
+			if state != wire.StateDraining {
+				state = wire.StateRestarting
 			} else {
 				return
 			}
@@ -237,14 +201,14 @@ func (s *Supervisor) Status() Status {
 	}
 	for _, name := range sortedNames(s.slots) {
 		sl := s.slots[name]
-		state := "ready"
+		state := wire.StateReady
 		if sl.current() == nil {
-			state = "starting"
+			state = wire.StateStarting
 		}
 		add(sl, state)
 	}
 	for sl := range s.draining {
-		add(sl, "draining")
+		add(sl, wire.StateDraining)
 	}
 	st.LastReload = s.lastReload
 	return st

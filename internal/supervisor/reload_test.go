@@ -94,3 +94,90 @@ func waitPending(t *testing.T, s *Supervisor, n int) {
 	}
 	t.Fatalf("pending requests never reached %d", n)
 }
+
+// TestUpgradeWhileReloadPending: an upgrade asked for while a reload runs,
+// together with more reload requests, waits for that reload; the pending
+// reloads then run as one, and the upgrade after them, once, so the next
+// binary inherits the workers of the newest configuration. Without a
+// control connection nobody is answered twice.
+func TestUpgradeWhileReloadPending(t *testing.T) {
+	s := &Supervisor{wake: make(chan struct{}, 1)}
+	var (
+		mu      sync.Mutex
+		order   []string
+		started = make(chan string, 16)
+		release = make(chan struct{})
+	)
+	s.runReload = func(trigger string) ReloadResult {
+		mu.Lock()
+		order = append(order, "reload: "+trigger)
+		mu.Unlock()
+		started <- trigger
+		<-release
+		return ReloadResult{OK: true, Trigger: trigger}
+	}
+	upgraded := make(chan []reloadRequest, 4)
+	s.runUpgrade = func(reqs []reloadRequest) ReloadResult {
+		mu.Lock()
+		order = append(order, fmt.Sprintf("upgrade: %d requests", len(reqs)))
+		mu.Unlock()
+		upgraded <- reqs
+		// An upgrade that returns failed; the process would be replaced
+		// otherwise.
+		return ReloadResult{Errors: []string{"upgrade failed: test"}}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.reloader(ctx)
+
+	s.enqueueReload("SIGHUP", nil)
+	if got := <-started; got != "SIGHUP" {
+		t.Fatalf("first reload %q", got)
+	}
+	// While it runs: an upgrade, a reload with a caller waiting, another
+	// upgrade signal.
+	s.enqueueUpgrade("SIGUSR2", nil)
+	reply := make(chan ReloadResult, 1)
+	go func() { reply <- s.requestReload("control socket") }()
+	waitPending(t, s, 2)
+	s.enqueueUpgrade("SIGUSR2", nil)
+	waitPending(t, s, 3)
+
+	select {
+	case reqs := <-upgraded:
+		t.Fatalf("upgrade ran during a reload: %v", reqs)
+	case <-time.After(50 * time.Millisecond):
+	}
+	release <- struct{}{}
+	if got := <-started; got != "control socket" {
+		t.Fatalf("second reload %q, want the pending one", got)
+	}
+	select {
+	case reqs := <-upgraded:
+		t.Fatalf("upgrade ran before the pending reload finished: %v", reqs)
+	case <-time.After(50 * time.Millisecond):
+	}
+	release <- struct{}{}
+	if r := <-reply; r.Trigger != "control socket" {
+		t.Errorf("reload caller answered by %q", r.Trigger)
+	}
+	select {
+	case reqs := <-upgraded:
+		if len(reqs) != 2 {
+			t.Errorf("upgrade got %d requests, want both", len(reqs))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upgrade never ran")
+	}
+	select {
+	case reqs := <-upgraded:
+		t.Fatalf("a second upgrade ran: %v", reqs)
+	case <-time.After(50 * time.Millisecond):
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"reload: SIGHUP", "reload: control socket", "upgrade: 2 requests"}
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Errorf("order %q, want %q", order, want)
+	}
+}

@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/dispatch"
-	"github.com/mcpgate/mcpgate/internal/worker"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
-// Restart backoff for a worker that dies.
+// Restart backoff for a worker that dies, and how long things may take;
+// the defaults of a slot's timing.
 const (
 	minBackoff = 200 * time.Millisecond
 	maxBackoff = 30 * time.Second
@@ -23,14 +24,29 @@ const (
 	deliverWait = 5 * time.Second
 )
 
+// slotTiming is how long a slot waits for what; tests shorten it.
+type slotTiming struct {
+	minBackoff, maxBackoff time.Duration
+	stableAfter            time.Duration
+	readyTimeout           time.Duration
+	// drain is the drain schedule; the slot enforces its Kill offset.
+	drain wire.DrainSchedule
+}
+
+func defaultTiming(spec wire.Spec) slotTiming {
+	return slotTiming{minBackoff: minBackoff, maxBackoff: maxBackoff, stableAfter: stableAfter,
+		readyTimeout: readyTimeout, drain: spec.Drain()}
+}
+
 // slot keeps one proxy's worker running: it starts it, restarts it with
 // backoff when it dies, and drains it when told to stop. It is the
-// dispatch.Target for that proxy's hostnames.
+// dispatch.Target for that proxy's hostnames. Its lifecycle is the state
+// machine in lifecycle.go; run drives it.
 type slot struct {
-	spec         worker.Spec
-	spawner      *spawner
-	log          *slog.Logger
-	readyTimeout time.Duration
+	spec    wire.Spec
+	spawner spawner
+	log     *slog.Logger
+	timing  slotTiming
 
 	// sendMu orders hand-offs before the drain message: Deliver holds it
 	// shared while sending, retire holds it exclusively while it detaches
@@ -38,6 +54,7 @@ type slot struct {
 	// drain.
 	sendMu  sync.RWMutex
 	mu      sync.Mutex
+	state   slotState     // guarded by mu
 	cur     *proc         // guarded by mu; the ready worker, or nil
 	retired bool          // guarded by mu; no more connections for this slot
 	changed chan struct{} // guarded by mu; closed and replaced when cur changes
@@ -54,16 +71,16 @@ type slot struct {
 
 var _ dispatch.Target = (*slot)(nil)
 
-func newSlot(spec worker.Spec, sp *spawner, log *slog.Logger) *slot {
+func newSlot(spec wire.Spec, sp spawner, log *slog.Logger) *slot {
 	return &slot{
-		spec:         spec,
-		readyTimeout: readyTimeout,
-		spawner:      sp,
-		log:          log.With("proxy", spec.Proxy.Name),
-		changed:      make(chan struct{}),
-		stop:         make(chan struct{}),
-		done:         make(chan struct{}),
-		first:        make(chan struct{}),
+		spec:    spec,
+		timing:  defaultTiming(spec),
+		spawner: sp,
+		log:     log.With("proxy", spec.Proxy.Name),
+		changed: make(chan struct{}),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		first:   make(chan struct{}),
 	}
 }
 
@@ -75,7 +92,7 @@ var errNotRunning = errors.New("worker not running")
 // the worker is being restarted so clients see a delay, not an error. A
 // retired slot answers dispatch.ErrRetired, and the dispatcher routes the
 // connection again with the current table.
-func (sl *slot) Deliver(kind byte, c dispatch.Conn, header, peeked []byte) error {
+func (sl *slot) Deliver(kind wire.Kind, c dispatch.Conn, header, peeked []byte) error {
 	deadline := time.NewTimer(deliverWait)
 	defer deadline.Stop()
 	for {
@@ -148,115 +165,6 @@ func (sl *slot) settleFirst(ok bool, reason string) {
 		sl.firstErr = reason
 		close(sl.first)
 	})
-}
-
-// run keeps a worker going until stop is closed.
-func (sl *slot) run() {
-	defer close(sl.done)
-	defer sl.settleFirst(false, "stopped before it was ready")
-	backoff := minBackoff
-	for gen := uint64(1); ; gen++ {
-		spec := sl.spec
-		spec.Generation = gen
-		var p *proc
-		var err error
-		if sl.adopted != nil {
-			p, sl.adopted = sl.adopted, nil
-		} else {
-			p, err = sl.spawner.start(spec)
-		}
-		if err == nil {
-			sl.mu.Lock()
-			sl.last = p
-			sl.mu.Unlock()
-		}
-		if err != nil {
-			sl.log.Error("cannot start worker", "err", err, "retry_in", backoff)
-			sl.settleFirst(false, err.Error())
-			if !sl.sleep(&backoff) {
-				return
-			}
-			continue
-		}
-		if reason := sl.awaitReady(p); reason != "" {
-			sl.settleFirst(false, reason)
-			select {
-			case <-sl.stop:
-				return
-			default:
-			}
-			if !sl.sleep(&backoff) {
-				return
-			}
-			continue
-		}
-		info := p.info()
-		sl.log.Info("worker ready", "pid", p.pid(), "build_id", info.BuildID, "version", info.Version, "generation", gen)
-		sl.setCur(nil, p)
-		sl.settleFirst(true, "")
-		select {
-		case <-p.exited:
-			sl.setCur(p, nil)
-			ran := time.Since(p.started)
-			if ran > stableAfter {
-				backoff = minBackoff
-			}
-			sl.log.Error("worker died; restarting", "pid", p.pid(), "err", describeExit(p.exitErr()), "ran", ran.Round(time.Millisecond), "retry_in", backoff)
-			if !sl.sleep(&backoff) {
-				return
-			}
-		case <-sl.stop:
-			sl.retire()
-			sl.setCur(p, nil)
-			sl.log.Info("draining worker", "pid", p.pid())
-			p.drain(sl.spec.DrainTimeout)
-			sl.log.Info("worker exited", "pid", p.pid(), "err", describeExit(p.exitErr()))
-			return
-		}
-	}
-}
-
-// awaitReady waits for p to become ready, and kills it if it does not. It
-// returns why p failed, or "" when it is ready.
-func (sl *slot) awaitReady(p *proc) string {
-	t := time.NewTimer(sl.readyTimeout)
-	defer t.Stop()
-	select {
-	case <-p.readyCh:
-		return ""
-	case <-p.exited:
-		reason := exitedBeforeReady(p)
-		sl.log.Error(reason, "pid", p.pid())
-		return reason
-	case <-t.C:
-		sl.log.Error("worker not ready in time; killing it", "pid", p.pid(), "timeout", sl.readyTimeout.String())
-		p.kill()
-		<-p.exited
-		return "worker not ready within " + sl.readyTimeout.String()
-	case <-sl.stop:
-		p.kill()
-		<-p.exited
-		return "stopped before it was ready"
-	}
-}
-
-// exitedBeforeReady is the one description of a worker that died during
-// start-up, whichever step noticed it.
-func exitedBeforeReady(p *proc) string {
-	return "worker exited before it was ready: " + describeExit(p.exitErr())
-}
-
-// sleep waits out the backoff (doubling it) unless told to stop.
-func (sl *slot) sleep(backoff *time.Duration) bool {
-	t := time.NewTimer(*backoff)
-	defer t.Stop()
-	*backoff = min(*backoff*2, maxBackoff)
-	select {
-	case <-t.C:
-		return true
-	case <-sl.stop:
-		return false
-	}
 }
 
 // shutdown retires the slot, drains its worker and waits until it exited.

@@ -26,7 +26,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/dispatch"
-	"github.com/mcpgate/mcpgate/internal/worker"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // Options configure a supervisor.
@@ -52,9 +52,12 @@ type Supervisor struct {
 	sockets   *activation.Sockets
 	activated bool
 	disp      *dispatch.Dispatcher
-	spawner   *spawner
-	started   time.Time
-	control   net.Listener
+	spawner   spawner
+	// quicWorkers are the workers serving HTTP/3, for the QUIC path and
+	// the spawner.
+	quicWorkers *quicWorkers
+	started     time.Time
+	control     net.Listener
 
 	mu         sync.Mutex
 	cfg        *config.Config     // guarded by mu; the configuration being served
@@ -71,11 +74,39 @@ type Supervisor struct {
 
 	// runReload performs one reload; s.reload, replaceable in tests.
 	runReload func(trigger string) ReloadResult
+	// runUpgrade performs an upgrade (returning only if it failed);
+	// s.upgrade, replaceable in tests.
+	runUpgrade func([]reloadRequest) ReloadResult
 }
 
 // Run starts the supervisor and blocks until ctx is done or SIGTERM/SIGINT
-// arrives, then drains the workers.
+// arrives, then drains the workers. Its phases: acquire what it serves
+// with (handover, sockets, configuration, control socket), build the
+// supervisor, start serving, serve signals until told to stop.
 func Run(ctx context.Context, opts Options) error {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	res, err := acquire(opts)
+	if err != nil {
+		return err
+	}
+	defer res.close()
+	s := newSupervisor(opts, res)
+	s.log.Info("mcpgate starting", "version", buildinfo.Version(), "build_id", buildinfo.ID(), "pid", os.Getpid(),
+		"socket_activated", res.activated, "upgraded", res.handover != nil, "config_dir", opts.ConfigDir, "listeners", s.describeListeners())
+
+	// Signals are caught from here on, before any worker starts.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+
+	s.start(ctx, res.handover)
+	return s.serve(ctx, sigs)
+}
+
+func (opts Options) withDefaults() (Options, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -85,16 +116,35 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Executable == "" {
 		exe, err := os.Executable()
 		if err != nil {
-			return fmt.Errorf("finding own executable: %w", err)
+			return opts, fmt.Errorf("finding own executable: %w", err)
 		}
 		opts.Executable = exe
 	}
-	log := opts.Log
+	return opts, nil
+}
+
+// resources are what Run acquires before serving, and releases at the end.
+type resources struct {
+	handover  *handoverState // nil unless this process is an upgrade
+	sockets   *activation.Sockets
+	activated bool
+	cfg       *config.Config
+	control   net.Listener
+}
+
+func (r *resources) close() {
+	r.control.Close()
+	r.sockets.Close()
+}
+
+// acquire is Run's first phase: the previous binary's handover, the
+// listening sockets (inherited, from systemd, or bound), the configuration,
+// the state directory and the control socket.
+func acquire(opts Options) (*resources, error) {
 	handover, err := takeHandover()
 	if err != nil {
-		return err
+		return nil, err
 	}
-
 	// Take the sockets before anything can fail: go-systemd reads the
 	// activation variables once.
 	var sockets *activation.Sockets
@@ -102,85 +152,97 @@ func Run(ctx context.Context, opts Options) error {
 	if handover != nil {
 		sockets, activated = handover.sockets, handover.Activated
 	} else if sockets, activated, err = activation.FromSystemd(); err != nil {
-		return err
+		return nil, err
 	}
 	cfg, err := config.Load(opts.ConfigDir)
 	if err != nil {
 		if sockets != nil {
 			sockets.Close()
 		}
-		return err
+		return nil, err
 	}
 	if sockets == nil {
 		sockets, err = activation.Bind(cfg.Server.HTTPS, cfg.Server.HTTP, cfg.Server.QUIC)
 		if err != nil {
-			return fmt.Errorf("binding listeners: %w", err)
+			return nil, fmt.Errorf("binding listeners: %w", err)
 		}
 	}
-	defer sockets.Close()
+	fail := func(err error) (*resources, error) {
+		sockets.Close()
+		return nil, err
+	}
 	if len(sockets.Stream[activation.HTTPS]) == 0 && len(sockets.Stream[activation.HTTP]) == 0 {
-		return errors.New("no listening sockets: configure [server] https/http or use socket activation")
+		return fail(errors.New("no listening sockets: configure [server] https/http or use socket activation"))
 	}
 	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
+		return fail(fmt.Errorf("state directory: %w", err))
 	}
 	control := handover.controlListener()
 	if control == nil {
 		if control, err = listenControl(filepath.Join(cfg.Server.StateDir, controlSocketName)); err != nil {
-			return err
+			return fail(err)
 		}
 	}
-	defer control.Close()
+	return &resources{handover: handover, sockets: sockets, activated: activated, cfg: cfg, control: control}, nil
+}
 
+// newSupervisor is Run's second phase: the supervisor, not serving yet.
+func newSupervisor(opts Options, res *resources) *Supervisor {
+	qw := &quicWorkers{}
 	s := &Supervisor{
-		opts:      opts,
-		log:       log,
-		notify:    opts.Notify,
-		sockets:   sockets,
-		activated: activated,
-		disp:      &dispatch.Dispatcher{Log: log.With("component", "dispatch")},
-		spawner:   &spawner{exe: opts.Executable, configDir: opts.ConfigDir, logLevel: opts.LogLevel, stderr: os.Stderr, log: log},
-		started:   time.Now(),
-		control:   control,
-		cfg:       cfg,
-		slots:     map[string]*slot{},
-		draining:  map[*slot]struct{}{},
-		wake:      make(chan struct{}, 1),
+		opts:        opts,
+		log:         opts.Log,
+		notify:      opts.Notify,
+		sockets:     res.sockets,
+		activated:   res.activated,
+		disp:        &dispatch.Dispatcher{Log: opts.Log.With("component", "dispatch")},
+		quicWorkers: qw,
+		spawner:     &execSpawner{exe: opts.Executable, configDir: opts.ConfigDir, logLevel: opts.LogLevel, stderr: os.Stderr, log: opts.Log, quic: qw},
+		started:     time.Now(),
+		control:     res.control,
+		cfg:         res.cfg,
+		slots:       map[string]*slot{},
+		draining:    map[*slot]struct{}{},
+		wake:        make(chan struct{}, 1),
 	}
 	s.runReload = s.reload
-	log.Info("mcpgate starting", "version", buildinfo.Version(), "build_id", buildinfo.ID(), "pid", os.Getpid(),
-		"socket_activated", activated, "upgraded", handover != nil, "config_dir", opts.ConfigDir, "listeners", s.describeListeners())
-
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
-	defer signal.Stop(sigs)
-
+	s.runUpgrade = s.upgrade
 	var quicKey *[16]byte
-	if handover != nil && handover.QUICKey != nil {
-		quicKey = handover.QUICKey
+	if res.handover != nil && res.handover.QUICKey != nil {
+		quicKey = res.handover.QUICKey
 	}
 	s.setupQUIC(quicKey)
+	return s
+}
 
+// start is Run's third phase: workers (adopted after an upgrade, else
+// started for the configuration), accepting, the control socket, the
+// reloader, and READY=1.
+func (s *Supervisor) start(ctx context.Context, handover *handoverState) {
 	if handover != nil {
 		// Serve at once with the workers the previous binary left running,
 		// then replace them with workers of this binary.
 		s.adopt(handover)
 		s.startAccepting()
-		go s.serveControl(control)
+		go s.serveControl(s.control)
 		res := s.reload("upgrade")
 		handover.reply(res)
 	} else {
-		res := s.apply(cfg)
+		res := s.apply(s.cfg)
 		s.setLastReload(&res)
 		s.startAccepting()
-		go s.serveControl(control)
+		go s.serveControl(s.control)
 	}
 	go s.reloader(ctx)
 	// READY=1 once every worker has started or failed its first start, so
 	// systemd's start job finishes with the proxies actually serving.
 	s.notify("READY=1\nSTATUS=" + s.status())
-	log.Info("mcpgate ready", "status", s.status())
+	s.log.Info("mcpgate ready", "status", s.status())
+}
 
+// serve is Run's last phase: signals and status updates until ctx ends or
+// a stop signal arrives, then the shutdown.
+func (s *Supervisor) serve(ctx context.Context, sigs <-chan os.Signal) error {
 	statusTick := time.NewTicker(5 * time.Second)
 	defer statusTick.Stop()
 	lastStatus := s.status()
@@ -195,7 +257,7 @@ func Run(ctx context.Context, opts Options) error {
 			case syscall.SIGUSR2:
 				s.enqueueUpgrade("SIGUSR2", nil)
 			default:
-				log.Info("signal received; shutting down", "signal", sig.String())
+				s.log.Info("signal received; shutting down", "signal", sig.String())
 				return s.shutdown()
 			}
 		case <-statusTick.C:
@@ -207,8 +269,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 }
 
-func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) worker.Spec {
-	return worker.Spec{
+func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) wire.Spec {
+	return wire.Spec{
 		Proxy:         p,
 		StateDir:      cfg.Server.StateDir,
 		DrainTimeout:  cfg.Server.DrainTimeout,
@@ -236,7 +298,7 @@ func acmeFor(p *config.Proxy, a *config.ACME) *config.ACME {
 
 // apply starts fresh workers for every enabled proxy of cfg, waits for
 // them, switches routing to the ready ones and drains the workers they
-// replace. A proxy whose new worker fails keeps its old worker.
+// replace. A proxy whose new worker fails keeps its old wire.
 func (s *Supervisor) apply(cfg *config.Config) ReloadResult {
 	s.mu.Lock()
 	old := s.slots

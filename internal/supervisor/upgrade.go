@@ -14,7 +14,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/activation"
 	"github.com/mcpgate/mcpgate/internal/handoff"
-	"github.com/mcpgate/mcpgate/internal/worker"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // A supervisor upgrade re-executes the supervisor in place (same pid, so
@@ -26,6 +26,9 @@ import (
 const upgradeEnv = "MCPGATE_UPGRADE_STATE"
 
 type handoverState struct {
+	// Protocol is the wire version of the binary that wrote this (0:
+	// before versioning); the next binary may be older or newer.
+	Protocol  int                `json:"protocol,omitempty"`
 	Activated bool               `json:"activated"`
 	Listeners []handoverListener `json:"listeners"`
 	Workers   []handoverWorker   `json:"workers"`
@@ -45,13 +48,13 @@ type handoverListener struct {
 }
 
 type handoverWorker struct {
-	PID      int          `json:"pid"`
-	FD       int          `json:"fd"`
-	DgramFD  int          `json:"dgram_fd,omitempty"` // QUIC datagram socket to the worker, or 0
-	Spec     worker.Spec  `json:"spec"`
-	Ready    worker.Ready `json:"ready"`
-	Started  time.Time    `json:"started"`
-	Draining bool         `json:"draining"`
+	PID      int        `json:"pid"`
+	FD       int        `json:"fd"`
+	DgramFD  int        `json:"dgram_fd,omitempty"` // QUIC datagram socket to the worker, or 0
+	Spec     wire.Spec  `json:"spec"`
+	Ready    wire.Ready `json:"ready"`
+	Started  time.Time  `json:"started"`
+	Draining bool       `json:"draining"`
 }
 
 // enqueueUpgrade asks the reloader for an upgrade; c, if not nil, is the
@@ -60,44 +63,74 @@ func (s *Supervisor) enqueueUpgrade(trigger string, c net.Conn) {
 	s.enqueue(reloadRequest{trigger: trigger, upgrade: true, conn: c})
 }
 
-// inheritable returns a descriptor for f that survives exec.
+// inheritable returns a descriptor for sc that survives exec.
 func inheritable(sc syscall.Conn) (int, error) {
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return -1, err
 	}
-	var fd int
+	fd := -1
 	var derr error
-	rc.Control(func(orig uintptr) {
+	err = rc.Control(func(orig uintptr) {
 		// A dup without close-on-exec; the original stays as it is, so a
 		// failed exec leaves this process unchanged.
 		fd, derr = unix.Dup(int(orig))
 	})
-	if derr != nil {
-		return -1, derr
+	if err == nil {
+		err = derr
+	}
+	if err != nil {
+		return -1, err
 	}
 	return fd, nil
 }
 
 // upgrade replaces this process with the binary on disk. It returns only
-// on failure, with the supervisor serving as before.
+// on failure, with the supervisor serving as before. Its phases, each
+// failing loudly: find the binary, pause accepting, collect every
+// descriptor to hand over, exec.
 func (s *Supervisor) upgrade(reqs []reloadRequest) ReloadResult {
 	fail := func(err error) ReloadResult {
 		s.log.Error("supervisor upgrade failed; continuing with the running binary", "err", err)
 		return ReloadResult{Errors: []string{"upgrade failed: " + err.Error()}, Trigger: "upgrade", At: time.Now()}
 	}
-	exe, err := os.Executable()
+	exe, err := upgradeBinary()
 	if err != nil {
-		return fail(err)
-	}
-	if _, err := os.Stat(exe); err != nil {
 		return fail(err)
 	}
 	s.log.Info("upgrading supervisor", "executable", exe)
 	s.notify("RELOADING=1\n" + daemon.SdNotifyMonotonicUsec() + "STATUS=upgrading supervisor")
 
-	// Stop accepting and finish routing what was accepted; new connections
-	// wait in the backlog of the sockets the next binary inherits.
+	paused := s.pauseAccepting()
+	h, err := s.collectHandover(reqs)
+	if err == nil {
+		err = execNext(exe, h.state)
+	}
+	// Still here: something failed before or in the exec. The control
+	// socket never stopped; the listeners resume.
+	h.closeFDs()
+	s.resume(paused)
+	s.notify("READY=1\nSTATUS=" + s.status())
+	return fail(err)
+}
+
+// upgradeBinary is the upgrade's first phase: the binary on disk now
+// (after a package upgrade, the new one), which must exist.
+func upgradeBinary() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(exe); err != nil {
+		return "", err
+	}
+	return exe, nil
+}
+
+// pauseAccepting stops accepting and finishes routing what was accepted;
+// new connections wait in the backlog of the sockets the next binary
+// inherits. It returns the paused listeners, for resume.
+func (s *Supervisor) pauseAccepting() []net.Listener {
 	var all []net.Listener
 	for _, ls := range s.sockets.Stream {
 		all = append(all, ls...)
@@ -105,49 +138,92 @@ func (s *Supervisor) upgrade(reqs []reloadRequest) ReloadResult {
 	s.disp.Pause(all)
 	s.accepting.Wait()
 	s.disp.Wait()
+	return all
+}
 
-	var fds []int
-	closeFDs := func() {
-		for _, fd := range fds {
-			unix.Close(fd)
+// handover is what collectHandover gathered: the description for the next
+// binary and the inheritable descriptors it names, which the caller closes
+// if the exec fails.
+type handover struct {
+	state handoverState
+	fds   []int
+}
+
+func (h *handover) add(fd int) int {
+	h.fds = append(h.fds, fd)
+	return fd
+}
+
+func (h *handover) closeFDs() {
+	for _, fd := range h.fds {
+		unix.Close(fd)
+	}
+	h.fds = nil
+}
+
+// collectHandover is the upgrade's third phase: an inheritable duplicate of
+// every descriptor the next binary needs (listeners, workers' sockets, the
+// control socket and the caller waiting on it). Any one that cannot be
+// passed fails the upgrade: a next binary without it would lose a listener,
+// a worker or the answer to its caller.
+func (s *Supervisor) collectHandover(reqs []reloadRequest) (*handover, error) {
+	h := &handover{state: handoverState{Protocol: wire.Protocol, Activated: s.activated, Started: s.started}}
+	for _, phase := range []func(*handover) error{
+		s.passListeners,
+		s.passWorkers,
+		s.passControlListener,
+		func(h *handover) error { return passControlCaller(h, reqs) },
+	} {
+		if err := phase(h); err != nil {
+			h.closeFDs()
+			return h, err
 		}
 	}
-	st := handoverState{Activated: s.activated, Started: s.started}
-	var ferr error
-	pass := func(name string, sock any, packet bool) {
+	return h, nil
+}
+
+func (s *Supervisor) passListeners(h *handover) error {
+	pass := func(name string, sock any, packet bool) error {
 		sc, ok := sock.(syscall.Conn)
 		if !ok {
-			ferr = fmt.Errorf("socket %s is not a socket", name)
-			return
+			return fmt.Errorf("socket %s is a %T, not a socket", name, sock)
 		}
 		fd, err := inheritable(sc)
 		if err != nil {
-			ferr = err
-			return
+			return fmt.Errorf("socket %s: %w", name, err)
 		}
-		fds = append(fds, fd)
-		st.Listeners = append(st.Listeners, handoverListener{Name: name, FD: fd, Packet: packet})
+		h.state.Listeners = append(h.state.Listeners, handoverListener{Name: name, FD: h.add(fd), Packet: packet})
+		return nil
 	}
-	for name, ls := range s.sockets.Stream {
-		for _, l := range ls {
-			pass(name, l, false)
+	for _, name := range sortedNames(s.sockets.Stream) {
+		for _, l := range s.sockets.Stream[name] {
+			if err := pass(name, l, false); err != nil {
+				return err
+			}
 		}
 	}
-	for name, pcs := range s.sockets.Packet {
-		for _, pc := range pcs {
-			pass(name, pc, true)
+	for _, name := range sortedNames(s.sockets.Packet) {
+		for _, pc := range s.sockets.Packet[name] {
+			if err := pass(name, pc, true); err != nil {
+				return err
+			}
 		}
 	}
 	if s.quic != nil {
 		k := s.quic.key
-		st.QUICKey = &k
+		h.state.QUICKey = &k
 	}
-	s.mu.Lock()
+	return nil
+}
+
+// passWorkers hands over the ready workers and the draining ones.
+func (s *Supervisor) passWorkers(h *handover) error {
 	type entry struct {
 		p        *proc
 		draining bool
 	}
 	var procs []entry
+	s.mu.Lock()
 	for _, sl := range s.slots {
 		if p := sl.current(); p != nil {
 			procs = append(procs, entry{p, false})
@@ -162,59 +238,68 @@ func (s *Supervisor) upgrade(reqs []reloadRequest) ReloadResult {
 	for _, e := range procs {
 		fd, err := e.p.hc.Inheritable()
 		if err != nil {
-			ferr = err
-			continue
+			return fmt.Errorf("worker %s (pid %d): hand-off socket: %w", e.p.name, e.p.pid(), err)
 		}
-		fds = append(fds, fd)
 		hw := handoverWorker{
-			PID: e.p.pid(), FD: fd, Spec: e.p.spec, Ready: e.p.info(), Started: e.p.started, Draining: e.draining,
+			PID: e.p.pid(), FD: h.add(fd), Spec: e.p.spec, Ready: e.p.info(), Started: e.p.started, Draining: e.draining,
 		}
 		if e.p.dgram != nil {
 			dfd, err := inheritable(e.p.dgram)
 			if err != nil {
-				ferr = err
-				continue
+				return fmt.Errorf("worker %s (pid %d): QUIC socket: %w", e.p.name, e.p.pid(), err)
 			}
-			fds = append(fds, dfd)
-			hw.DgramFD = dfd
+			hw.DgramFD = h.add(dfd)
 		}
-		st.Workers = append(st.Workers, hw)
+		h.state.Workers = append(h.state.Workers, hw)
 	}
-	if ul, ok := s.control.(*net.UnixListener); ok {
-		if fd, err := inheritable(ul); err == nil {
-			fds = append(fds, fd)
-			st.ControlListener = fd
-		}
+	return nil
+}
+
+// passControlListener passes the control socket, so `mcpgate status` and
+// `reload` work throughout the upgrade.
+func (s *Supervisor) passControlListener(h *handover) error {
+	ul, ok := s.control.(*net.UnixListener)
+	if !ok {
+		return fmt.Errorf("control socket is a %T, not a unix listener", s.control)
 	}
+	fd, err := inheritable(ul)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	h.state.ControlListener = h.add(fd)
+	return nil
+}
+
+// passControlCaller passes the connection of the first `mcpgate upgrade`
+// caller, which the next binary answers. Callers by signal have none.
+func passControlCaller(h *handover, reqs []reloadRequest) error {
 	for _, r := range reqs {
-		if r.conn == nil || st.Control != 0 {
+		if r.conn == nil {
 			continue
 		}
-		if sc, ok := r.conn.(syscall.Conn); ok {
-			if fd, err := inheritable(sc); err == nil {
-				fds = append(fds, fd)
-				st.Control = fd
-			}
+		sc, ok := r.conn.(syscall.Conn)
+		if !ok {
+			return fmt.Errorf("control connection is a %T, not a socket", r.conn)
 		}
+		fd, err := inheritable(sc)
+		if err != nil {
+			return fmt.Errorf("control connection: %w", err)
+		}
+		h.state.Control = h.add(fd)
+		return nil
 	}
-	if ferr != nil {
-		closeFDs()
-		s.resume(all)
-		return fail(ferr)
-	}
+	return nil
+}
+
+// execNext is the upgrade's last phase: it replaces this process with exe,
+// describing the handover in the environment. It returns only on failure.
+func execNext(exe string, st handoverState) error {
 	b, err := json.Marshal(st)
 	if err != nil {
-		closeFDs()
-		s.resume(all)
-		return fail(err)
+		return err
 	}
 	env := append(workerEnvKeepNotify(os.Environ()), upgradeEnv+"="+string(b))
-	err = syscall.Exec(exe, os.Args, env)
-	// Still here: the exec failed; the control socket never stopped.
-	closeFDs()
-	s.resume(all)
-	s.notify("READY=1\nSTATUS=" + s.status())
-	return fail(err)
+	return syscall.Exec(exe, os.Args, env)
 }
 
 func (s *Supervisor) resume(all []net.Listener) {
@@ -242,9 +327,9 @@ func takeHandover() (*handoverState, error) {
 		return nil, nil
 	}
 	os.Unsetenv(upgradeEnv)
-	var st handoverState
-	if err := json.Unmarshal([]byte(v), &st); err != nil {
-		return nil, fmt.Errorf("upgrade handover: %w", err)
+	st, err := parseHandover([]byte(v))
+	if err != nil {
+		return nil, err
 	}
 	st.sockets = &activation.Sockets{Activated: st.Activated, Stream: map[string][]net.Listener{}, Packet: map[string][]net.PacketConn{}}
 	for _, hl := range st.Listeners {
@@ -267,6 +352,19 @@ func takeHandover() (*handoverState, error) {
 	}
 	if len(st.sockets.Stream) == 0 {
 		return nil, errors.New("upgrade handover: no listeners")
+	}
+	return st, nil
+}
+
+// parseHandover decodes a handover description, written by this build or
+// by the previous one.
+func parseHandover(b []byte) (*handoverState, error) {
+	var st handoverState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("upgrade handover: %w", err)
+	}
+	if err := wire.CheckProtocol(st.Protocol); err != nil {
+		return nil, fmt.Errorf("upgrade handover: %w", err)
 	}
 	return &st, nil
 }
@@ -301,7 +399,7 @@ func (s *Supervisor) adopt(st *handoverState) {
 			hc.Close()
 			continue
 		}
-		p := newProc(hw.Spec.Proxy.Name, process, hw.Spec, hc, hw.Started, s.log)
+		p := newProc(hw.Spec.Proxy.Name, osProcess{process}, hw.Spec, hc, hw.Started, s.log)
 		p.ready = hw.Ready
 		close(p.readyCh)
 		if hw.DgramFD != 0 && hw.Spec.QUIC != nil {
@@ -312,14 +410,13 @@ func (s *Supervisor) adopt(st *handoverState) {
 				wid := hw.Spec.QUIC.WorkerID
 				p.dgram = uc
 				p.onExit = func() {
-					s.spawner.setWID(wid, nil)
+					s.quicWorkers.setWID(wid, nil)
 					uc.Close()
 				}
-				s.spawner.setWID(wid, p)
+				s.quicWorkers.setWID(wid, p)
 			}
 		}
-		go p.wait()
-		go p.readMessages()
+		p.watch()
 		sl := newSlot(hw.Spec, s.spawner, s.log)
 		sl.adopted = p
 		if hw.Draining {

@@ -1,83 +1,52 @@
 package worker
 
 import (
-	"time"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
 
-	"github.com/mcpgate/mcpgate/internal/certstatus"
-	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
-// Descriptors a worker inherits from the supervisor (exec.Cmd.ExtraFiles).
+// The spec and the messages a worker sends are defined in internal/wire,
+// which the supervisor shares; these names keep the worker's code short.
+type (
+	Spec     = wire.Spec
+	QUICSpec = wire.QUICSpec
+	Ready    = wire.Ready
+	Stats    = wire.Stats
+)
+
+// Descriptors a worker inherits from the supervisor; see internal/wire.
 const (
-	FdSpec     = 3 // pipe: the JSON Spec, then EOF
-	FdHandoff  = 4 // SOCK_SEQPACKET hand-off socket
-	FdQUICIn   = 5 // SOCK_DGRAM: QUIC datagrams from the supervisor (with QUIC only)
-	FdQUICConn = 6 // the shared UDP socket, for replies (with QUIC only)
+	FdSpec     = wire.FdSpec
+	FdHandoff  = wire.FdHandoff
+	FdQUICIn   = wire.FdQUICIn
+	FdQUICConn = wire.FdQUICConn
 )
 
-// Spec is everything a worker needs, written by the supervisor after it
-// validated the whole configuration. The worker does not read the config
-// files itself, so it always runs exactly the config the supervisor
-// accepted.
-type Spec struct {
-	Proxy        *config.Proxy `json:"proxy"`
-	StateDir     string        `json:"state_dir"`
-	DrainTimeout time.Duration `json:"drain_timeout"`
-	// HTTPSPort is the port plain-HTTP requests are redirected to; 0 or 443
-	// means the default port.
-	HTTPSPort int `json:"https_port,omitempty"`
-	// Generation counts the workers started for this proxy; for logs.
-	Generation uint64 `json:"generation"`
-	// OAuth is the gateway's authorization server configuration, nil when
-	// there is none. Gateway lists every enabled proxy: any host may issue
-	// tokens for any of the gateway's resources.
-	OAuth   *config.OAuth   `json:"oauth,omitempty"`
-	Gateway []*config.Proxy `json:"gateway,omitempty"`
-	// Store is the shared OAuth store ([store]); nil: SQLite in StateDir.
-	Store *config.Store `json:"store,omitempty"`
-	// PprofDir, if set, is where the worker serves Go's profiler.
-	PprofDir string `json:"pprof_dir,omitempty"`
-	// QUIC is set when this worker serves HTTP/3.
-	QUIC *QUICSpec `json:"quic,omitempty"`
-	// The zero values of these three are the defaults, also for a spec
-	// from an older supervisor (a package upgrade reloads before the
-	// supervisor itself is replaced).
-	//
-	// AccessLogOff is [server] access_log = false.
-	AccessLogOff bool `json:"access_log_off,omitempty"`
-	// HealthDetails is [server] health_details; "" is the default,
-	// config.HealthDetailsLoopback.
-	HealthDetails string `json:"health_details,omitempty"`
-	// LogLevel is [server] log_level; the supervisor passes it as the
-	// worker's --log-level unless serve was given one itself.
-	LogLevel string `json:"log_level,omitempty"`
-	// ACME is the CA, set when the proxy sets [tls] acme = true.
-	ACME *config.ACME `json:"acme,omitempty"`
-}
-
-// QUICSpec is what a worker needs for HTTP/3.
-type QUICSpec struct {
-	// WorkerID is encoded in the connection ids this worker chooses, so the
-	// supervisor routes later packets to it; CIDKey keys that encoding.
-	WorkerID uint8    `json:"worker_id"`
-	CIDKey   [16]byte `json:"cid_key"`
-	// Port is the UDP port clients reach, for Alt-Svc.
-	Port int `json:"port"`
-}
-
-// Ready is the worker's first message: it serves from now on.
-type Ready struct {
-	PID        int       `json:"pid"`
-	Proxy      string    `json:"proxy"`
-	Version    string    `json:"version"`
-	BuildID    string    `json:"build_id"`
-	ConfigHash string    `json:"config_hash"`
-	Started    time.Time `json:"started"`
-}
-
-// Stats is what a worker reports while it runs.
-type Stats struct {
-	Connections int64 `json:"connections"`
-	// Certificates: with [tls] acme = true, one per hostname.
-	Certificates []certstatus.Cert `json:"certificates,omitempty"`
+// ReadSpec reads the spec the supervisor wrote to fd FdSpec.
+func ReadSpec() (*Spec, error) {
+	f := os.NewFile(FdSpec, "spec")
+	if f == nil {
+		return nil, errors.New("worker: no spec descriptor (workers are started by `mcpgate serve`)")
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("worker: reading spec: %w", err)
+	}
+	var s Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("worker: decoding spec: %w", err)
+	}
+	if err := wire.CheckProtocol(s.Protocol); err != nil {
+		return nil, fmt.Errorf("worker: spec: %w", err)
+	}
+	if s.Proxy == nil {
+		return nil, errors.New("worker: spec has no proxy")
+	}
+	return &s, nil
 }

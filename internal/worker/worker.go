@@ -19,7 +19,6 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,31 +30,11 @@ import (
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/tlscert"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // HealthPath answers without touching the backend.
 const HealthPath = "/.well-known/mcpgate/health"
-
-// ReadSpec reads the spec the supervisor wrote to fd FdSpec.
-func ReadSpec() (*Spec, error) {
-	f := os.NewFile(FdSpec, "spec")
-	if f == nil {
-		return nil, errors.New("worker: no spec descriptor (workers are started by `mcpgate serve`)")
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("worker: reading spec: %w", err)
-	}
-	var s Spec
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("worker: decoding spec: %w", err)
-	}
-	if s.Proxy == nil {
-		return nil, errors.New("worker: spec has no proxy")
-	}
-	return &s, nil
-}
 
 // Worker serves one proxy.
 type Worker struct {
@@ -73,60 +52,11 @@ type Worker struct {
 	acme        *acme.Manager // nil unless the proxy sets [tls] acme = true
 	acmeStop    sync.Once
 
-	serving   sync.WaitGroup // the Serve loops; done once every queued connection was accepted
-	conns     atomic.Int64   // open client connections
-	fresh     atomic.Int64   // connections that have not started a request yet
-	newConns  sync.Map       // net.Conn → struct{}: the fresh ones
-	drainOnce sync.Once
-	drained   chan struct{}
+	serving sync.WaitGroup // the Serve loops; done once every queued connection was accepted
 
-	draining atomic.Bool
-	h1mu     sync.Mutex
-	h1       map[net.Conn]h1conn // guarded by h1mu; connections not known to be HTTP/2
-}
-
-type h1conn struct {
-	state http.ConnState
-	since time.Time
-}
-
-// trackH1 follows the HTTP/1 connections' states (HTTP/2 ones are dropped
-// once their protocol is known).
-func (w *Worker) trackH1(c net.Conn, st http.ConnState) {
-	w.h1mu.Lock()
-	defer w.h1mu.Unlock()
-	if w.h1 == nil {
-		w.h1 = map[net.Conn]h1conn{}
-	}
-	if tc, ok := c.(*tls.Conn); ok && st != http.StateNew && tc.ConnectionState().NegotiatedProtocol == "h2" {
-		delete(w.h1, c)
-		return
-	}
-	switch st {
-	case http.StateClosed, http.StateHijacked:
-		delete(w.h1, c)
-	default:
-		w.h1[c] = h1conn{st, time.Now()}
-	}
-}
-
-// h1MayCarryRequest reports whether some HTTP/1 connection may have a
-// request on its way that Shutdown would drop: a new one, one idle for less
-// than grace, or an active one — its response may have started before the
-// drain without "Connection: close", and Shutdown closes the connection
-// right after it, under a client that is already sending its next request.
-func (w *Worker) h1MayCarryRequest(grace time.Duration) bool {
-	w.h1mu.Lock()
-	defer w.h1mu.Unlock()
-	for _, h := range w.h1 {
-		switch {
-		case h.state == http.StateNew, h.state == http.StateActive:
-			return true
-		case h.state == http.StateIdle && time.Since(h.since) < grace:
-			return true
-		}
-	}
-	return false
+	// The drain: connection tracking and the schedule. Embedded, so the
+	// handlers' w.markUsed and w.draining are the drainer's.
+	*drainer
 }
 
 // Run serves until the supervisor asks for a drain or goes away.
@@ -147,7 +77,7 @@ func Run(name string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	w := &Worker{spec: spec, log: log, hc: hc, started: time.Now(), drained: make(chan struct{})}
+	w := &Worker{spec: spec, log: log, hc: hc, started: time.Now(), drainer: newDrainer(spec.Drain(), log)}
 	return w.run()
 }
 
@@ -197,21 +127,25 @@ func (w *Worker) run() error {
 	}
 	w.https = &http.Server{
 		Handler:           w.h3.advertise(chain),
-		ConnState:         w.countConns,
+		ConnState:         w.connState,
 		ConnContext:       connContext,
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
 	}
+	if err := w.serveHTTP2(w.https); err != nil {
+		return fmt.Errorf("worker %s: http2: %w", p.Name, err)
+	}
 	w.http = &http.Server{
 		Handler:           logging.Access(w.accessLog(), http.HandlerFunc(w.redirect)),
-		ConnState:         w.countConns,
+		ConnState:         w.connState,
 		ConnContext:       connContext,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
 	}
+	w.steps = w.drainSteps()
 	w.serving.Add(2)
 	go func() { defer w.serving.Done(); w.https.ServeTLS(w.tlsL, "", "") }()
 	go func() { defer w.serving.Done(); w.http.Serve(w.httpL) }()
@@ -225,10 +159,10 @@ func (w *Worker) run() error {
 	signal.Ignore(syscall.SIGHUP)
 
 	ready, _ := json.Marshal(Ready{
-		PID: os.Getpid(), Proxy: p.Name, Version: buildinfo.Version(), BuildID: buildinfo.ID(),
+		Protocol: wire.Protocol, PID: os.Getpid(), Proxy: p.Name, Version: buildinfo.Version(), BuildID: buildinfo.ID(),
 		ConfigHash: p.Hash, Started: w.started,
 	})
-	if err := w.hc.Send(handoff.KindReady, ready); err != nil {
+	if err := w.hc.Send(wire.KindReady, ready); err != nil {
 		return fmt.Errorf("worker %s: reporting ready: %w", p.Name, err)
 	}
 	w.log.Info("worker serving", "build_id", buildinfo.ID(), "generation", w.spec.Generation)
@@ -266,7 +200,7 @@ func (w *Worker) receive() {
 			return
 		}
 		switch m.Kind {
-		case handoff.KindTLS, handoff.KindHTTP:
+		case wire.KindTLS, wire.KindHTTP:
 			if m.File == nil {
 				continue
 			}
@@ -276,7 +210,7 @@ func (w *Worker) receive() {
 				continue
 			}
 			l := w.tlsL
-			if m.Kind == handoff.KindHTTP {
+			if m.Kind == wire.KindHTTP {
 				l = w.httpL
 			}
 			// In order, before any later drain message closes the
@@ -284,9 +218,9 @@ func (w *Worker) receive() {
 			if err := l.Deliver(c, 10*time.Second); err != nil {
 				w.log.Warn("connection dropped", "err", err)
 			}
-		case handoff.KindDrain:
+		case wire.KindDrain:
 			go w.drain()
-		case handoff.KindRenew:
+		case wire.KindRenew:
 			go w.renewCert(string(m.Payload))
 		default:
 			if m.File != nil {
@@ -302,63 +236,37 @@ func (w *Worker) exitNow() {
 	os.Exit(1)
 }
 
-// streamEndGrace is how long handlers get to finish the responses whose
-// streams were ended at the drain deadline.
-const streamEndGrace = 2 * time.Second
-
-// drain stops taking connections, lets requests finish, ends open streams
-// cleanly at the drain deadline and closes whatever is left after that.
-func (w *Worker) drain() {
-	w.drainOnce.Do(func() {
-		start := time.Now()
-		w.log.Info("draining", "timeout", w.spec.DrainTimeout.String(), "connections", w.conns.Load())
-		// The successor takes over obtaining and renewing: free the locks now.
-		w.stopACME()
-		w.tlsL.Close()
-		w.httpL.Close()
-		// Queued connections are accepted before Serve returns, so
-		// Shutdown below waits for them too.
-		w.serving.Wait()
-		// A connection handed over just before the drain may not have sent
-		// its first request yet; HTTP/2's GOAWAY would refuse that request
-		// (last stream 0), and not every client retries. Let fresh
-		// connections start their first request first, briefly.
-		w.awaitFresh(min(time.Second, w.spec.DrainTimeout/4))
-		// HTTP/1: answer every further request with Connection: close, and
-		// call Shutdown (which closes idle connections at once and drops
-		// requests it reads afterwards) only when no keep-alive connection
-		// may have a request on its way.
-		w.draining.Store(true)
-		grace := min(time.Second, w.spec.DrainTimeout/4)
-		for end := time.Now().Add(w.spec.DrainTimeout / 2); w.h1MayCarryRequest(grace) && time.Now().Before(end); {
-			time.Sleep(10 * time.Millisecond)
-		}
-		// At the drain deadline open streams (SSE over any protocol) end
-		// cleanly, so clients reconnect with Last-Event-ID; the servers get
-		// a short grace to finish those responses, then are closed.
-		endStreams := time.AfterFunc(w.spec.DrainTimeout, func() {
-			w.log.Info("drain deadline reached; ending open streams", "connections", w.conns.Load())
-			w.proxy.EndStreams()
-		})
-		defer endStreams.Stop()
-		ctx, cancel := context.WithTimeout(context.Background(), w.spec.DrainTimeout+streamEndGrace)
-		defer cancel()
-		h3done := make(chan struct{})
-		go func() {
-			defer close(h3done)
-			w.h3.shutdown(ctx)
-		}()
-		// Shutdown sends HTTP/2 GOAWAY and closes idle connections, but
-		// waits forever on streams that never go idle: bounded by ctx.
-		if shutdownAll(ctx, w.https, w.http) != nil {
-			w.https.Close()
-			w.http.Close()
-		}
-		<-h3done
-		w.proxy.CloseIdle()
-		w.log.Info("drained", "took", time.Since(start).Round(time.Millisecond).String())
-		close(w.drained)
-	})
+// drainSteps are this worker's parts of the drainer's schedule.
+func (w *Worker) drainSteps() drainSteps {
+	return drainSteps{
+		stopAccepting: func() {
+			// The successor takes over obtaining and renewing: free the
+			// locks now.
+			w.stopACME()
+			w.tlsL.Close()
+			w.httpL.Close()
+			// Queued connections are accepted before Serve returns, so
+			// Shutdown waits for them too.
+			w.serving.Wait()
+		},
+		shutdown: func(ctx context.Context) {
+			h3done := make(chan struct{})
+			go func() {
+				defer close(h3done)
+				w.h3.shutdown(ctx)
+			}()
+			// Shutdown sends HTTP/2 GOAWAY and closes idle connections,
+			// but waits forever on streams that never go idle: bounded by
+			// ctx.
+			if shutdownAll(ctx, w.https, w.http) != nil {
+				w.https.Close()
+				w.http.Close()
+			}
+			<-h3done
+		},
+		endStreams: w.proxy.EndStreams,
+		finish:     w.proxy.CloseIdle,
+	}
 }
 
 func shutdownAll(ctx context.Context, srvs ...*http.Server) error {
@@ -375,46 +283,6 @@ func shutdownAll(ctx context.Context, srvs ...*http.Server) error {
 	return first
 }
 
-// countConns tracks open connections, and those that have not reached a
-// handler yet ("fresh"; HTTP/2 leaves StateNew at the preface, before its
-// first request, so the state alone does not tell).
-func (w *Worker) countConns(c net.Conn, st http.ConnState) {
-	w.trackH1(c, st)
-	switch st {
-	case http.StateNew:
-		w.conns.Add(1)
-		w.fresh.Add(1)
-		w.newConns.Store(c, struct{}{})
-	case http.StateClosed, http.StateHijacked:
-		w.conns.Add(-1)
-		w.markUsed(c)
-	}
-}
-
-type connKey struct{}
-
-// connContext makes the connection known to handlers, for markUsed.
-func connContext(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, c)
-}
-
-// markUsed records that a connection has started a request.
-func (w *Worker) markUsed(c any) {
-	if c == nil {
-		return
-	}
-	if _, was := w.newConns.LoadAndDelete(c); was {
-		w.fresh.Add(-1)
-	}
-}
-
-func (w *Worker) awaitFresh(max time.Duration) {
-	deadline := time.Now().Add(max)
-	for w.fresh.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // reportStats tells the supervisor the open connection count and the
 // state of ACME certificates when they change, for `mcpgate status`.
 func (w *Worker) reportStats() {
@@ -428,12 +296,12 @@ func (w *Worker) reportStats() {
 		case <-w.drained:
 			return
 		}
-		b, _ := json.Marshal(Stats{Connections: w.conns.Load(), Certificates: w.certStatus()})
+		b, _ := json.Marshal(Stats{Protocol: wire.Protocol, Connections: w.conns.Load(), Certificates: w.certStatus()})
 		if bytes.Equal(b, last) {
 			continue
 		}
 		last = b
-		if err := w.hc.Send(handoff.KindStats, b); err != nil {
+		if err := w.hc.Send(wire.KindStats, b); err != nil {
 			return
 		}
 	}

@@ -167,6 +167,21 @@ type WorkerStatus struct {
 	ConfigHash  string    `json:"config_hash"`
 	Started     time.Time `json:"started"`
 	Connections int64     `json:"connections"`
+	// Certificates: a worker's ACME certificates.
+	Certificates []CertStatus `json:"certificates,omitempty"`
+}
+
+// CertStatus is one ACME certificate in a worker's status.
+type CertStatus struct {
+	Name     string    `json:"name"`
+	State    string    `json:"state"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+	Issuer   string    `json:"issuer,omitempty"`
+	Serial   string    `json:"serial,omitempty"`
+	RenewAt  time.Time `json:"renew_at,omitzero"`
+	Error    string    `json:"error,omitempty"`
+	ErrorAt  time.Time `json:"error_at,omitzero"`
+	NextTry  time.Time `json:"next_try,omitzero"`
 }
 
 // ReloadResult is the verdict of the last reload in Status.

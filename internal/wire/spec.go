@@ -1,0 +1,86 @@
+package wire
+
+import (
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/certstatus"
+	"github.com/mcpgate/mcpgate/internal/config"
+)
+
+// Spec is everything a worker needs, written by the supervisor to FdSpec
+// after it validated the whole configuration. The worker does not read the
+// config files itself, so it always runs exactly the config the supervisor
+// accepted.
+type Spec struct {
+	// Protocol is the wire version the supervisor speaks (0: before
+	// versioning).
+	Protocol     int           `json:"protocol,omitempty"`
+	Proxy        *config.Proxy `json:"proxy"`
+	StateDir     string        `json:"state_dir"`
+	DrainTimeout time.Duration `json:"drain_timeout"`
+	// HTTPSPort is the port plain-HTTP requests are redirected to; 0 or 443
+	// means the default port.
+	HTTPSPort int `json:"https_port,omitempty"`
+	// Generation counts the workers started for this proxy; for logs.
+	Generation uint64 `json:"generation"`
+	// OAuth is the gateway's authorization server configuration, nil when
+	// there is none. Gateway lists every enabled proxy: any host may issue
+	// tokens for any of the gateway's resources.
+	OAuth   *config.OAuth   `json:"oauth,omitempty"`
+	Gateway []*config.Proxy `json:"gateway,omitempty"`
+	// Store is the shared OAuth store ([store]); nil: SQLite in StateDir.
+	Store *config.Store `json:"store,omitempty"`
+	// PprofDir, if set, is where the worker serves Go's profiler.
+	PprofDir string `json:"pprof_dir,omitempty"`
+	// QUIC is set when this worker serves HTTP/3.
+	QUIC *QUICSpec `json:"quic,omitempty"`
+	// The zero values of these three are the defaults, also for a spec
+	// from an older supervisor (a package upgrade reloads before the
+	// supervisor itself is replaced).
+	//
+	// AccessLogOff is [server] access_log = false.
+	AccessLogOff bool `json:"access_log_off,omitempty"`
+	// HealthDetails is [server] health_details; "" is the default,
+	// config.HealthDetailsLoopback.
+	HealthDetails string `json:"health_details,omitempty"`
+	// LogLevel is [server] log_level; the supervisor passes it as the
+	// worker's --log-level unless serve was given one itself.
+	LogLevel string `json:"log_level,omitempty"`
+	// ACME is the CA, set when the proxy sets [tls] acme = true.
+	ACME *config.ACME `json:"acme,omitempty"`
+}
+
+// Drain is the drain schedule of a worker of this spec.
+func (s *Spec) Drain() DrainSchedule { return NewDrainSchedule(s.DrainTimeout) }
+
+// QUICSpec is what a worker needs for HTTP/3.
+type QUICSpec struct {
+	// WorkerID is encoded in the connection ids this worker chooses, so the
+	// supervisor routes later packets to it; CIDKey keys that encoding.
+	WorkerID uint8    `json:"worker_id"`
+	CIDKey   [16]byte `json:"cid_key"`
+	// Port is the UDP port clients reach, for Alt-Svc.
+	Port int `json:"port"`
+}
+
+// Ready is the worker's first message (KindReady): it serves from now on.
+type Ready struct {
+	// Protocol is the wire version the worker speaks (0: before
+	// versioning). An upgraded supervisor keeps talking to workers of the
+	// previous build, so it needs to know.
+	Protocol   int       `json:"protocol,omitempty"`
+	PID        int       `json:"pid"`
+	Proxy      string    `json:"proxy"`
+	Version    string    `json:"version"` // the build's version, not the protocol's
+	BuildID    string    `json:"build_id"`
+	ConfigHash string    `json:"config_hash"`
+	Started    time.Time `json:"started"`
+}
+
+// Stats is what a worker reports while it runs (KindStats).
+type Stats struct {
+	Protocol    int   `json:"protocol,omitempty"`
+	Connections int64 `json:"connections"`
+	// Certificates: with [tls] acme = true, one per hostname.
+	Certificates []certstatus.Cert `json:"certificates,omitempty"`
+}
