@@ -30,6 +30,11 @@ func (e *oauthEnv) reloadOK(t *testing.T, what string) {
 	if res := e.g.Reload(t); res.ExitCode != 0 {
 		t.Fatalf("reload (%s): exit %d\nstdout:\n%s\nstderr:\n%s", what, res.ExitCode, res.Stdout, res.Stderr)
 	}
+	// The new policy is the new workers'. A connection opened before the
+	// reload may still carry a request or two to its old worker until that
+	// worker's GOAWAY (at most min(1s, drain_timeout/4), SECURITY.md); the
+	// checks below are about the new policy, so they use new connections.
+	e.api.CloseIdleConnections()
 }
 
 // tokensAs runs a whole flow as login at host for public client clientID

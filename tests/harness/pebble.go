@@ -69,29 +69,49 @@ func removePebble() {
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t testing.TB) int {
+func FreePort(t testing.TB) int { return freePorts(t, 1)[0] }
+
+// freePorts returns n distinct loopback TCP ports that were free a moment
+// ago: every listener stays open until all are chosen, so one call never
+// hands out a port twice. Another process may still take one before the
+// caller binds it: the servers started on them are retried (startTries).
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
+
+// startTries bounds how often a server on freshly picked ports is started
+// again after it died at start-up (a port taken in between, on a busy
+// machine running tests in parallel).
+const startTries = 3
 
 // ChallTestSrv starts pebble-challtestsrv as a DNS server only, on
 // loopback, answering 127.0.0.1 for every A query and nothing for AAAA
 // (the gateway listens on 127.0.0.1). It returns the DNS address.
 func ChallTestSrv(t testing.TB) string {
 	t.Helper()
-	dns := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
-	mgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
-	logFile := filepath.Join(t.TempDir(), "challtestsrv.log")
-	startProcess(t, "pebble-challtestsrv", logFile, nil, pebbleBinary(t, "pebble-challtestsrv"),
-		"-dnsserver", dns, "-management", mgmt, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "")
-	waitTCP(t, mgmt, logFile)
-	return dns
+	for try := 1; ; try++ {
+		ports := freePorts(t, 2)
+		dns := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+		mgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
+		logFile := filepath.Join(t.TempDir(), "challtestsrv.log")
+		exited := startProcess(t, "pebble-challtestsrv", logFile, nil, pebbleBinary(t, "pebble-challtestsrv"),
+			"-dnsserver", dns, "-management", mgmt, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+			"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "")
+		if waitTCP(t, mgmt, logFile, exited, try < startTries) {
+			return dns
+		}
+		t.Logf("pebble-challtestsrv exited at start-up (try %d): %s", try, readTail(logFile))
+	}
 }
 
 // PebbleOptions configure one Pebble.
@@ -138,13 +158,30 @@ type Pebble struct {
 // PEBBLE_WFE_NONCEREJECT unset), and waits until its directory answers.
 func StartPebble(t testing.TB, o PebbleOptions) *Pebble {
 	t.Helper()
+	for try := 1; ; try++ {
+		if p := startPebble(t, o, try < startTries); p != nil {
+			return p
+		}
+	}
+}
+
+// startPebble starts one Pebble and waits for its directory. When Pebble
+// exits at start-up and retry is set, it returns nil (the caller tries
+// again on other ports); otherwise the test fails.
+func startPebble(t testing.TB, o PebbleOptions, retry bool) *Pebble {
+	t.Helper()
 	dir := t.TempDir()
+	ports := freePorts(t, 2)
 	port := o.Port
 	if port == 0 {
-		port = FreePort(t)
+		port = ports[0]
+	} else {
+		// A fixed port was handed out already (the gateway knows it): no
+		// other try would help.
+		retry = false
 	}
 	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	mgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+	mgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 	api := o.API
 	if api == nil {
 		api = NewPebbleAPICert(t)
@@ -195,22 +232,30 @@ func StartPebble(t testing.TB, o PebbleOptions) *Pebble {
 			env = append(env, kv)
 		}
 	}
-	startProcess(t, "pebble", p.LogFile, env, pebbleBinary(t, "pebble"), "-config", cfgFile, "-dnsserver", o.DNS)
-	deadline := time.Now().Add(20 * time.Second)
+	exited := startProcess(t, "pebble", p.LogFile, env, pebbleBinary(t, "pebble"), "-config", cfgFile, "-dnsserver", o.DNS)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := p.api.Get(p.DirectoryURL)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				break
+				return p
 			}
+		}
+		select {
+		case <-exited:
+			if retry {
+				t.Logf("pebble exited at start-up; again on other ports: %s", readTail(p.LogFile))
+				return nil
+			}
+			t.Fatalf("pebble exited at start-up: %v\n%s", err, readTail(p.LogFile))
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("pebble not answering %s: %v\n%s", p.DirectoryURL, err, readTail(p.LogFile))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return p
 }
 
 // Roots returns the roots that Pebble's issued certificates chain to (from
@@ -283,7 +328,9 @@ func NewPebbleAPICert(t testing.TB) *PebbleAPICert {
 
 // startProcess runs a helper process for the test's lifetime, output to
 // logFile (shown if the test fails), stopped at cleanup.
-func startProcess(t testing.TB, name, logFile string, env []string, bin string, args ...string) {
+// startProcess starts bin, stopping it when the test ends; the channel is
+// closed when the process has exited.
+func startProcess(t testing.TB, name, logFile string, env []string, bin string, args ...string) <-chan struct{} {
 	t.Helper()
 	lf, err := os.Create(logFile)
 	if err != nil {
@@ -312,16 +359,27 @@ func startProcess(t testing.TB, name, logFile string, env []string, bin string, 
 			t.Logf("%s log:\n%s", name, readTail(logFile))
 		}
 	})
+	return done
 }
 
-func waitTCP(t testing.TB, addr, logFile string) {
+// waitTCP waits until addr accepts a connection (true), or the process
+// has exited (false when retry is set; else the test fails).
+func waitTCP(t testing.TB, addr, logFile string, exited <-chan struct{}, retry bool) bool {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
+			return true
+		}
+		select {
+		case <-exited:
+			if retry {
+				return false
+			}
+			t.Fatalf("the process serving %s exited:\n%s", addr, readTail(logFile))
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("nothing listening on %s: %v\n%s", addr, err, readTail(logFile))
