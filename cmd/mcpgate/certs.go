@@ -14,6 +14,8 @@ import (
 	"github.com/mcpgate/mcpgate/internal/certstatus"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/supervisor"
+
+	"github.com/mcpgate/mcpgate/internal/policy/host"
 )
 
 // cmdCerts is `mcpgate certs list` and `mcpgate certs renew NAME`: the
@@ -177,7 +179,9 @@ func certsRenew(fs *flag.FlagSet, args []string) int {
 }
 
 func findCert(st *supervisor.Status, name string) *certstatus.Cert {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if n, err := host.Name([]byte(name)); err == nil {
+		name = n
+	}
 	for _, c := range managedCerts(st) {
 		if c.Name == name {
 			return &c.Cert

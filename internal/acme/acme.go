@@ -42,6 +42,8 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/certstatus"
 	"github.com/mcpgate/mcpgate/internal/config"
+
+	"github.com/mcpgate/mcpgate/internal/policy/host"
 )
 
 // Dir is the storage directory below state_dir.
@@ -379,7 +381,7 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	if err == nil || slices.Equal(hello.SupportedProtos, []string{acmez.ACMETLS1Protocol}) {
 		return cert, err
 	}
-	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	name, _ := host.Name([]byte(hello.ServerName))
 	m.mu.Lock()
 	st := m.state[name]
 	if st == nil {

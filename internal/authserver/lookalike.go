@@ -4,6 +4,8 @@ import (
 	"net/url"
 	"strings"
 	"unicode"
+
+	"github.com/mcpgate/mcpgate/internal/policy"
 )
 
 // A client ID metadata document names its client freely: anyone can
@@ -43,7 +45,7 @@ func imitatedClient(name, clientID string) string {
 	if err != nil {
 		return ""
 	}
-	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	host, _ := policy.HostName(u.Host)
 	folded := foldName(name)
 	if folded == "" {
 		return ""

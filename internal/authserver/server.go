@@ -106,6 +106,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("authserver: callback_url: %w", err)
 	}
 	cbHost, ok := policy.HostName(cb.Host)
+	cbAuthority, _ := policy.Authority(cb.Host)
 	if !ok {
 		return nil, fmt.Errorf("authserver: callback_url: invalid host %q", cb.Host)
 	}
@@ -114,7 +115,7 @@ func New(o Options) (*Server, error) {
 		log:            o.Log,
 		now:            o.Now,
 		callbackName:   cbHost,
-		callbackHost:   strings.ToLower(cb.Host),
+		callbackHost:   cbAuthority,
 		callbackPath:   cb.Path,
 		callbackScheme: cb.Scheme,
 		static:         map[string]*client{},
