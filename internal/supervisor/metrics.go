@@ -154,7 +154,7 @@ type collector struct {
 var (
 	descBuildInfo      = prometheus.NewDesc("mcpgate_build_info", "The running supervisor's build; always 1.", []string{"version", "build_id"}, nil)
 	descWorkers        = prometheus.NewDesc("mcpgate_workers", "Worker processes by proxy and state.", []string{"proxy", "state"}, nil)
-	descRestarts       = prometheus.NewDesc("mcpgate_worker_restarts_total", "Workers that exited without being asked to, and were restarted.", []string{"proxy"}, nil)
+	descRestarts       = prometheus.NewDesc("mcpgate_worker_restarts_total", "Workers that exited without being asked to (a crash, a failed start); the slot starts another.", []string{"proxy"}, nil)
 	descReloads        = prometheus.NewDesc("mcpgate_reloads_total", "Reloads by result: ok, failed (a proxy kept its old worker), rejected (configuration errors).", []string{"result"}, nil)
 	descReloadDuration = prometheus.NewDesc("mcpgate_reload_duration_seconds", "How long reloads took.", nil, nil)
 	descRequests       = prometheus.NewDesc("mcpgate_requests_total", "Finished HTTP requests by status code (a class such as 2xx for unusual codes), method and protocol.", []string{"proxy", "code", "method", "protocol"}, nil)
