@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/mcpgate/mcpgate/tests/backends"
 	"github.com/mcpgate/mcpgate/tests/harness"
 )
 
@@ -239,4 +242,60 @@ func histogram(fams map[string]*dto.MetricFamily, name string, labels map[string
 		return nil
 	}
 	return ms[0].GetHistogram()
+}
+
+// TestMetricsStreamsAndRestarts: an open SSE stream shows in
+// mcpgate_open_streams and its connection in mcpgate_connections until it
+// ends; a backend that cannot be reached counts as an upstream error; a
+// killed worker counts as a restart, and the counts of the dead worker
+// stay in the totals.
+func TestMetricsStreamsAndRestarts(t *testing.T) {
+	t.Parallel()
+	sse := backends.NewSSE(t)
+	sock := filepath.Join(t.TempDir(), "metrics.sock")
+	down := fmt.Sprintf("http://127.0.0.1:%d", harness.FreePort(t)) // nothing listens there
+	g := harness.Start(t, harness.Options{ServerTOML: fmt.Sprintf("metrics = %q\n", "unix:"+sock), Proxies: []harness.Proxy{
+		{Name: "stream", Hostnames: []string{"stream.test"}, Target: sse.URL},
+		{Name: "down", Hostnames: []string{"down.test"}, Target: down},
+	}})
+	m := &scraper{t: t, sock: sock}
+	stream := map[string]string{"proxy": "stream"}
+
+	c := g.HTTP2Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://stream.test/sse?id=metrics", nil)
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if ev, err := readEvent(bufio.NewReader(res.Body)); err != nil || ev.Data != "event 1" {
+		t.Fatalf("first event: %+v %v", ev, err)
+	}
+	m.waitFor("mcpgate_open_streams", stream, 1)
+	m.waitFor("mcpgate_connections", map[string]string{"proxy": "stream", "protocol": "h2"}, 1)
+	sse.Release("metrics")
+	io.Copy(io.Discard, res.Body)
+	m.wait("the stream closed", func(f map[string]*dto.MetricFamily) bool {
+		v, ok := sample(f, "mcpgate_open_streams", stream)
+		return ok && v == 0
+	})
+
+	if r, _ := get(t, c, "https://down.test/", nil); r.StatusCode != http.StatusBadGateway {
+		t.Errorf("unreachable backend: %d, want 502", r.StatusCode)
+	}
+	m.waitFor("mcpgate_upstream_errors_total", map[string]string{"proxy": "down", "kind": "connect"}, 1)
+
+	m.waitSum("mcpgate_requests_total", stream, 1)
+	before := sum(m.scrape(), "mcpgate_requests_total", stream)
+	pid := g.WorkerPID(t, "stream.test")
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	m.waitFor("mcpgate_worker_restarts_total", stream, 1)
+	g.WaitHealth(t, "stream.test", 15*time.Second, "the restarted worker", harness.HealthOK)
+	if after := sum(m.scrape(), "mcpgate_requests_total", stream); after < before {
+		t.Errorf("mcpgate_requests_total{stream} went down when its worker died: %v → %v", before, after)
+	}
 }
