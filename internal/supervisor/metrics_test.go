@@ -172,3 +172,33 @@ next:
 	}
 	return -1
 }
+
+// TestListenMetricsTwice: during an upgrade both supervisors hold the
+// metrics address for a moment; the second bind must not fail.
+func TestListenMetricsTwice(t *testing.T) {
+	a, err := listenMetrics("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := listenMetrics(a.Addr().String())
+	if err != nil {
+		t.Fatalf("second bind of %s: %v", a.Addr(), err)
+	}
+	b.Close()
+
+	sock := filepath.Join(t.TempDir(), "m.sock")
+	u1, err := listenMetrics("unix:" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2, err := listenMetrics("unix:" + sock)
+	if err != nil {
+		t.Fatalf("second bind of %s: %v", sock, err)
+	}
+	u1.Close() // the old supervisor's close leaves the new socket in place
+	if _, err := os.Stat(sock); err != nil {
+		t.Errorf("after the old listener closed: %v", err)
+	}
+	u2.Close()
+}

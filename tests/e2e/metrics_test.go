@@ -248,7 +248,7 @@ func histogram(fams map[string]*dto.MetricFamily, name string, labels map[string
 // mcpgate_open_streams and its connection in mcpgate_connections until it
 // ends; a backend that cannot be reached counts as an upstream error; a
 // killed worker counts as a restart, and the counts of the dead worker
-// stay in the totals.
+// stay in the totals. /metrics survives an upgrade.
 func TestMetricsStreamsAndRestarts(t *testing.T) {
 	t.Parallel()
 	sse := backends.NewSSE(t)
@@ -297,5 +297,17 @@ func TestMetricsStreamsAndRestarts(t *testing.T) {
 	g.WaitHealth(t, "stream.test", 15*time.Second, "the restarted worker", harness.HealthOK)
 	if after := sum(m.scrape(), "mcpgate_requests_total", stream); after < before {
 		t.Errorf("mcpgate_requests_total{stream} went down when its worker died: %v → %v", before, after)
+	}
+
+	// An upgrade: the next supervisor binds the socket while this one
+	// still holds it, and serves /metrics from then on.
+	if r := g.Upgrade(t); r.ExitCode != 0 {
+		t.Fatalf("upgrade: exit %d\n%s%s", r.ExitCode, r.Stdout, r.Stderr)
+	}
+	if v, _ := sample(m.scrape(), "mcpgate_build_info", nil); v != 1 {
+		t.Errorf("after an upgrade: mcpgate_build_info = %v", v)
+	}
+	if strings.Contains(g.Logs(), "metrics: cannot listen") {
+		t.Error("a supervisor could not listen for /metrics")
 	}
 }
