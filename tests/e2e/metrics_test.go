@@ -311,3 +311,37 @@ func TestMetricsStreamsAndRestarts(t *testing.T) {
 		t.Error("a supervisor could not listen for /metrics")
 	}
 }
+
+// TestMetricsHTTP3: requests over HTTP/3 count with protocol h3, their
+// QUIC connection shows in mcpgate_connections, and the supervisor counts
+// the datagrams it routed.
+func TestMetricsHTTP3(t *testing.T) {
+	t.Parallel()
+	backend := backends.NewEcho(t, "alpha")
+	sock := filepath.Join(t.TempDir(), "metrics.sock")
+	g := harness.Start(t, harness.Options{QUIC: true, ServerTOML: fmt.Sprintf("metrics = %q\n", "unix:"+sock), Proxies: []harness.Proxy{
+		{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: backend.URL},
+	}})
+	m := &scraper{t: t, sock: sock}
+	c := g.HTTP3Client(t)
+	for range 2 {
+		res, err := c.Get("https://alpha.test/.well-known/mcpgate/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.ProtoMajor != 3 {
+			t.Fatalf("answered over %s, want HTTP/3", res.Proto)
+		}
+	}
+	m.waitFor("mcpgate_requests_total", map[string]string{"proxy": "alpha", "code": "200", "method": "GET", "protocol": "h3"}, 2)
+	m.waitFor("mcpgate_connections", map[string]string{"proxy": "alpha", "protocol": "h3"}, 1)
+	fams := m.scrape()
+	if v, _ := sample(fams, "mcpgate_quic_packets_routed_total", map[string]string{"result": "new_connection"}); v < 1 {
+		t.Errorf("mcpgate_quic_packets_routed_total{new_connection} = %v, want ≥ 1", v)
+	}
+	if v, _ := sample(fams, "mcpgate_quic_packets_routed_total", map[string]string{"result": "forwarded"}); v < 1 {
+		t.Errorf("mcpgate_quic_packets_routed_total{forwarded} = %v, want ≥ 1", v)
+	}
+}
