@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/mcpgate/mcpgate/internal/activation"
+	"github.com/mcpgate/mcpgate/internal/certstatus"
+	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/dispatch"
 	"github.com/mcpgate/mcpgate/internal/wire"
 )
@@ -89,6 +91,14 @@ func TestServeMetrics(t *testing.T) {
 	}
 	s.metrics.add(statsProc("alpha", 3))
 	s.metrics.reloaded(ReloadResult{OK: true}, 300*time.Millisecond)
+	// A ready worker with an ACME certificate, for mcpgate_workers and the
+	// expiry.
+	expiry := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)
+	w := newProc("beta", &fakeWorker{pid: 4242, exitCh: make(chan struct{})}, wire.Spec{}, nil, time.Now(), discardLog())
+	w.stats.Certificates = []certstatus.Cert{{Name: "beta.example.com", State: "valid", NotAfter: expiry}}
+	sl := newSlot(wire.Spec{Proxy: &config.Proxy{Name: "beta"}}, nil, discardLog())
+	sl.cur, sl.last = w, w
+	s.slots["beta"] = sl
 
 	sock := filepath.Join(t.TempDir(), "metrics.sock")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -129,6 +139,12 @@ func TestServeMetrics(t *testing.T) {
 	}
 	if h := fams["mcpgate_request_duration_seconds"]; h == nil || h.GetMetric()[0].GetHistogram().GetSampleCount() != 3 {
 		t.Errorf("request_duration_seconds: %v", h)
+	}
+	if v := value(fams, "mcpgate_workers", map[string]string{"proxy": "beta", "state": "ready"}); v != 1 {
+		t.Errorf("workers{beta,ready} = %v, want 1", v)
+	}
+	if v := value(fams, "mcpgate_certificate_expiry_timestamp_seconds", map[string]string{"name": "beta.example.com"}); v != float64(expiry.Unix()) {
+		t.Errorf("certificate expiry = %v, want %d", v, expiry.Unix())
 	}
 	if v := value(fams, "mcpgate_handoffs_total", map[string]string{"result": "delivered"}); v != 0 {
 		t.Errorf("handoffs_total{delivered} = %v", v)
