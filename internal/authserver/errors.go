@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -77,6 +78,7 @@ func errTooMany() *oauthError {
 
 // writeJSONError writes e as a JSON body.
 func writeJSONError(w http.ResponseWriter, e *oauthError) {
+	metrics.Default.OAuthDenied(e.Code)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
@@ -99,6 +101,7 @@ func redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state, i
 		writeJSONError(w, errInvalidRequest("bad redirect_uri"))
 		return
 	}
+	metrics.Default.OAuthDenied(e.Code)
 	q := u.Query()
 	q.Set("error", e.Code)
 	if e.Desc != "" {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/identity"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -72,6 +73,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, oe)
 		return
 	}
+	metrics.Default.TokenIssued(r.PostForm.Get("grant_type"))
 	writeJSON(w, http.StatusOK, resp)
 }
 

@@ -221,7 +221,14 @@ type Server struct {
 	// pid and config hash: HealthDetailsLoopback (the default) or
 	// HealthDetailsAll. Others get the status and the proxy name.
 	HealthDetails string `json:"health_details"`
+	// Metrics is where the supervisor serves Prometheus /metrics:
+	// "host:port", or MetricsUnixPrefix and an absolute socket path; ""
+	// (the default) = off. It has no authentication.
+	Metrics string `json:"metrics,omitempty"`
 }
+
+// MetricsUnixPrefix marks a unix socket in [server] metrics.
+const MetricsUnixPrefix = "unix:"
 
 // Proxy is one proxied MCP server, from one <name>.toml file.
 type Proxy struct {

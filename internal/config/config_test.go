@@ -335,6 +335,34 @@ $DIR/mcpgate.toml:3: server.log_level: "WARNING": must be "debug", "info", "warn
 $DIR/mcpgate.toml:4: server.health_details: "none": must be "loopback" (version and build only for clients on this machine) or "all"`,
 		},
 		{
+			name: "bad metrics address",
+			files: map[string]string{
+				"mcpgate.toml": "[server]\nmetrics = \"9464\"\n",
+			},
+			want: `$DIR/mcpgate.toml:2: server.metrics: "9464": not host:port (missing port in address); use host:port or unix:/absolute/path`,
+		},
+		{
+			name: "empty metrics address",
+			files: map[string]string{
+				"mcpgate.toml": "[server]\nmetrics = \"\"\n",
+			},
+			want: `$DIR/mcpgate.toml:2: server.metrics: "": must not be empty (omit it to turn metrics off)`,
+		},
+		{
+			name: "metrics on port 0",
+			files: map[string]string{
+				"mcpgate.toml": "[server]\nmetrics = \"127.0.0.1:0\"\n",
+			},
+			want: `$DIR/mcpgate.toml:2: server.metrics: "127.0.0.1:0": port 0 picks a random port, which no scraper can find: give a fixed one`,
+		},
+		{
+			name: "relative metrics socket",
+			files: map[string]string{
+				"mcpgate.toml": "[server]\nmetrics = \"unix:run/metrics.sock\"\n",
+			},
+			want: `$DIR/mcpgate.toml:2: server.metrics: "unix:run/metrics.sock": the socket path must be absolute and clean, such as unix:/run/mcpgate/metrics.sock`,
+		},
+		{
 			name: "bad durations",
 			files: map[string]string{
 				"mcpgate.toml": "[server]\ndrain_timeout = \"30\"\n",
@@ -488,6 +516,7 @@ drain_timeout = "1m30s"
 access_log = false
 log_level = "debug"
 health_details = "all"
+metrics = "unix:/run/mcpgate/metrics.sock"
 `,
 		"notes.toml": `enabled = true
 hostnames = ["Notes.Example.com.", "*.notes.example.com"]
@@ -556,6 +585,7 @@ key_file = "/nonexistent/legacy.key"
 			AccessLog:     false,
 			LogLevel:      "debug",
 			HealthDetails: "all",
+			Metrics:       "unix:/run/mcpgate/metrics.sock",
 		},
 		ACME: &ACME{DirectoryURL: DefaultACMEDirectory, Challenges: DefaultACMEChallenges},
 		Proxies: []*Proxy{

@@ -115,6 +115,13 @@ func (l *loader) server(f *file, s *serverTable) *Server {
 			f.errorf(p.key("health_details"), `%q: must be "loopback" (version and build only for clients on this machine) or "all"`, v)
 		}
 	}
+	if s.Metrics != nil {
+		if err := checkMetricsAddr(*s.Metrics); err != nil {
+			f.errorf(p.key("metrics"), "%q: %v", *s.Metrics, err)
+		} else {
+			srv.Metrics = *s.Metrics
+		}
+	}
 	for i, raw := range s.ProxyProtocolFrom {
 		pfx, err := parsePrefix(raw)
 		if err != nil {
@@ -165,6 +172,27 @@ func checkListenAddr(a string) error {
 	}
 	if _, err := normalizeHostname(host); err != nil {
 		return fmt.Errorf("invalid host: %v", err)
+	}
+	return nil
+}
+
+// checkMetricsAddr checks [server] metrics: host:port with a fixed port
+// (a scraper has to know it), or unix: and an absolute path.
+func checkMetricsAddr(a string) error {
+	if a == "" {
+		return errors.New("must not be empty (omit it to turn metrics off)")
+	}
+	if path, ok := strings.CutPrefix(a, MetricsUnixPrefix); ok {
+		if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+			return errors.New("the socket path must be absolute and clean, such as unix:/run/mcpgate/metrics.sock")
+		}
+		return nil
+	}
+	if err := checkListenAddr(a); err != nil {
+		return fmt.Errorf("%v; use host:port or unix:/absolute/path", err)
+	}
+	if _, port, _ := net.SplitHostPort(a); port == "0" {
+		return errors.New("port 0 picks a random port, which no scraper can find: give a fixed one")
 	}
 	return nil
 }

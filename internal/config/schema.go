@@ -62,6 +62,8 @@ type serverTable struct {
 	AccessLog     *bool   `toml:"access_log"`
 	LogLevel      *string `toml:"log_level"`
 	HealthDetails *string `toml:"health_details"`
+	// Metrics: see Server.
+	Metrics *string `toml:"metrics"`
 }
 
 // oauthTable is [oauth]: the authorization server every proxy host runs.

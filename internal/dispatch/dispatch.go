@@ -55,6 +55,27 @@ type Dispatcher struct {
 	trusted atomic.Pointer[[]netip.Prefix]
 	wg      sync.WaitGroup
 	paused  atomic.Bool
+
+	handoffs [len(handoffResults)]atomic.Uint64 // by handoffResults index
+}
+
+// Routing results of accepted connections, for mcpgate_handoffs_total.
+const (
+	handoffDelivered   = iota // handed to the owning worker
+	handoffUnknownHost        // no proxy for the host: refused
+	handoffFailed             // the owner is not running or the hand-off failed
+	handoffRejected           // refused before routing: no ClientHello or request head, a bad PROXY header
+)
+
+var handoffResults = [...]string{"delivered", "unknown_host", "failed", "rejected"}
+
+// Handoffs returns the number of accepted connections by routing result.
+func (d *Dispatcher) Handoffs() map[string]uint64 {
+	m := make(map[string]uint64, len(handoffResults))
+	for i, r := range handoffResults {
+		m[r] = d.handoffs[i].Load()
+	}
+	return m
 }
 
 // SetTrustedProxies sets the load balancers whose connections start with a
@@ -180,6 +201,7 @@ func (d *Dispatcher) route(c Conn, kind wire.Kind) {
 		)
 		h, r, err = readProxyHeader(c)
 		if err != nil {
+			d.handoffs[handoffRejected].Add(1)
 			d.Log.Warn("load balancer connection without a valid PROXY header; dropped", "peer", src.String(), "err", err)
 			return
 		}
@@ -204,6 +226,7 @@ func (d *Dispatcher) route(c Conn, kind wire.Kind) {
 	c.SetReadDeadline(time.Time{})
 	log := d.Log.With("client", src.String())
 	if err != nil {
+		d.handoffs[handoffRejected].Add(1)
 		if hasProxySignature(peeked) {
 			log.Warn("PROXY header from an address not in proxy_protocol_from; refused", "peer", c.RemoteAddr().String())
 			return
@@ -218,6 +241,7 @@ func (d *Dispatcher) route(c Conn, kind wire.Kind) {
 	}
 	t := d.table.Load().Lookup(host)
 	if t == nil {
+		d.handoffs[handoffUnknownHost].Add(1)
 		log.Info("no proxy for host", "listener", listenerName(kind), "host", host)
 		d.refuse(c, kind, alertUnrecognizedName, notFoundResponse)
 		return
@@ -233,6 +257,7 @@ func (d *Dispatcher) route(c Conn, kind wire.Kind) {
 		// current table has its successor.
 		t2 := d.table.Load().Lookup(host)
 		if t2 == nil || t2 == t {
+			d.handoffs[handoffUnknownHost].Add(1)
 			log.Info("no proxy for host after reload", "listener", listenerName(kind), "host", host)
 			d.refuse(c, kind, alertUnrecognizedName, notFoundResponse)
 			return
@@ -241,9 +266,12 @@ func (d *Dispatcher) route(c Conn, kind wire.Kind) {
 		err = t.Deliver(kind, c, header, peeked)
 	}
 	if err != nil {
+		d.handoffs[handoffFailed].Add(1)
 		log.Warn("hand-off failed", "proxy", t.Name(), "host", host, "err", err)
 		d.refuse(c, kind, alertInternalError, unavailableResponse)
+		return
 	}
+	d.handoffs[handoffDelivered].Add(1)
 }
 
 const badRequestResponse = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n"

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mcpgate/mcpgate/internal/identity"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 )
 
 // New returns a logger writing to w: JSON unless w is a terminal, where
@@ -70,19 +71,17 @@ func Access(log *slog.Logger, h http.Handler) http.Handler {
 		}
 		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, &rec.req))
 		if log == nil || !log.Enabled(r.Context(), slog.LevelInfo) {
+			// Metrics count with the access log off too.
+			defer func() {
+				metrics.Default.Request(rec.finalStatus(r), r.Method, metrics.ProtoOf(r.ProtoMajor), time.Since(start))
+			}()
 			h.ServeHTTP(rec, r)
 			return
 		}
 		defer func() {
-			status := rec.status
-			if status == 0 {
-				// Nothing written: the handler returned without a body, which
-				// net/http answers with 200; a client gone first sees nothing.
-				status = http.StatusOK
-				if r.Context().Err() != nil {
-					status = 499
-				}
-			}
+			status := rec.finalStatus(r)
+			elapsed := time.Since(start)
+			metrics.Default.Request(status, r.Method, metrics.ProtoOf(r.ProtoMajor), elapsed)
 			var in int64
 			if body != nil {
 				in = body.n
@@ -97,7 +96,7 @@ func Access(log *slog.Logger, h http.Handler) http.Handler {
 				slog.Int("status", status),
 				slog.Int64("bytes_in", in),
 				slog.Int64("bytes_out", rec.bytes),
-				slog.Float64("duration_ms", millis(time.Since(start))),
+				slog.Float64("duration_ms", millis(elapsed)),
 			)
 			if rec.req.Upstream > 0 {
 				attrs = append(attrs, slog.Float64("upstream_ms", millis(rec.req.Upstream)))
@@ -113,6 +112,19 @@ func Access(log *slog.Logger, h http.Handler) http.Handler {
 		}()
 		h.ServeHTTP(rec, r)
 	})
+}
+
+// finalStatus is the status the client got: nothing written means the
+// handler returned without a body, which net/http answers with 200; a
+// client gone first sees nothing (499).
+func (rec *recorder) finalStatus(r *http.Request) int {
+	if rec.status != 0 {
+		return rec.status
+	}
+	if r.Context().Err() != nil {
+		return 499
+	}
+	return http.StatusOK
 }
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/identity"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 )
 
 func TestAccessLogLineHasNoSecrets(t *testing.T) {
@@ -192,5 +193,26 @@ func TestClean(t *testing.T) {
 		if got := clean(in, maxUserAgent); got != want {
 			t.Errorf("clean(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestAccessCountsRequests: every request reaches the metrics, with the
+// access log on or off.
+func TestAccessCountsRequests(t *testing.T) {
+	count := func() uint64 {
+		for _, r := range metrics.Default.Snapshot().Requests {
+			if r.Code == "418" || (r.Code == "4xx" && r.Method == "PUT" && r.Protocol == "h1") {
+				return r.N
+			}
+		}
+		return 0
+	}
+	before := count()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	for _, log := range []*slog.Logger{nil, slog.New(slog.NewTextHandler(io.Discard, nil))} {
+		Access(log, h).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("PUT", "/", nil))
+	}
+	if after := count(); after != before+2 {
+		t.Errorf("requests counted %d → %d, want +2", before, after)
 	}
 }

@@ -39,7 +39,7 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// ReverseProxy needs the upgraded body's Write; a drain ends with
 		// the worker's process.
 		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
-			res.Body = &upgradedBody{ReadWriteCloser: rwc, release: cancel}
+			res.Body = &upgradedBody{ReadWriteCloser: rwc, release: streamOpened(cancel)}
 		} else {
 			cancel()
 		}
@@ -57,7 +57,7 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ended.Store(true)
 		cancel()
 	})
-	res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: ended, release: func() { stop(); cancel() }}
+	res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: ended, release: streamOpened(func() { stop(); cancel() })}
 	return res, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/logging"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 )
 
 // IdentityPrefix is reserved for headers mcpgate sets for the backend; any
@@ -238,6 +239,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	case errors.Is(err, errUpgradeRefused):
 		msg = "the MCP server behind this proxy switched to a protocol mcpgate does not relay"
 	}
+	metrics.Default.UpstreamError(upstreamKind(err))
 	h.log.Warn("upstream error", "path", r.URL.Path, "status", status, "err", err)
 	WriteJSONError(w, status, code, msg, h.name)
 }

@@ -15,8 +15,10 @@ import (
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/logging"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
+	"github.com/mcpgate/mcpgate/internal/token"
 )
 
 // Verifier checks an access token for an audience (the canonical resource
@@ -65,6 +67,7 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 			if !g.originAllowed(origin, r) {
 				// DNS rebinding and cross-site calls: an Origin that is not
 				// ours or allowed never reaches the MCP server.
+				metrics.Default.BearerRejected(metrics.BearerOrigin)
 				writeError(w, http.StatusForbidden, "forbidden_origin", "this origin may not call this MCP server")
 				return
 			}
@@ -94,25 +97,30 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 		}
 		raw, err := bearer(r)
 		if err != nil {
+			metrics.Default.BearerRejected(metrics.BearerMalformed)
 			g.challenge(w, r, http.StatusBadRequest, "invalid_request", err.Error())
 			return
 		}
 		if raw == "" {
+			metrics.Default.BearerRejected(metrics.BearerMissing)
 			g.challenge(w, r, http.StatusUnauthorized, "", "")
 			return
 		}
 		site := g.site(r)
 		if site.Proxy == nil || site.Proxy.Name != g.name {
+			metrics.Default.BearerRejected(metrics.BearerInvalid)
 			g.challenge(w, r, http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired, revoked or not for this resource")
 			return
 		}
 		who, err := g.verifier.Verify(raw, site.ResourceURL())
 		if err != nil {
+			metrics.Default.BearerRejected(rejectReason(err))
 			g.challenge(w, r, http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired, revoked or not for this resource")
 			return
 		}
 		for _, s := range g.auth.Scopes {
 			if !who.HasScope(s) {
+				metrics.Default.BearerRejected(metrics.BearerScope)
 				g.challenge(w, r, http.StatusForbidden, "insufficient_scope", "the access token lacks a required scope")
 				return
 			}
@@ -126,6 +134,18 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 		ctx := proxy.WithIdentity(r.Context(), who)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// rejectReason is the metrics label of a token the verifier refused: the
+// two causes an operator acts on apart, else "invalid".
+func rejectReason(err error) metrics.BearerReason {
+	switch {
+	case errors.Is(err, token.ErrExpired):
+		return metrics.BearerExpired
+	case errors.Is(err, token.ErrAudience):
+		return metrics.BearerAudience
+	}
+	return metrics.BearerInvalid
 }
 
 const exposeHeaders = "WWW-Authenticate, Mcp-Session-Id, Mcp-Protocol-Version"

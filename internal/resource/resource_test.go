@@ -3,6 +3,7 @@ package resource
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,8 +11,10 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/identity"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
+	"github.com/mcpgate/mcpgate/internal/token"
 )
 
 type fakeVerifier map[string]*identity.Principal
@@ -142,5 +145,21 @@ func TestNotRequiredPassesThrough(t *testing.T) {
 	h.ServeHTTP(rec, req)
 	if !reached || authz != "Bearer backend-own" {
 		t.Fatalf("reached=%v authz=%q", reached, authz)
+	}
+}
+
+// TestRejectionsCounted: refusals show in mcpgate_bearer_rejected_total by
+// reason.
+func TestRejectionsCounted(t *testing.T) {
+	before := metrics.Default.Snapshot().BearerRejected["missing"]
+	if got := rejectReason(fmt.Errorf("wrapped: %w", token.ErrAudience)); got != metrics.BearerAudience {
+		t.Errorf("audience error → %v", got)
+	}
+	if got := rejectReason(errors.New("x")); got != metrics.BearerInvalid {
+		t.Errorf("other error → %v", got)
+	}
+	metrics.Default.BearerRejected(metrics.BearerMissing)
+	if after := metrics.Default.Snapshot().BearerRejected["missing"]; after != before+1 {
+		t.Errorf("missing: %d → %d", before, after)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +36,12 @@ type proc struct {
 	// when it exits.
 	dgram  *net.UnixConn
 	onExit func()
+
+	// metrics, when set, receives the worker's last counters when it
+	// exits; drainAsked tells an exit that was asked for from a death.
+	metrics    *workerMetrics
+	drainAsked atomic.Bool
+	readDone   chan struct{} // closed when readMessages has returned
 
 	mu      sync.Mutex
 	ready   wire.Ready // guarded by mu; set before readyCh closes
@@ -84,6 +91,7 @@ type execSpawner struct {
 	stderr    *os.File
 	log       *slog.Logger
 	quic      *quicWorkers
+	metrics   *workerMetrics
 }
 
 var _ spawner = (*execSpawner)(nil)
@@ -221,6 +229,8 @@ func (s *execSpawner) start(spec wire.Spec) (*proc, error) {
 		}
 		s.quic.setWID(spec.QUIC.WorkerID, p)
 	}
+	p.metrics = s.metrics
+	s.metrics.add(p)
 	p.watch()
 	// The spec is small, far below the pipe buffer, so this cannot block on
 	// a worker that never reads.
@@ -261,14 +271,15 @@ func workerEnv(env []string) []string {
 
 func newProc(name string, process process, spec wire.Spec, hc *handoff.Conn, started time.Time, log *slog.Logger) *proc {
 	return &proc{
-		name:    name,
-		process: process,
-		spec:    spec,
-		hc:      hc,
-		started: started,
-		log:     log.With("proxy", name, "pid", process.Pid()),
-		readyCh: make(chan struct{}),
-		exited:  make(chan struct{}),
+		name:     name,
+		process:  process,
+		spec:     spec,
+		hc:       hc,
+		started:  started,
+		log:      log.With("proxy", name, "pid", process.Pid()),
+		readyCh:  make(chan struct{}),
+		exited:   make(chan struct{}),
+		readDone: make(chan struct{}),
 	}
 }
 
@@ -283,7 +294,20 @@ func (p *proc) wait() {
 	p.mu.Lock()
 	p.waitErr = err
 	p.mu.Unlock()
+	if p.metrics != nil {
+		// The worker's last stats (sent after its drain) may still be in
+		// the socket: read them before closing it, briefly, so its final
+		// counters reach the totals.
+		select {
+		case <-p.readDone:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	p.hc.Close()
+	if p.metrics != nil {
+		<-p.readDone
+		p.metrics.retire(p)
+	}
 	if p.onExit != nil {
 		p.onExit()
 	}
@@ -291,6 +315,7 @@ func (p *proc) wait() {
 }
 
 func (p *proc) readMessages() {
+	defer close(p.readDone)
 	for {
 		m, err := p.hc.Recv()
 		if err != nil {
@@ -363,6 +388,7 @@ func (p *proc) kill() {
 // has not exited at the schedule's Kill offset (the worker closes
 // everything itself at Close, a few seconds earlier).
 func (p *proc) drain(sched wire.DrainSchedule) {
+	p.drainAsked.Store(true)
 	if err := p.hc.Send(wire.KindDrain, nil); err != nil && !handoff.IsClosed(err) {
 		p.log.Warn("asking worker to drain", "err", err)
 	}

@@ -26,6 +26,7 @@ type quicPath struct {
 	port   int
 	key    [16]byte
 	router *quicroute.Router
+	quicCounters
 }
 
 // setupQUIC prepares HTTP/3 when there is a quic socket. Only the first
@@ -78,6 +79,7 @@ func (q *quicPath) serve() {
 			continue
 		}
 		d := q.router.Route(buf[:n], from)
+		q.countRoute(d.Action)
 		switch d.Action {
 		case quicroute.Forward:
 			q.forward(d.Worker, from, buf[:n])
@@ -88,11 +90,13 @@ func (q *quicPath) serve() {
 				// running worker: dropped; the client falls back to TCP
 				// (Alt-Svc is only sent by proxies that serve HTTP/3).
 				q.router.Refuse(d.DCID)
+				q.routed[quicRefused].Add(1)
 				q.s.log.Debug("quic: no worker for server name; dropped", "sni", d.SNI, "client", from.String())
 				continue
 			}
 			wid := p.spec.QUIC.WorkerID
 			q.router.Bind(d.DCID, wid)
+			q.routed[quicNewConnection].Add(1)
 			for _, dg := range d.Buffered {
 				q.forward(wid, dg.From, dg.Data)
 			}

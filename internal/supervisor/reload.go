@@ -138,6 +138,7 @@ func (s *Supervisor) reload(trigger string) ReloadResult {
 	res.Trigger = trigger
 	res.At = start
 	res.Duration = time.Since(start).Round(time.Millisecond).String()
+	s.metrics.reloaded(res, time.Since(start))
 	s.setLastReload(&res)
 	s.notify("READY=1\nSTATUS=" + s.status())
 	return res
@@ -153,6 +154,9 @@ func (s *Supervisor) warnUnappliable(cfg *config.Config) {
 	}
 	if old.StateDir != cfg.Server.StateDir {
 		s.log.Warn("state_dir changed; it applies at the next restart", "running", old.StateDir)
+	}
+	if old.Metrics != cfg.Server.Metrics {
+		s.log.Warn("metrics address changed; it applies at the next restart", "running", old.Metrics)
 	}
 	if s.opts.LogLevel == "" && old.LogLevel != cfg.Server.LogLevel {
 		s.log.Warn("log_level changed; the new workers use it, the supervisor at its next restart", "supervisor", old.LogLevel)

@@ -58,6 +58,7 @@ type Supervisor struct {
 	quicWorkers *quicWorkers
 	started     time.Time
 	control     net.Listener
+	metrics     *workerMetrics
 
 	mu         sync.Mutex
 	cfg        *config.Config     // guarded by mu; the configuration being served
@@ -94,6 +95,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer res.close()
 	s := newSupervisor(opts, res)
+	// The metrics listener is the configuration's at start; a reload
+	// cannot move it (warnUnappliable).
+	mctx, stopMetrics := context.WithCancel(ctx)
+	defer stopMetrics()
+	go s.serveMetrics(mctx, res.cfg.Server.Metrics)
 	s.log.Info("mcpgate starting", "version", buildinfo.Version(), "build_id", buildinfo.ID(), "pid", os.Getpid(),
 		"socket_activated", res.activated, "upgraded", res.handover != nil, "config_dir", opts.ConfigDir, "listeners", s.describeListeners())
 
@@ -189,7 +195,9 @@ func acquire(opts Options) (*resources, error) {
 // newSupervisor is Run's second phase: the supervisor, not serving yet.
 func newSupervisor(opts Options, res *resources) *Supervisor {
 	qw := &quicWorkers{}
+	wm := newWorkerMetrics()
 	s := &Supervisor{
+		metrics:     wm,
 		opts:        opts,
 		log:         opts.Log,
 		notify:      opts.Notify,
@@ -197,7 +205,7 @@ func newSupervisor(opts Options, res *resources) *Supervisor {
 		activated:   res.activated,
 		disp:        &dispatch.Dispatcher{Log: opts.Log.With("component", "dispatch")},
 		quicWorkers: qw,
-		spawner:     &execSpawner{exe: opts.Executable, configDir: opts.ConfigDir, logLevel: opts.LogLevel, stderr: os.Stderr, log: opts.Log, quic: qw},
+		spawner:     &execSpawner{exe: opts.Executable, configDir: opts.ConfigDir, logLevel: opts.LogLevel, stderr: os.Stderr, log: opts.Log, quic: qw, metrics: wm},
 		started:     time.Now(),
 		control:     res.control,
 		cfg:         res.cfg,

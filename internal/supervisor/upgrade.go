@@ -416,6 +416,8 @@ func (s *Supervisor) adopt(st *handoverState) {
 				s.quicWorkers.setWID(wid, p)
 			}
 		}
+		p.metrics = s.metrics
+		s.metrics.add(p)
 		p.watch()
 		sl := newSlot(hw.Spec, s.spawner, s.log)
 		sl.adopted = p

@@ -83,4 +83,7 @@ type Stats struct {
 	Connections int64 `json:"connections"`
 	// Certificates: with [tls] acme = true, one per hostname.
 	Certificates []certstatus.Cert `json:"certificates,omitempty"`
+	// Metrics: the worker's counters for /metrics; absent from workers
+	// of a build before metrics.
+	Metrics *Metrics `json:"metrics,omitempty"`
 }

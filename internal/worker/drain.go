@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
@@ -74,10 +75,14 @@ func (d *drainer) connState(c net.Conn, st http.ConnState) {
 	d.trackH1(c, st)
 	switch st {
 	case http.StateNew:
+		// Every connection starts as HTTP/1 here; serveHTTP2 moves those
+		// that negotiate h2.
+		metrics.Default.ConnOpened(metrics.H1)
 		d.conns.Add(1)
 		d.fresh.Add(1)
 		d.newConns.Store(c, struct{}{})
 	case http.StateClosed, http.StateHijacked:
+		metrics.Default.ConnClosed(metrics.H1)
 		d.conns.Add(-1)
 		d.markUsed(c)
 	}

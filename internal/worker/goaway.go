@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/mcpgate/mcpgate/internal/metrics"
 )
 
 // Go's HTTP/2 server shuts a connection down with one GOAWAY whose last
@@ -242,6 +244,10 @@ func (d *drainer) serveHTTP2(srv *http.Server) error {
 		d.h1mu.Unlock()
 		d.h2.Store(tc, c)
 		defer d.h2.Delete(tc)
+		// Counted as h2 while it serves; back to h1 for the StateClosed
+		// net/http reports when this returns.
+		metrics.Default.ConnSwitched(metrics.H1, metrics.H2)
+		defer metrics.Default.ConnSwitched(metrics.H2, metrics.H1)
 		defer func() {
 			if n := c.discarded(); n > 0 {
 				d.discarded.Add(int64(n))

@@ -16,6 +16,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/mcpgate/mcpgate/internal/handoff"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/quicroute"
 )
 
@@ -72,11 +73,19 @@ func (w *Worker) startHTTP3(tlsConf *tls.Config, handler http.Handler) (*h3, err
 	s := &h3{
 		tr:     tr,
 		ln:     ln,
-		srv:    &http3.Server{Handler: handler, Port: q.Port, TLSConfig: tc},
+		srv:    &http3.Server{Handler: handler, Port: q.Port, TLSConfig: tc, ConnContext: countH3Conn},
 		altSvc: `h3=":` + strconv.Itoa(q.Port) + `"; ma=86400`,
 	}
 	go s.srv.ServeListener(ln)
 	return s, nil
+}
+
+// countH3Conn counts an HTTP/3 connection in mcpgate_connections until it
+// ends.
+func countH3Conn(ctx context.Context, c *quic.Conn) context.Context {
+	metrics.Default.ConnOpened(metrics.H3)
+	context.AfterFunc(c.Context(), func() { metrics.Default.ConnClosed(metrics.H3) })
+	return ctx
 }
 
 // advertise adds Alt-Svc for HTTP/3 to HTTP/1.1 and HTTP/2 responses.

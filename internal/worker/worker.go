@@ -27,6 +27,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/logging"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/tlscert"
@@ -265,7 +266,10 @@ func (w *Worker) drainSteps() drainSteps {
 			<-h3done
 		},
 		endStreams: w.proxy.EndStreams,
-		finish:     w.proxy.CloseIdle,
+		finish: func() {
+			w.proxy.CloseIdle()
+			w.sendFinalStats()
+		},
 	}
 }
 
@@ -283,8 +287,21 @@ func shutdownAll(ctx context.Context, srvs ...*http.Server) error {
 	return first
 }
 
-// reportStats tells the supervisor the open connection count and the
-// state of ACME certificates when they change, for `mcpgate status`.
+func (w *Worker) statsMessage() []byte {
+	b, _ := json.Marshal(Stats{Protocol: wire.Protocol, Connections: w.conns.Load(), Certificates: w.certStatus(),
+		Metrics: metrics.Default.Snapshot()})
+	return b
+}
+
+// sendFinalStats sends the counters once every request has finished, so
+// the supervisor's totals include the drain's last second.
+func (w *Worker) sendFinalStats() {
+	w.hc.Send(wire.KindStats, w.statsMessage())
+}
+
+// reportStats tells the supervisor the open connection count, the state of
+// ACME certificates and the metrics counters when they change, for
+// `mcpgate status` and /metrics.
 func (w *Worker) reportStats() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -296,7 +313,7 @@ func (w *Worker) reportStats() {
 		case <-w.drained:
 			return
 		}
-		b, _ := json.Marshal(Stats{Protocol: wire.Protocol, Connections: w.conns.Load(), Certificates: w.certStatus()})
+		b := w.statsMessage()
 		if bytes.Equal(b, last) {
 			continue
 		}
