@@ -57,9 +57,19 @@ func (w *Worker) startHTTP3(tlsConf *tls.Config, handler http.Handler) (*h3, err
 		out.Close()
 		return nil, err
 	}
+	var gen quic.ConnectionIDGenerator = quicroute.NewGenerator(q.WorkerID, q.CIDKey, quic.ConnectionIDFromBytes)
+	if !q.WideCIDs {
+		// A previous build's supervisor: it decodes only 8-bit ids.
+		if q.WorkerID > 255 {
+			in.Close()
+			out.Close()
+			return nil, fmt.Errorf("http3: worker id %d does not fit the supervisor's 8-bit connection ids", q.WorkerID)
+		}
+		gen = quicroute.NewNarrowGenerator(uint8(q.WorkerID), q.CIDKey, quic.ConnectionIDFromBytes)
+	}
 	tr := &quic.Transport{
 		Conn:                  handoff.NewDatagramConn(in.(*net.UnixConn), out),
-		ConnectionIDGenerator: quicroute.NewGenerator(q.WorkerID, q.CIDKey, quic.ConnectionIDFromBytes),
+		ConnectionIDGenerator: gen,
 		StatelessResetKey:     &resetKey,
 		TokenGeneratorKey:     &tokenKey,
 	}
