@@ -50,6 +50,11 @@ const (
 	// h1Max1xx bounds interim responses: ReverseProxy relays each one and
 	// lifts http.Transport's limit, so a backend could send them forever.
 	h1Max1xx = 16
+	// h1InlineBody is the largest request body written before the
+	// response is read rather than beside it: it fits the socket buffers
+	// even if the backend never reads it (an early response), and saves
+	// the typical JSON-RPC POST a goroutine.
+	h1InlineBody = 16 << 10
 )
 
 var (
@@ -229,8 +234,8 @@ func (pc *h1Conn) roundTrip(req *http.Request) (res *http.Response, nothingRead 
 	pc.hdr, pc.left, pc.rec, pc.over, pc.hdrsDone = true, h1MaxHeaderBytes, pc.rec[:0], false, false
 
 	var wrote chan error
-	if req.Body == nil || req.Body == http.NoBody {
-		if err := pc.write(req); err != nil {
+	if req.Body == nil || req.Body == http.NoBody || (req.ContentLength > 0 && req.ContentLength <= h1InlineBody) {
+		if err := pc.write(req, true); err != nil {
 			return fail(err)
 		}
 		pc.startHeaderTimer()
@@ -239,7 +244,7 @@ func (pc *h1Conn) roundTrip(req *http.Request) (res *http.Response, nothingRead 
 		// backend may answer before it has read the body (early response).
 		wrote = make(chan error, 1)
 		go func() {
-			err := pc.write(req)
+			err := pc.write(req, false)
 			if err == nil {
 				pc.startHeaderTimer()
 			}
@@ -289,12 +294,24 @@ func (pc *h1Conn) roundTrip(req *http.Request) (res *http.Response, nothingRead 
 	return res, false, nil
 }
 
-func (pc *h1Conn) write(req *http.Request) error {
-	if err := req.Write(pc.bw); err != nil {
+// write sends req. Request.Write flushes the headers on their own before
+// a body of unknown or non-zero length, which suits a streamed body; a
+// small inline one goes out with its headers in one write (one syscall,
+// one wake-up of the backend), so Write is not shown the *bufio.Writer.
+func (pc *h1Conn) write(req *http.Request, inline bool) error {
+	var w io.Writer = pc.bw
+	if inline {
+		w = oneWrite{pc.bw}
+	}
+	if err := req.Write(w); err != nil {
 		return err
 	}
 	return pc.bw.Flush()
 }
+
+// oneWrite hides a *bufio.Writer from Request.Write's header flush; it
+// is still an io.ByteWriter, so Write adds no buffer of its own.
+type oneWrite struct{ *bufio.Writer }
 
 // startHeaderTimer starts ResponseHeaderTimeout once the request is
 // written, as http.Transport does, unless the headers are already here.

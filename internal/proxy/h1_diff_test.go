@@ -350,3 +350,49 @@ func FuzzUpstreamResponse(f *testing.F) {
 		differ(t, raw, method)
 	})
 }
+
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestUpstreamOneWrite: a small request body goes out with its headers in
+// one write; a streamed one after its headers, beside the read.
+func TestUpstreamOneWrite(t *testing.T) {
+	b := newRawBackend(t, []byte(okHead+"Content-Length: 2\r\n\r\nok"), false)
+	var d net.Dialer
+	var writes atomic.Int64
+	tr := &h1Transport{
+		dial: func(ctx context.Context) (net.Conn, error) {
+			c, err := d.DialContext(ctx, "tcp", b.l.Addr().String())
+			return countingConn{c, &writes}, err
+		},
+		respHeaderTimeout: 3 * time.Second, idleTimeout: time.Minute, maxIdle: 4,
+	}
+	defer tr.CloseIdleConnections()
+	for _, tc := range []struct {
+		body   io.Reader
+		writes int64
+	}{
+		{strings.NewReader(`{"jsonrpc":"2.0","id":1}`), 1},
+		// Unknown length: chunked, headers first, then each chunk as it comes.
+		{io.MultiReader(strings.NewReader(`{"jsonrpc":`), strings.NewReader(`"2.0"}`)), 4},
+	} {
+		writes.Store(0)
+		req, _ := http.NewRequest("POST", "http://"+b.l.Addr().String()+"/first", tc.body)
+		res, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(res.Body)
+		res.Body.Close()
+		if got := writes.Load(); got != tc.writes {
+			t.Errorf("ContentLength %d: %d writes, want %d", req.ContentLength, got, tc.writes)
+		}
+	}
+}
