@@ -350,6 +350,10 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// abort ends the body from another goroutine (the drain deadline): the
+// Read in progress fails, and the connection is not reused.
+func (b *h1Body) abort() { b.pc.conn.Close() }
+
 // Close before the end discards the connection: the rest of the body is
 // not read (the ReadResponse body's own Close would read it all, which for
 // a stream is forever).
