@@ -1,6 +1,9 @@
 // Package proxy forwards a proxy's requests to its MCP backend with
 // httputil.ReverseProxy: path routes, header policy, streaming without
-// buffering, and upstream failures as small JSON errors.
+// buffering, and upstream failures as small JSON errors. Plain-HTTP
+// backends are reached through h1Transport, which pools a connection only
+// when no response could have desynchronised it; https ones through
+// http.Transport.
 package proxy
 
 import (
