@@ -396,3 +396,32 @@ func TestUpstreamOneWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamStaleIdle: a backend that closes a kept-alive connection
+// right after its response (keep-alive timeout, restart) costs the next
+// request nothing: the closed connection is seen before reuse, or the
+// request is sent again on a new one.
+func TestUpstreamStaleIdle(t *testing.T) {
+	b := newRawBackend(t, []byte(okHead+"Content-Length: 2\r\n\r\nhi"), true)
+	var d net.Dialer
+	tr := &h1Transport{
+		dial:              func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", b.l.Addr().String()) },
+		respHeaderTimeout: 3 * time.Second, idleTimeout: time.Minute, maxIdle: 4,
+	}
+	defer tr.CloseIdleConnections()
+	base := "http://" + b.l.Addr().String()
+	for i := range 50 {
+		for _, path := range []string{"/first", "/second"} {
+			req, _ := http.NewRequest("GET", base+path, nil)
+			res, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("round %d %s: %v", i, path, err)
+			}
+			body, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			if want := map[string]string{"/first": "hi", "/second": "ok"}[path]; err != nil || string(body) != want {
+				t.Fatalf("round %d %s: %q %v, want %q", i, path, body, err, want)
+			}
+		}
+	}
+}
