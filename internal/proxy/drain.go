@@ -23,12 +23,21 @@ type endTransport struct {
 
 func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	filter1xx(req)
-	ctx, cancel := context.WithCancel(req.Context())
+	// http.Transport aborts a request only through its context, which
+	// costs a context and a copy of the request; h1Transport's body is
+	// aborted directly (h1Body.abort).
+	cancel := context.CancelFunc(func() {})
+	out := req
+	if _, direct := t.rt.(*h1Transport); !direct {
+		var ctx context.Context
+		ctx, cancel = context.WithCancel(req.Context())
+		out = req.WithContext(ctx)
+	}
 	start := time.Now()
-	res, err := t.rt.RoundTrip(req.WithContext(ctx))
+	res, err := t.rt.RoundTrip(out)
 	// RoundTrip returns with the response headers: the backend's share of
 	// the request's time, for the access log.
-	if rec := logging.RequestFrom(ctx); rec != nil {
+	if rec := logging.RequestFrom(req.Context()); rec != nil {
 		rec.Upstream = time.Since(start)
 	}
 	if err != nil {
@@ -52,10 +61,14 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: new(atomic.Bool), release: cancel}
 		return res, nil
 	}
+	abort := func() { cancel() }
+	if b, ok := res.Body.(*h1Body); ok {
+		abort = b.abort
+	}
 	ended := new(atomic.Bool)
 	stop := context.AfterFunc(t.endCtx, func() {
 		ended.Store(true)
-		cancel()
+		abort()
 	})
 	res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: ended, release: streamOpened(func() { stop(); cancel() })}
 	return res, nil

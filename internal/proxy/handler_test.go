@@ -17,7 +17,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/logging"
 )
 
-func upstreamOf(t *testing.T, raw string) config.Upstream {
+func upstreamOf(t testing.TB, raw string) config.Upstream {
 	t.Helper()
 	u, err := url.Parse(raw)
 	if err != nil {

@@ -1,6 +1,9 @@
 // Package proxy forwards a proxy's requests to its MCP backend with
 // httputil.ReverseProxy: path routes, header policy, streaming without
-// buffering, and upstream failures as small JSON errors.
+// buffering, and upstream failures as small JSON errors. Plain-HTTP
+// backends are reached through h1Transport, which pools a connection only
+// when no response could have desynchronised it; https ones through
+// http.Transport.
 package proxy
 
 import (
@@ -64,7 +67,7 @@ type routeUp struct {
 type upstream struct {
 	url *url.URL
 	rp  *httputil.ReverseProxy
-	tr  *http.Transport
+	tr  interface{ CloseIdleConnections() }
 }
 
 // New builds the handler for p.
@@ -102,16 +105,36 @@ func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 		// streaming; the client's Accept-Encoding passes through as is.
 		DisableCompression: true,
 	}
-	if t.Socket != "" {
-		sock := t.Socket
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", sock)
-		}
-	}
+	var rt http.RoundTripper = tr
 	up := &upstream{url: u, tr: tr}
+	if t.Scheme == "http" {
+		// Plain HTTP/1.1 (TCP or unix socket): mcpgate's own client, which
+		// never reuses a connection a response could have desynchronised
+		// (see h1Transport). https backends keep http.Transport (HTTP/2,
+		// TLS session handling).
+		addr := t.Host
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(strings.Trim(addr, "[]"), "80")
+		}
+		h1 := &h1Transport{
+			dial: func(ctx context.Context) (net.Conn, error) {
+				return dialer.DialContext(ctx, "tcp", addr)
+			},
+			respHeaderTimeout: h.cfg.Timeouts.ResponseHeader,
+			idleTimeout:       tr.IdleConnTimeout,
+			maxIdle:           tr.MaxIdleConnsPerHost,
+		}
+		if t.Socket != "" {
+			sock := t.Socket
+			h1.dial = func(ctx context.Context) (net.Conn, error) {
+				return dialer.DialContext(ctx, "unix", sock)
+			}
+		}
+		rt, up.tr = h1, h1
+	}
 	up.rp = &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, up) },
-		Transport:      &endTransport{rt: tr, endCtx: h.endCtx},
+		Transport:      &endTransport{rt: rt, endCtx: h.endCtx},
 		BufferPool:     copyBuffers,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,

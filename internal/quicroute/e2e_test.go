@@ -67,12 +67,12 @@ func listenUDP(t *testing.T) *net.UDPConn {
 type relay struct {
 	front   *net.UDPConn
 	router  *Router
-	bySNI   map[string]uint8
-	workers map[uint8]*net.UDPAddr
+	bySNI   map[string]uint16
+	workers map[uint16]*net.UDPAddr
 
 	mu      sync.Mutex
 	conns   map[[2]any]*net.UDPConn
-	routed  map[netip.AddrPort]map[uint8]bool // client → workers its datagrams went to
+	routed  map[netip.AddrPort]map[uint16]bool // client → workers its datagrams went to
 	actions map[Action]int
 	drops   []error
 	kinds   map[string]int // forwarded datagrams by first packet type
@@ -116,10 +116,10 @@ func (p *relay) run() {
 	}
 }
 
-func (p *relay) send(client netip.AddrPort, w uint8, b []byte) {
+func (p *relay) send(client netip.AddrPort, w uint16, b []byte) {
 	p.mu.Lock()
 	if p.routed[client] == nil {
-		p.routed[client] = map[uint8]bool{}
+		p.routed[client] = map[uint16]bool{}
 	}
 	p.routed[client][w] = true
 	c := p.conns[[2]any{client, w}]
@@ -165,10 +165,10 @@ func TestEndToEndQuicGo(t *testing.T) {
 	p := &relay{
 		front:   listenUDP(t),
 		router:  NewRouter(RouterConfig{Key: testKey}),
-		bySNI:   map[string]uint8{"a.example": 1, "b.example": 2},
-		workers: map[uint8]*net.UDPAddr{},
+		bySNI:   map[string]uint16{"a.example": 1, "b.example": 2},
+		workers: map[uint16]*net.UDPAddr{},
 		conns:   map[[2]any]*net.UDPConn{},
-		routed:  map[netip.AddrPort]map[uint8]bool{},
+		routed:  map[netip.AddrPort]map[uint16]bool{},
 		actions: map[Action]int{},
 		kinds:   map[string]int{},
 	}

@@ -198,11 +198,17 @@ func FuzzRoute(f *testing.F) {
 				end := min(off+l, len(hello), off+1100)
 				pn++
 				d = sealInitial(sealOpts{dcid: dcid, pn: pn}, cryptoFrame(uint64(off), hello[off:end]))
-			case 3:
-				cid, _ := NewGenerator(code, testKey, ident).GenerateConnectionID()
+			case 3: // a 1-RTT packet for a worker, wide or narrow id
+				w := uint16(code)<<8 | uint16(n)
+				g := NewGenerator(w, testKey, ident)
+				if n&1 == 1 {
+					w = uint16(code)
+					g = NewNarrowGenerator(code, testKey, ident)
+				}
+				cid, _ := g.GenerateConnectionID()
 				d = append(append([]byte{0x40}, cid...), payload...)
 				if len(d) >= 1+CIDLen+20 {
-					wantWorker = int(code)
+					wantWorker = int(w)
 				}
 			case 4:
 				d = sealInitial(sealOpts{dcid: dcid, typ: type0RTT, size: len(payload)}, payload)
@@ -210,7 +216,7 @@ func FuzzRoute(f *testing.F) {
 				clk.Advance(time.Duration(code) * 100 * time.Millisecond)
 				continue
 			case 6:
-				r.Bind(dcid, code)
+				r.Bind(dcid, uint16(code)<<5|uint16(n))
 				continue
 			case 7:
 				switch {

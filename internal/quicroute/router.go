@@ -52,7 +52,7 @@ type Datagram struct {
 // Decision is the router's verdict on one datagram.
 type Decision struct {
 	Action Action
-	Worker uint8 // Forward
+	Worker uint16 // Forward
 	// NewConnection: the client's original DCID (owned by the caller now),
 	// the ClientHello's server name ("" if none) and ALPN list, and every
 	// datagram of the connection received so far — Initials and 0-RTT, in
@@ -146,7 +146,7 @@ type Router struct {
 }
 
 type binding struct {
-	worker  uint8
+	worker  uint16
 	refused bool
 }
 
@@ -396,7 +396,7 @@ func (r *Router) expire(now time.Time) {
 // Bind routes the connection with client-chosen DCID dcid (from a
 // NewConnection decision) to workerID: its retransmitted Initials and
 // 0-RTT packets follow until the client switches to the server's ids.
-func (r *Router) Bind(dcid []byte, workerID uint8) {
+func (r *Router) Bind(dcid []byte, workerID uint16) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.bindLocked(dcid, binding{worker: workerID}, r.cfg.Now())

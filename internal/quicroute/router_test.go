@@ -51,7 +51,7 @@ func newTestRouter(cfg RouterConfig) (*Router, *fakeClock) {
 	return NewRouter(cfg), clk
 }
 
-func wantDecision(t *testing.T, what string, got Decision, action Action, worker uint8, err error) {
+func wantDecision(t *testing.T, what string, got Decision, action Action, worker uint16, err error) {
 	t.Helper()
 	if got.Action != action || (action == Forward && got.Worker != worker) || (err != nil && !errors.Is(got.Err, err)) ||
 		(err == nil && got.Err != nil) {
@@ -221,7 +221,7 @@ func TestRouterLimits(t *testing.T) {
 		t.Fatalf("%+v", dec)
 	}
 	for i := range 6 {
-		r.Bind(fmt.Appendf(nil, "bound-%d", i), uint8(i))
+		r.Bind(fmt.Appendf(nil, "bound-%d", i), uint16(i))
 	}
 	if s := r.Stats(); s.Bound != 4 {
 		t.Fatalf("bound %d", s.Bound)

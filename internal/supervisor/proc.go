@@ -102,20 +102,25 @@ type quicWorkers struct {
 	conn *net.UDPConn // nil without HTTP/3
 
 	mu    sync.Mutex
-	byWID map[uint8]*proc // guarded by mu; live workers with HTTP/3, by worker id
-	next  uint8           // guarded by mu; where the id search starts
+	byWID map[uint16]*proc // guarded by mu; live workers with HTTP/3, by worker id
+	next  uint16           // guarded by mu; where the id search starts
 }
 
-var errNoWorkerID = errors.New("no free QUIC worker id (more than 255 workers with HTTP/3)")
+var errNoWorkerID = errors.New("no free QUIC worker id (more than 65,535 workers with HTTP/3)")
 
 // allocWID reserves a worker id; 0 is never used, so a zero id is "none".
-func (s *quicWorkers) allocWID() (uint8, error) {
+// Ids are 16-bit (quicroute's wide connection ids); ids of a previous
+// build's adopted workers, all below 256, are in the same map, so a new
+// worker never shares one. The search goes round from the last id given,
+// so an id just freed is the last to be given again: packets still in
+// flight for an exited worker's connections do not reach its successor.
+func (s *quicWorkers) allocWID() (uint16, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byWID == nil {
-		s.byWID = map[uint8]*proc{}
+		s.byWID = map[uint16]*proc{}
 	}
-	for range 255 {
+	for range 65535 {
 		s.next++
 		if s.next == 0 {
 			s.next = 1
@@ -128,11 +133,11 @@ func (s *quicWorkers) allocWID() (uint8, error) {
 	return 0, errNoWorkerID
 }
 
-func (s *quicWorkers) setWID(wid uint8, p *proc) {
+func (s *quicWorkers) setWID(wid uint16, p *proc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byWID == nil {
-		s.byWID = map[uint8]*proc{}
+		s.byWID = map[uint16]*proc{}
 	}
 	if p == nil {
 		delete(s.byWID, wid)
@@ -142,7 +147,7 @@ func (s *quicWorkers) setWID(wid uint8, p *proc) {
 }
 
 // byWorkerID returns the live worker with that id, or nil.
-func (s *quicWorkers) byWorkerID(wid uint8) *proc {
+func (s *quicWorkers) byWorkerID(wid uint16) *proc {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.byWID[wid]
@@ -183,6 +188,7 @@ func (s *execSpawner) start(spec wire.Spec) (*proc, error) {
 		}
 		q := *spec.QUIC // the slot's spec is shared by its restarts
 		q.WorkerID = wid
+		q.WideCIDs = true
 		spec.QUIC = &q
 		var dchild, udp *os.File
 		dgram, dchild, err = handoff.DatagramPair()

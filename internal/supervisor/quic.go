@@ -122,7 +122,7 @@ func (q *quicPath) owner(sni string) *proc {
 // worker without blocking: if its socket buffer is full the datagram is
 // dropped, which QUIC recovers from, rather than stalling every
 // connection behind one busy wire.
-func (q *quicPath) forward(wid uint8, from netip.AddrPort, payload []byte) {
+func (q *quicPath) forward(wid uint16, from netip.AddrPort, payload []byte) {
 	p := q.s.quicWorkers.byWorkerID(wid)
 	if p == nil || p.dgram == nil {
 		return

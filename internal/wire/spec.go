@@ -57,8 +57,16 @@ func (s *Spec) Drain() DrainSchedule { return NewDrainSchedule(s.DrainTimeout) }
 type QUICSpec struct {
 	// WorkerID is encoded in the connection ids this worker chooses, so the
 	// supervisor routes later packets to it; CIDKey keys that encoding.
-	WorkerID uint8    `json:"worker_id"`
+	// 16 bits wide; a previous build's supervisor gives ids below 256.
+	WorkerID uint16   `json:"worker_id"`
 	CIDKey   [16]byte `json:"cid_key"`
+	// WideCIDs says the supervisor decodes quicroute's wide (16-bit worker
+	// id) connection ids; without it the worker writes the narrow layout,
+	// the only one a previous build's supervisor decodes. A field rather
+	// than a raised Protocol: a previous supervisor reloading onto the
+	// upgraded binary on disk must still accept the new worker's messages,
+	// and it sends a spec without this field.
+	WideCIDs bool `json:"wide_cids,omitempty"`
 	// Port is the UDP port clients reach, for Alt-Svc.
 	Port int `json:"port"`
 }

@@ -142,3 +142,27 @@ func TestDrainSchedule(t *testing.T) {
 		}
 	}
 }
+
+// TestQUICSpecWide: a worker id past the previous build's 8 bits crosses
+// with the wide-id flag; the previous build's spec (golden v1) has no flag,
+// so a worker it starts writes the narrow ids that supervisor decodes.
+func TestQUICSpecWide(t *testing.T) {
+	b, err := json.Marshal(&QUICSpec{WorkerID: 4097, WideCIDs: true, Port: 443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got QUICSpec
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&got); err != nil || got.WorkerID != 4097 || !got.WideCIDs {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+	old, err := os.ReadFile(filepath.Join("testdata", "spec.v1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Spec
+	if err := json.Unmarshal(old, &s); err != nil || s.QUIC == nil || s.QUIC.WideCIDs || s.QUIC.WorkerID != 7 {
+		t.Fatalf("previous build's spec decoded to %+v, %v", s.QUIC, err)
+	}
+}

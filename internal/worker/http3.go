@@ -18,6 +18,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/quicroute"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // h3 is a worker's HTTP/3 server: QUIC datagrams arrive from the supervisor
@@ -58,9 +59,15 @@ func (w *Worker) startHTTP3(tlsConf *tls.Config, handler http.Handler) (*h3, err
 		out.Close()
 		return nil, err
 	}
+	gen, err := cidGenerator(q)
+	if err != nil {
+		in.Close()
+		out.Close()
+		return nil, err
+	}
 	tr := &quic.Transport{
 		Conn:                  handoff.NewDatagramConn(in.(*net.UnixConn), out),
-		ConnectionIDGenerator: quicroute.NewGenerator(q.WorkerID, q.CIDKey, quic.ConnectionIDFromBytes),
+		ConnectionIDGenerator: gen,
 		StatelessResetKey:     &resetKey,
 		TokenGeneratorKey:     &tokenKey,
 	}
@@ -157,4 +164,16 @@ func createOnce(path string, n int) error {
 		return err
 	}
 	return nil
+}
+
+// cidGenerator makes the connection ids the supervisor decodes: wide ones
+// when it says it can, else the previous build's 8-bit layout.
+func cidGenerator(q *wire.QUICSpec) (quic.ConnectionIDGenerator, error) {
+	if q.WideCIDs {
+		return quicroute.NewGenerator(q.WorkerID, q.CIDKey, quic.ConnectionIDFromBytes), nil
+	}
+	if q.WorkerID > 255 {
+		return nil, fmt.Errorf("http3: worker id %d does not fit the supervisor's 8-bit connection ids", q.WorkerID)
+	}
+	return quicroute.NewNarrowGenerator(uint8(q.WorkerID), q.CIDKey, quic.ConnectionIDFromBytes), nil
 }

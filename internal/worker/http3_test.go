@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/mcpgate/mcpgate/internal/quicroute"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // TestQUICKeysShared: workers starting at once on a fresh state directory
@@ -47,5 +50,34 @@ func TestQUICKeysShared(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Errorf("temporary files left behind: %d entries", len(entries))
+	}
+}
+
+// TestCIDGenerator: a worker writes the ids its supervisor decodes: wide
+// ones for this build's supervisor, the previous 8-bit layout for a spec
+// without the flag (a previous supervisor reloading onto this binary), and
+// refuses an id that layout cannot hold.
+func TestCIDGenerator(t *testing.T) {
+	key := [16]byte{9}
+	for _, tc := range []struct {
+		q      wire.QUICSpec
+		config byte // of the ids, 0 narrow, 1 wide
+	}{
+		{wire.QUICSpec{WorkerID: 4097, CIDKey: key, WideCIDs: true}, 1},
+		{wire.QUICSpec{WorkerID: 7, CIDKey: key, WideCIDs: true}, 1},
+		{wire.QUICSpec{WorkerID: 7, CIDKey: key}, 0},
+	} {
+		g, err := cidGenerator(&tc.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := g.GenerateConnectionID()
+		b := id.Bytes()
+		if w, ok := quicroute.DecodeWorker(b, key); !ok || w != tc.q.WorkerID || b[0]>>5 != tc.config {
+			t.Errorf("%+v: id % x decodes to %d %v", tc.q, b, w, ok)
+		}
+	}
+	if _, err := cidGenerator(&wire.QUICSpec{WorkerID: 256}); err == nil {
+		t.Error("narrow generator accepted worker id 256")
 	}
 }
