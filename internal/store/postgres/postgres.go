@@ -18,9 +18,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/repr"
 )
 
 const (
@@ -251,47 +249,7 @@ func unavailable(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
 }
 
-// Helpers for the stored representation, as in package sqlite.
-
-func ms(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
-}
-
-func fromMS(v int64) time.Time {
-	if v == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(v).UTC()
-}
-
-func listJSON(l []string) string {
-	if len(l) == 0 {
-		return "[]"
-	}
-	b, _ := json.Marshal(l) // []string always marshals
-	return string(b)
-}
-
-func parseList(s string) ([]string, error) {
-	var l []string
-	if err := json.Unmarshal([]byte(s), &l); err != nil {
-		return nil, err
-	}
-	if len(l) == 0 {
-		return nil, nil
-	}
-	return l, nil
-}
-
-// hashID hashes a pending ID: it is a bearer value (the state sent
-// upstream), so only its hash is stored.
-func hashID(id string) string {
-	h := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(h[:])
-}
+// Argument checks every operation shares.
 
 func requireExpiry(what string, t time.Time) error {
 	if t.IsZero() {
@@ -303,3 +261,13 @@ func requireExpiry(what string, t time.Time) error {
 func errZeroNow(op string) error {
 	return fmt.Errorf("postgres: %s: now is the zero time", op)
 }
+
+// The stored representation is package repr's, shared with the other SQL
+// backend.
+var (
+	ms        = repr.MS
+	fromMS    = repr.FromMS
+	listJSON  = repr.ListJSON
+	parseList = repr.ParseList
+	hashID    = repr.HashID
+)

@@ -16,10 +16,7 @@ package sqlite
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -33,6 +30,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/repr"
 )
 
 const (
@@ -282,50 +280,7 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// Helpers for the stored representation.
-
-// ms is t as unix milliseconds, 0 for the zero time. Milliseconds rather
-// than nanoseconds: enough for expiry, no overflow for far-future dates,
-// and a precision every SQL backend keeps.
-func ms(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
-}
-
-func fromMS(v int64) time.Time {
-	if v == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(v).UTC()
-}
-
-func listJSON(l []string) string {
-	if len(l) == 0 {
-		return "[]"
-	}
-	b, _ := json.Marshal(l) // []string always marshals
-	return string(b)
-}
-
-func parseList(s string) ([]string, error) {
-	var l []string
-	if err := json.Unmarshal([]byte(s), &l); err != nil {
-		return nil, err
-	}
-	if len(l) == 0 {
-		return nil, nil
-	}
-	return l, nil
-}
-
-// hashID hashes a pending ID: it is a bearer value (the state sent
-// upstream), so only its hash is stored, like codes and tokens.
-func hashID(id string) string {
-	h := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(h[:])
-}
+// Argument checks every operation shares.
 
 // requireExpiry rejects a zero expiry, which would otherwise be stored as
 // "expired at the epoch" and vanish silently.
@@ -349,3 +304,13 @@ func notFound(op string, err error) error {
 	}
 	return fmt.Errorf("sqlite: %s: %w", op, err)
 }
+
+// The stored representation is package repr's, shared with the other SQL
+// backend.
+var (
+	ms        = repr.MS
+	fromMS    = repr.FromMS
+	listJSON  = repr.ListJSON
+	parseList = repr.ParseList
+	hashID    = repr.HashID
+)
