@@ -15,7 +15,7 @@ FUZZ_TARGETS := ./internal/peek:FuzzClientHello ./internal/peek:FuzzParseClientH
 	./internal/quicroute:FuzzParseInitial ./internal/quicroute:FuzzAssembler ./internal/quicroute:FuzzRoute \
 	./internal/reqpath:FuzzPath ./internal/proxy:FuzzUpstreamResponse
 
-.PHONY: help build demo test lint unit integration integration-deps pg-deps e2e fuzz bench bench-quick clean package package-deps package-test package-golden-update systemtest systemtest-clean
+.PHONY: help build demo test lint unit integration integration-deps pg-deps e2e fuzz bench bench-quick bench-scale clean package package-deps package-test package-golden-update systemtest systemtest-clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -105,6 +105,9 @@ bench: integration-deps ## mcpgate vs nginx, Caddy and the bare backend, plus th
 
 bench-quick: ## a subset of make bench, one run per figure (< 3 min): bench/results/<date>-quick.md
 	@GO=$(GO) bench/run.sh quick
+
+bench-scale: ## only make bench's 500-proxy row (HTTP/3 on; start, PSS, reload of all): bench/results/<date>-scale.md
+	@GO=$(GO) bench/run.sh scale
 
 clean: ## remove build output and demo state
 	rm -rf $(BIN) dist .demo

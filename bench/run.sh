@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/run.sh full|quick — what `make bench` and `make bench-quick` run.
+# bench/run.sh full|quick|scale — what `make bench`, `make bench-quick` and
+# `make bench-scale` run.
 #
 # Installs the Debian packages the bench needs, builds the backend, the
 # baseline proxy, mcpbench and two builds of mcpgate (different build ids,
@@ -9,7 +10,7 @@
 set -euo pipefail
 
 MODE=${1:-full}
-case "$MODE" in full | quick) ;; *) echo "usage: $0 full|quick" >&2; exit 2 ;; esac
+case "$MODE" in full | quick | scale) ;; *) echo "usage: $0 full|quick|scale" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 GO=${GO:-go}
@@ -92,11 +93,17 @@ mv "$BIN/mcpgate-bench-b" "$BIN/mcpgate-b"
 
 # --- run --------------------------------------------------------------------
 STAMP=$(date +%F)
-[ "$MODE" = quick ] && STAMP=$STAMP-quick
-case "$MODE" in full) LIMIT=20m ;; quick) LIMIT=5m ;; esac
+EXTRA=()
+BENCH_MODE=$MODE
+case "$MODE" in
+full) LIMIT=20m ;;
+quick) LIMIT=5m STAMP=$STAMP-quick ;;
+# The many-proxies row alone (500 proxies, HTTP/3 on; a few minutes).
+scale) LIMIT=8m STAMP=$STAMP-scale BENCH_MODE=quick EXTRA=(-only scale -scale 500) ;;
+esac
 log "running mcpbench ($MODE) on core $LOAD_CORE; servers on core 0; hard limit $LIMIT"
 MCPBENCH_PIDFILE=$PIDFILE MCPBENCH_LOAD_CORE=$LOAD_CORE timeout --signal=TERM --kill-after=30s "$LIMIT" \
-	taskset -c "$LOAD_CORE" "$BIN/mcpbench" -mode "$MODE" -bin "$BIN" -out "$ROOT/bench/results" \
-	-stamp "$STAMP" -work "$WORK/run" > >(trap '' INT TERM; tee "$ROOT/bench/results/$STAMP.log") 2>&1 &
+	taskset -c "$LOAD_CORE" "$BIN/mcpbench" -mode "$BENCH_MODE" -bin "$BIN" -out "$ROOT/bench/results" \
+	-stamp "$STAMP" -work "$WORK/run" "${EXTRA[@]}" > >(trap '' INT TERM; tee "$ROOT/bench/results/$STAMP.log") 2>&1 &
 BENCH_PID=$!
 wait "$BENCH_PID"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"time"
@@ -100,23 +101,28 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 
 // maintain refreshes keys and cleans the store now and then.
 func (o *oauth) maintain(ctx context.Context, w *Worker) {
-	t := time.NewTicker(keys.RefreshInterval)
+	// Workers started together (serve, a reload) would otherwise clean the
+	// shared SQLite store in the same instant every minute: with hundreds
+	// of proxies most of them got SQLITE_BUSY. A random phase spreads them
+	// over the interval; the first round comes sooner, never later.
+	t := time.NewTimer(rand.N(keys.RefreshInterval))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := o.keys.Refresh(); err != nil {
-				w.log.Warn("refreshing signing keys", "err", err)
-			}
-			if err := o.store.Cleanup(ctx, time.Now()); err != nil {
-				w.log.Warn("cleaning the OAuth store", "err", err)
-			}
-			if err := o.server.CollectClients(ctx); err != nil {
-				w.log.Warn("collecting unused clients", "err", err)
-			}
 		}
+		if err := o.keys.Refresh(); err != nil {
+			w.log.Warn("refreshing signing keys", "err", err)
+		}
+		if err := o.store.Cleanup(ctx, time.Now()); err != nil {
+			w.log.Warn("cleaning the OAuth store", "err", err)
+		}
+		if err := o.server.CollectClients(ctx); err != nil {
+			w.log.Warn("collecting unused clients", "err", err)
+		}
+		t.Reset(keys.RefreshInterval)
 	}
 }
 

@@ -20,6 +20,12 @@ type idleResult struct {
 	WorkerMedKB  int64   `json:"worker_median_kb"`
 	WorkerMaxKB  int64   `json:"worker_max_kb"`
 	TotalKB      int64   `json:"total_kb"`
+	// From smaps_rollup (RSS counts the shared binary once per worker).
+	Workers       []memKB `json:"workers_smaps"`
+	WorkerPSSMed  int64   `json:"worker_pss_median_kb"`
+	WorkerUSSMed  int64   `json:"worker_uss_median_kb"`
+	SupervisorPSS int64   `json:"supervisor_pss_kb"`
+	TotalPSSKB    int64   `json:"total_pss_kb"`
 }
 
 // reloadResult is one reload under load.
@@ -49,7 +55,8 @@ func (b *bench) newGateway(name string, n int) (*gateway, error) {
 	root := filepath.Join(b.work, name)
 	g := &gateway{name: name, dir: filepath.Join(root, "conf"), state: filepath.Join(root, "state"),
 		bin: filepath.Join(root, "mcpgate"), port: port, hosts: hosts, logPath: filepath.Join(b.work, name+".log"),
-		backend: b.backendURL(), certFile: b.pki.Cert, keyFile: b.pki.Key}
+		backend: b.backendURL(), certFile: b.pki.Cert, keyFile: b.pki.Key,
+		quic: true} // the issue's idle figure is with OAuth and QUIC on
 	if err := g.writeConfig(); err != nil {
 		return nil, err
 	}
@@ -95,8 +102,8 @@ func (b *bench) idleAndReload(want func(string) bool) error {
 			}
 			if want("idle") {
 				b.res.Idle = append(b.res.Idle, r)
-				logf("idle %3d proxies: up in %.1fs; supervisor %.1f MiB, worker median %.1f MiB (max %.1f), total %.1f MiB",
-					n, r.StartSeconds, mib(r.SupervisorKB), mib(r.WorkerMedKB), mib(r.WorkerMaxKB), mib(r.TotalKB))
+				logf("idle %3d proxies: up in %.1fs; supervisor RSS %.1f MiB, worker median RSS %.1f MiB (max %.1f) PSS %.2f MiB USS %.2f MiB; total RSS %.1f MiB, PSS %.1f MiB",
+					n, r.StartSeconds, mib(r.SupervisorKB), mib(r.WorkerMedKB), mib(r.WorkerMaxKB), mib(r.WorkerPSSMed), mib(r.WorkerUSSMed), mib(r.TotalKB), mib(r.TotalPSSKB))
 			}
 			if doReload && run == runs-1 {
 				err = b.reloads(g)
@@ -139,20 +146,42 @@ func (b *bench) idleOnce(g *gateway) (idleResult, error) {
 		}
 	}
 	time.Sleep(2 * time.Second)
-	r.SupervisorKB, _ = rssKB(st.PID)
-	for _, w := range st.Workers {
-		kb, err := rssKB(w.PID)
-		if err != nil {
-			return r, fmt.Errorf("worker %s: %w", w.Proxy, err)
-		}
-		r.WorkerKB = append(r.WorkerKB, kb)
-		r.TotalKB += kb
+	if err := r.measure(st); err != nil {
+		return r, err
 	}
-	r.TotalKB += r.SupervisorKB
+	return r, nil
+}
+
+// measure fills in the memory of the supervisor and every worker of st.
+func (r *idleResult) measure(st *gwStatus) error {
+	sup, err := smapsKB(st.PID)
+	if err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	r.SupervisorKB, r.SupervisorPSS = sup.RSS, sup.PSS
+	r.TotalKB, r.TotalPSSKB = sup.RSS, sup.PSS
+	var pss, uss []int64
+	for _, w := range st.Workers {
+		m, err := smapsKB(w.PID)
+		if err != nil {
+			return fmt.Errorf("worker %s: %w", w.Proxy, err)
+		}
+		r.Workers = append(r.Workers, m)
+		r.WorkerKB = append(r.WorkerKB, m.RSS)
+		pss, uss = append(pss, m.PSS), append(uss, m.USS)
+		r.TotalKB += m.RSS
+		r.TotalPSSKB += m.PSS
+	}
+	if len(r.WorkerKB) == 0 {
+		return fmt.Errorf("no workers")
+	}
 	s := slices.Clone(r.WorkerKB)
 	slices.Sort(s)
 	r.WorkerMedKB, r.WorkerMaxKB = s[len(s)/2], s[len(s)-1]
-	return r, nil
+	slices.Sort(pss)
+	slices.Sort(uss)
+	r.WorkerPSSMed, r.WorkerUSSMed = pss[len(pss)/2], uss[len(uss)/2]
+	return nil
 }
 
 // reloads: with a mixed load on the first proxy, replace the binary on

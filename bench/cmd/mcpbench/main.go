@@ -48,6 +48,7 @@ type params struct {
 	ReloadRuns    int      `json:"reload_runs"`
 	ReloadProxies int      `json:"reload_proxies"`
 	ReloadWorkers int      `json:"reload_load_goroutines"`
+	ScaleProxies  int      `json:"scale_proxies"` // the many-proxies row (0: skipped)
 	ProfileSec    int      `json:"profile_seconds"`
 	ProfileProtos []string `json:"profile_protocols"`
 	H2Warm        int      `json:"h2load_warmup_seconds"`
@@ -69,7 +70,7 @@ func paramsFor(mode string) params {
 		NewConnSec: 4, NewConnConc: 8,
 		SSEStreams: 5000, SSEConc: 32, SSERuns: 3,
 		ProxyCounts: []int{1, 10, 100}, IdleRuns: 3, IdleRunsLarge: 1,
-		ReloadRuns: 3, ReloadProxies: 10, ReloadWorkers: 8,
+		ReloadRuns: 3, ReloadProxies: 10, ReloadWorkers: 8, ScaleProxies: 500,
 		ProfileSec: 6, ProfileProtos: []string{"h1", "h2"}, H2Warm: 1,
 		GoSec: 3, GoWarm: 1, GoConns: 4, GoConc: 64, FirstByteN: 300,
 		MicroCount: 3, MicroTime: "1s",
@@ -85,7 +86,7 @@ func paramsFor(mode string) params {
 			NewConnSec: 1, NewConnConc: 2,
 			SSEStreams: 100, SSEConc: 8, SSERuns: 1,
 			ProxyCounts: []int{1, 3}, IdleRuns: 1, IdleRunsLarge: 1,
-			ReloadRuns: 2, ReloadProxies: 3, ReloadWorkers: 2,
+			ReloadRuns: 2, ReloadProxies: 3, ReloadWorkers: 2, ScaleProxies: 20,
 			ProfileSec: 1, ProfileProtos: []string{"h1", "h2"}, H2Warm: 0,
 			GoSec: 1, GoWarm: 0.2, GoConns: 2, GoConc: 16, FirstByteN: 20,
 			MicroCount: 1, MicroTime: "100ms",
@@ -135,12 +136,13 @@ func main() {
 	binDir := flag.String("bin", "", "directory with backend, goproxy, mcpgate-a and mcpgate-b")
 	outDir := flag.String("out", "bench/results", "results directory")
 	work := flag.String("work", "", "working directory (default: a new temporary directory)")
-	only := flag.String("only", "", "comma-separated phases to run (development): throughput,latency,newconn,h3,profile,sse,idle,reload,micro")
+	only := flag.String("only", "", "comma-separated phases to run (development): throughput,latency,newconn,h3,profile,sse,idle,reload,scale,micro")
 	stamp := flag.String("stamp", "", "results file name stem (default: the date, plus -quick in quick mode)")
 	sseStreams := flag.Int("sse", 0, "override the number of SSE streams (development)")
 	render := flag.String("render", "", "only rewrite the .md, .png and .json of this results JSON file (after a change of the report)")
 	reloads := flag.Int("reloads", 0, "override the number of reloads (development)")
 	proxyCounts := flag.String("proxies", "", "override the proxy counts of the idle figure, e.g. 1,10,100 (development)")
+	scaleProxies := flag.Int("scale", 0, "proxies of the many-proxies row (default: 500 in full mode, none in quick mode; bench/run.sh scale runs it alone)")
 	flag.Parse()
 
 	if *render != "" {
@@ -155,6 +157,9 @@ func main() {
 	}
 	if *reloads > 0 {
 		b.p.ReloadRuns = *reloads
+	}
+	if *scaleProxies > 0 {
+		b.p.ScaleProxies = *scaleProxies
 	}
 	if *proxyCounts != "" {
 		b.p.ProxyCounts = nil
@@ -286,6 +291,9 @@ func (b *bench) run(want func(string) bool) error {
 	}
 	if want("idle") || want("reload") {
 		b.phase("idle+reload", func() error { return b.idleAndReload(want) })
+	}
+	if want("scale") && b.p.ScaleProxies > 0 {
+		b.phase("scale", b.scale)
 	}
 	if want("micro") {
 		b.phase("micro", b.micro)

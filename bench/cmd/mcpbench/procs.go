@@ -210,3 +210,44 @@ func comm(pid int) string {
 	}
 	return s
 }
+
+// memKB is one process's memory from /proc/PID/smaps_rollup, in KiB: RSS
+// counts every resident page, PSS divides each shared page among the
+// processes that map it (the workers share the binary's pages), USS is
+// what the process alone holds (private clean + private dirty), the
+// memory its exit would free.
+type memKB struct {
+	RSS int64 `json:"rss_kb"`
+	PSS int64 `json:"pss_kb"`
+	USS int64 `json:"uss_kb"`
+}
+
+func smapsKB(pid int) (memKB, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return memKB{}, err
+	}
+	var m memKB
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "Rss":
+			m.RSS = n
+		case "Pss":
+			m.PSS = n
+		case "Private_Clean", "Private_Dirty":
+			m.USS += n
+		}
+	}
+	if m.RSS == 0 {
+		return m, fmt.Errorf("pid %d: no Rss in smaps_rollup", pid)
+	}
+	return m, nil
+}

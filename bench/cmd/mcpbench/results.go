@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,6 +36,7 @@ type results struct {
 
 	Idle      []idleResult   `json:"idle"`
 	Reload    []reloadResult `json:"reload"`
+	Scale     []scaleResult  `json:"scale,omitempty"`
 	Micro     []microResult  `json:"micro"`
 	MicroRaw  string         `json:"micro_raw"`
 	MicroPkgs []string       `json:"micro_packages"`
@@ -211,6 +213,33 @@ func (r *results) evaluate() {
 			pass = boolp(float64(worst) <= 15*1024)
 		}
 		addT("idle worker RSS ≤ 15 MB (read as MiB)", "median worker: "+strings.Join(parts, ", "), pass)
+	}
+	{
+		// Issue 15: PSS and USS, with OAuth and QUIC on, at 10 proxies
+		// (or the largest count measured below that).
+		n := 0
+		for _, c := range r.idleCounts() {
+			if c <= 10 {
+				n = c
+			}
+		}
+		var pass *bool
+		measured := "not measured"
+		if n > 0 {
+			pss := r.idleMedian(n, func(i idleResult) float64 { return mib(i.WorkerPSSMed) })
+			uss := r.idleMedian(n, func(i idleResult) float64 { return mib(i.WorkerUSSMed) })
+			rss := r.idleMedian(n, func(i idleResult) float64 { return mib(i.WorkerMedKB) })
+			pass = boolp(pss <= 3 && uss <= 2)
+			measured = fmt.Sprintf("%d proxies, median worker: PSS %.2f MiB, USS %.2f MiB (RSS %.1f MiB)", n, pss, uss, rss)
+		}
+		addT("idle worker (OAuth, QUIC on): PSS ≤ 3 MiB, USS ≤ 2 MiB", measured, pass)
+	}
+	if len(r.Scale) > 0 {
+		sc := r.Scale[len(r.Scale)-1]
+		pass := boolp(sc.StartSeconds <= 5 && mib(sc.TotalPSSKB) <= 1536)
+		addT(fmt.Sprintf("%d proxies (HTTP/3 on): serve → all ready ≤ 5 s; total PSS ≤ 1.5 GiB", sc.Proxies),
+			fmt.Sprintf("%.2f s; %.0f MiB (supervisor RSS %.1f MiB; reload of all: %s)", sc.StartSeconds, mib(sc.TotalPSSKB), mib(sc.SupervisorKB),
+				map[bool]string{true: "not done", false: fmt.Sprintf("%.1f s", sc.ReloadAllNewMs/1e3)}[sc.ReloadAllNewMs == 0]), pass)
 	}
 	{
 		v := r.med("sse_kb_per_stream", "mcpgate")
@@ -416,8 +445,8 @@ func (r *results) markdown(chart bool) string {
 	}
 
 	if len(r.Idle) > 0 {
-		w("\n## Idle memory\n\nmcpgate with N proxies (bearer auth on, one certificate), every worker ready and having answered one health request, 2 s later. VmRSS from /proc.\n\n")
-		w("| proxies | runs | start to all ready (s) | supervisor (MiB) | worker, median (MiB) | worker, max (MiB) | total (MiB) |\n|--:|--:|--:|--:|--:|--:|--:|\n")
+		w("\n## Idle memory\n\nmcpgate with N proxies (OAuth and bearer auth on, HTTP/3 on, one certificate), every worker ready and having answered one health request, 2 s later. From /proc/PID/smaps_rollup: RSS counts the pages of the shared binary once per worker; PSS divides shared pages among the processes mapping them; USS is what a worker alone holds (private pages, what its exit frees).\n\n")
+		w("| proxies | runs | start to all ready (s) | supervisor RSS (MiB) | worker RSS, median (MiB) | worker RSS, max (MiB) | worker PSS, median (MiB) | worker USS, median (MiB) | total RSS (MiB) | total PSS (MiB) |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, n := range r.idleCounts() {
 			runs := 0
 			for _, i := range r.Idle {
@@ -426,12 +455,30 @@ func (r *results) markdown(chart bool) string {
 				}
 			}
 			f := func(g func(idleResult) float64) float64 { return r.idleMedian(n, g) }
-			w("| %d | %d | %.1f | %.1f | %.1f | %.1f | %.1f |\n", n, runs,
+			w("| %d | %d | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.1f | %.1f |\n", n, runs,
 				f(func(i idleResult) float64 { return i.StartSeconds }),
 				f(func(i idleResult) float64 { return mib(i.SupervisorKB) }),
 				f(func(i idleResult) float64 { return mib(i.WorkerMedKB) }),
 				f(func(i idleResult) float64 { return mib(i.WorkerMaxKB) }),
-				f(func(i idleResult) float64 { return mib(i.TotalKB) }))
+				f(func(i idleResult) float64 { return mib(i.WorkerPSSMed) }),
+				f(func(i idleResult) float64 { return mib(i.WorkerUSSMed) }),
+				f(func(i idleResult) float64 { return mib(i.TotalKB) }),
+				f(func(i idleResult) float64 { return mib(i.TotalPSSKB) }))
+		}
+	}
+
+	if len(r.Scale) > 0 {
+		w("\n## Many proxies\n\nOne instance with N generated proxy files (one host name each, OAuth and bearer auth on, HTTP/3 on, one certificate): `serve` to every worker ready (polling `mcpgate status --json` every 100 ms), one health request per proxy, memory 2 s later (smaps_rollup); then the binary is replaced by the other build and SIGHUP reloads all N, with no load, until every proxy is served by a new worker and the old generation has drained (drain_timeout 5 s) and exited.\n\n")
+		w("| proxies | serve → all ready (s) | total PSS (MiB) | total RSS (MiB) | supervisor RSS (MiB) | worker PSS, median (MiB) | worker USS, median (MiB) | worker RSS, median (MiB) | SIGHUP → all on new build (s) | → old generation gone (s) | supervisor's reload duration | supervisor RSS after (MiB) |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, sc := range r.Scale {
+			secs := func(ms float64) string {
+				if ms == 0 {
+					return "not done"
+				}
+				return fmt.Sprintf("%.2f", ms/1e3)
+			}
+			w("| %d | %.2f | %.0f | %.0f | %.1f | %.2f | %.2f | %.1f | %s | %s | %s | %.1f |\n", sc.Proxies, sc.StartSeconds, mib(sc.TotalPSSKB), mib(sc.TotalKB),
+				mib(sc.SupervisorKB), mib(sc.WorkerPSSMed), mib(sc.WorkerUSSMed), mib(sc.WorkerMedKB), secs(sc.ReloadAllNewMs), secs(sc.ReloadOldGoneMs), cmp.Or(sc.SupervisorSaid, "–"), mib(sc.SupervisorAfterKB))
 		}
 	}
 
