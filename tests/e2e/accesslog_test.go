@@ -121,6 +121,10 @@ func TestLogSettings(t *testing.T) {
 		t.Fatalf("reload: exit %d\n%s%s", res.ExitCode, res.Stdout, res.Stderr)
 	}
 	waitLogLine(t, g, "worker serving", func(m map[string]any) bool { return m["proxy"] == "alpha" })
+	// The connection from before the reload may still reach the old worker
+	// (access_log = false) until its GOAWAY: the new settings are the new
+	// worker's, so ask on a new connection.
+	c.CloseIdleConnections()
 	get(t, c, "https://alpha.test/loud?secret=x", nil)
 	waitLogLine(t, g, "request", func(m map[string]any) bool { return m["path"] == "/loud" })
 	if strings.Contains(g.Logs(), "secret=x") {
