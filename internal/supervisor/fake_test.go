@@ -23,6 +23,7 @@ type fakeBehavior struct {
 	spawnErr        error // start fails with this
 	exitBeforeReady bool  // exits with status 1 without reporting ready
 	neverReady      bool  // never reports ready (until killed)
+	readyAfter      time.Duration
 	onDrain         drainReaction
 }
 
@@ -38,10 +39,12 @@ type fakeSpawner struct {
 	t      *testing.T
 	behave func(n int) fakeBehavior // by spawn number, from 1
 
-	mu      sync.Mutex
-	spawns  []time.Time   // guarded by mu
-	workers []*fakeWorker // guarded by mu
-	spawned chan int      // spawn numbers, as they happen
+	mu          sync.Mutex
+	spawns      []time.Time   // guarded by mu
+	workers     []*fakeWorker // guarded by mu
+	starting    int           // guarded by mu; spawned, not ready yet
+	maxStarting int           // guarded by mu; the most starting at once
+	spawned     chan int      // spawn numbers, as they happen
 }
 
 func newFakeSpawner(t *testing.T, behave func(n int) fakeBehavior) *fakeSpawner {
@@ -54,6 +57,8 @@ func (f *fakeSpawner) start(spec wire.Spec) (*proc, error) {
 	f.mu.Lock()
 	f.spawns = append(f.spawns, time.Now())
 	n := len(f.spawns)
+	f.starting++
+	f.maxStarting = max(f.maxStarting, f.starting)
 	f.mu.Unlock()
 	f.spawned <- n
 	b := f.behave(n)
@@ -70,7 +75,7 @@ func (f *fakeSpawner) start(spec wire.Spec) (*proc, error) {
 		hc.Close()
 		return nil, err
 	}
-	w := &fakeWorker{pid: 1000 + n, hc: wc, exitCh: make(chan struct{}), drained: make(chan struct{})}
+	w := &fakeWorker{pid: 1000 + n, hc: wc, exitCh: make(chan struct{}), drained: make(chan struct{}), spawner: f}
 	f.mu.Lock()
 	f.workers = append(f.workers, w)
 	f.mu.Unlock()
@@ -119,6 +124,7 @@ type fakeWorker struct {
 	exited  bool  // guarded by mu
 	exitCh  chan struct{}
 	drained chan struct{} // closed when the drain request arrived
+	spawner *fakeSpawner
 }
 
 func (w *fakeWorker) Pid() int { return w.pid }
@@ -163,6 +169,10 @@ func (w *fakeWorker) run(spec wire.Spec, b fakeBehavior) {
 		return
 	}
 	if !b.neverReady {
+		time.Sleep(b.readyAfter)
+		w.spawner.mu.Lock()
+		w.spawner.starting--
+		w.spawner.mu.Unlock()
 		ready, _ := json.Marshal(wire.Ready{Protocol: wire.Protocol, PID: w.pid, Proxy: spec.Proxy.Name, BuildID: "fake"})
 		if err := w.hc.Send(wire.KindReady, ready); err != nil {
 			return

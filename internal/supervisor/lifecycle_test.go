@@ -2,9 +2,13 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // TestSlotTransitionTable: the table is complete where it must be and
@@ -245,4 +249,38 @@ func TestSlotRestartBackoff(t *testing.T) {
 			t.Errorf("%d spawns", fs.count())
 		}
 	})
+}
+
+// TestStartAllBounded: a reload of many proxies starts at most
+// startConcurrency workers at a time, so each gets ready within
+// readyTimeout instead of all sharing the CPUs at once; every slot still
+// starts, and startAll returns when all first starts settled.
+func TestStartAllBounded(t *testing.T) {
+	sp := newFakeSpawner(t, func(int) fakeBehavior { return fakeBehavior{readyAfter: 5 * time.Millisecond} })
+	n := 3*startConcurrency() + 1
+	slots := map[string]*slot{}
+	for i := range n {
+		spec := wire.Spec{Proxy: &config.Proxy{Name: fmt.Sprintf("p%03d", i), Hostnames: []string{fmt.Sprintf("p%03d.test", i)}}}
+		sl := newSlot(spec, sp, discardLog())
+		sl.timing = testTiming()
+		slots[spec.Proxy.Name] = sl
+	}
+	startAll(slots)
+	for name, sl := range slots {
+		if !sl.firstOK || sl.getState() != stateReady {
+			t.Errorf("%s: first start ok=%v, state %s; want ready", name, sl.firstOK, sl.getState())
+		}
+	}
+	sp.mu.Lock()
+	spawns, most := len(sp.spawns), sp.maxStarting
+	sp.mu.Unlock()
+	if spawns != n {
+		t.Errorf("%d spawns for %d slots", spawns, n)
+	}
+	if most > startConcurrency() || most < 2 {
+		t.Errorf("at most %d workers were starting at once; want 2..%d", most, startConcurrency())
+	}
+	for _, sl := range slots {
+		sl.shutdown()
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -314,13 +315,9 @@ func (s *Supervisor) apply(cfg *config.Config) ReloadResult {
 
 	fresh := map[string]*slot{}
 	for _, p := range cfg.Enabled() {
-		sl := newSlot(s.spec(cfg, p), s.spawner, s.log)
-		fresh[p.Name] = sl
-		go sl.run()
+		fresh[p.Name] = newSlot(s.spec(cfg, p), s.spawner, s.log)
 	}
-	for _, sl := range fresh {
-		<-sl.first
-	}
+	startAll(fresh)
 
 	var res ReloadResult
 	final := map[string]*slot{}
@@ -371,6 +368,30 @@ func (s *Supervisor) apply(cfg *config.Config) ReloadResult {
 		res.BuildID = buildinfo.ID()
 	}
 	return res
+}
+
+// startConcurrency bounds how many fresh workers start at once. Started
+// all together, hundreds of workers (a reload of 500 proxies beside their
+// 500 old workers) share the CPUs so thinly that many miss readyTimeout,
+// are killed and start again, and the reload never settles (make
+// bench-scale); a few at a time, each gets ready in its own share of time
+// and readyTimeout keeps its meaning.
+func startConcurrency() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+
+// startAll runs every slot, at most startConcurrency of them in their
+// first start attempt at a time, and returns when each first attempt has
+// settled.
+func startAll(slots map[string]*slot) {
+	sem := make(chan struct{}, startConcurrency())
+	for _, name := range sortedNames(slots) {
+		sl := slots[name]
+		sem <- struct{}{}
+		go sl.run()
+		go func() { <-sl.first; <-sem }()
+	}
+	for _, sl := range slots {
+		<-sl.first
+	}
 }
 
 // buildTable routes every hostname of the slots. Kept old workers serve

@@ -207,6 +207,14 @@ func (s *Store) enableWAL(ctx context.Context) error {
 }
 
 func (s *Store) migrate(ctx context.Context) error {
+	// The usual case first, without the write lock: at a reload every
+	// worker opens the store at once, and hundreds of them queueing for the
+	// write lock only to read a number slowed start-up (make bench-scale).
+	// Anything else is decided again under the lock below.
+	var current int
+	if err := s.r.QueryRowContext(ctx, "PRAGMA user_version").Scan(&current); err == nil && current == schemaVersion {
+		return nil
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
