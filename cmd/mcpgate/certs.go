@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -71,22 +70,16 @@ func certsList(fs *flag.FlagSet, args []string) int {
 	if ok, code := parse(fs, args); !ok {
 		return code
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := supervisor.GetStatus(ctx, *dir)
+	st, err := fetchStatus(*dir)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "mcpgate:", err)
-		return 1
+		return fail(err)
 	}
 	certs := managedCerts(st)
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
 		if certs == nil {
 			certs = []managedCert{}
 		}
-		enc.Encode(certs)
-		return 0
+		return printJSON(certs)
 	}
 	if len(certs) == 0 {
 		fmt.Println("no proxy gets its certificates with ACME")

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -313,24 +312,26 @@ func reloadLike(fs *flag.FlagSet, args []string, do func(context.Context, string
 	return 0
 }
 
+// fetchStatus asks the supervisor configured in dir for its status, for
+// status and certs list.
+func fetchStatus(dir string) (*supervisor.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return supervisor.GetStatus(ctx, dir)
+}
+
 func cmdStatus(fs *flag.FlagSet, args []string) int {
 	dir := configDirFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if ok, code := parse(fs, args); !ok {
 		return code
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := supervisor.GetStatus(ctx, *dir)
+	st, err := fetchStatus(*dir)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "mcpgate:", err)
-		return 1
+		return fail(err)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(st)
-		return 0
+		return printJSON(st)
 	}
 	act := ""
 	if st.Activated {
