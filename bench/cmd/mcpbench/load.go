@@ -227,12 +227,18 @@ type newConnResult struct {
 	PerSecond   float64 `json:"per_second"`
 	HandshakeUs float64 `json:"handshake_p50_us"`
 	FirstErr    string  `json:"first_error,omitempty"`
+	// The contender's server processes over the run, user + system, per
+	// completed connection.
+	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
+	CPUPerConnUs     float64 `json:"server_cpu_us_per_connection"`
 }
 
 // newConns runs conc loops for dur, each: connect, full TLS 1.3 handshake
 // (X25519, ECDSA P-256 certificate, ALPN http/1.1), one GET /small with
-// Connection: close, read to the end, close.
-func (b *bench) newConns(t target, conc int, dur time.Duration) newConnResult {
+// Connection: close, read to the end, close. The CPU time of the process
+// tree at root over the run, divided by the connections completed, is the
+// server's cost per connection.
+func (b *bench) newConns(t target, root, conc int, dur time.Duration) newConnResult {
 	cfg := b.pki.clientTLS(t.sni(), "http/1.1")
 	cfg.InsecureSkipVerify = true // the client's chain check is not what is measured
 	reqBytes := []byte("GET /small HTTP/1.1\r\nHost: " + t.host + "\r\nUser-Agent: mcpbench\r\n" +
@@ -246,6 +252,7 @@ func (b *bench) newConns(t target, conc int, dur time.Duration) newConnResult {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), dur)
 	defer cancel()
+	meter := cpuMeter(root, 0)
 	start := time.Now()
 	for range conc {
 		wg.Go(func() {
@@ -275,7 +282,12 @@ func (b *bench) newConns(t target, conc int, dur time.Duration) newConnResult {
 	}
 	wg.Wait()
 	el := time.Since(start).Seconds()
-	r := newConnResult{Conns: int(ok.Load()), Errors: int(bad.Load()), Seconds: el, PerSecond: float64(ok.Load()) / el, FirstErr: firstErr}
+	cpu, _ := meter()
+	r := newConnResult{Conns: int(ok.Load()), Errors: int(bad.Load()), Seconds: el, PerSecond: float64(ok.Load()) / el, FirstErr: firstErr,
+		ServerCPUSeconds: cpu}
+	if r.Conns > 0 {
+		r.CPUPerConnUs = cpu * 1e6 / float64(r.Conns)
+	}
 	if len(hs) > 0 {
 		slices.Sort(hs)
 		r.HandshakeUs = float64(pct(hs, 50).Nanoseconds()) / 1e3

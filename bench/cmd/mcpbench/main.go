@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,7 +40,9 @@ type params struct {
 	LatencyH2     bool     `json:"latency_h2"`
 	NewConnSec    float64  `json:"newconn_seconds"`
 	NewConnConc   int      `json:"newconn_concurrency"`
-	SSEStreams    int      `json:"sse_streams"`
+	SSEStreams    int      `json:"sse_streams"`        // HTTP/1.1: one TLS connection each
+	SSEH2Conns    int      `json:"sse_h2_connections"` // HTTP/2: connections ×
+	SSEH2Streams  int      `json:"sse_h2_streams_per_connection"`
 	SSEConc       int      `json:"sse_open_concurrency"`
 	SSERuns       int      `json:"sse_runs"`
 	ProxyCounts   []int    `json:"idle_proxy_counts"`
@@ -68,7 +71,7 @@ func paramsFor(mode string) params {
 		Mode: "full", Runs: 5, ThroughputSec: 4, WrkConns: 50, H2Clients: 10, H2Streams: 10,
 		Rate: 1000, LatencySec: 3, LatencyWarm: 1, LatencyH2: true,
 		NewConnSec: 4, NewConnConc: 8,
-		SSEStreams: 5000, SSEConc: 32, SSERuns: 3,
+		SSEStreams: 5000, SSEH2Conns: 100, SSEH2Streams: 50, SSEConc: 32, SSERuns: 3,
 		ProxyCounts: []int{1, 10, 100}, IdleRuns: 3, IdleRunsLarge: 1,
 		ReloadRuns: 3, ReloadProxies: 10, ReloadWorkers: 8, ScaleProxies: 500,
 		ProfileSec: 6, ProfileProtos: []string{"h1", "h2"}, H2Warm: 1,
@@ -84,7 +87,7 @@ func paramsFor(mode string) params {
 			Mode: "dev", Runs: 1, ThroughputSec: 1, WrkConns: 10, H2Clients: 2, H2Streams: 5,
 			Rate: 200, LatencySec: 1, LatencyWarm: 0.2, LatencyH2: true,
 			NewConnSec: 1, NewConnConc: 2,
-			SSEStreams: 100, SSEConc: 8, SSERuns: 1,
+			SSEStreams: 100, SSEH2Conns: 4, SSEH2Streams: 25, SSEConc: 8, SSERuns: 1,
 			ProxyCounts: []int{1, 3}, IdleRuns: 1, IdleRunsLarge: 1,
 			ReloadRuns: 2, ReloadProxies: 3, ReloadWorkers: 2, ScaleProxies: 20,
 			ProfileSec: 1, ProfileProtos: []string{"h1", "h2"}, H2Warm: 0,
@@ -100,7 +103,7 @@ func paramsFor(mode string) params {
 		Mode: "quick", Runs: 1, ThroughputSec: 2, WrkConns: 50, H2Clients: 10, H2Streams: 10,
 		Rate: 1000, LatencySec: 3, LatencyWarm: 0.5, LatencyH2: false,
 		NewConnSec: 2, NewConnConc: 8,
-		SSEStreams: 1000, SSEConc: 32, SSERuns: 1,
+		SSEStreams: 1000, SSEH2Conns: 20, SSEH2Streams: 50, SSEConc: 32, SSERuns: 1,
 		ProxyCounts: []int{1, 10}, IdleRuns: 1, IdleRunsLarge: 0,
 		ReloadRuns: 1, ReloadProxies: 10, ReloadWorkers: 8,
 		ProfileSec: 3, ProfileProtos: []string{"h1"}, H2Warm: 1,
@@ -151,6 +154,7 @@ func main() {
 		}
 		return
 	}
+	raiseNofile()
 	b := &bench{p: paramsFor(*mode), binDir: *binDir, outDir: *outDir, started: time.Now()}
 	if *sseStreams > 0 {
 		b.p.SSEStreams = *sseStreams
@@ -270,22 +274,31 @@ func (b *bench) run(want func(string) bool) error {
 	if err != nil {
 		return err
 	}
+	nl, err := b.noLogContender()
+	if err != nil {
+		return err
+	}
+	extra := []*contender{gp, nl}
+	b.res.Machine["open files limit"] = fmt.Sprint(nofileLimit)
+	if need := 2*max(b.p.SSEStreams, b.p.SSEH2Conns*b.p.SSEH2Streams) + 200; uint64(need) > nofileLimit {
+		logf("warning: open-files limit %d < %d: the SSE figure may fail to open every stream", nofileLimit, need)
+	}
 	needServers := want("throughput") || want("latency") || want("newconn") || want(h3PhaseName) || want("profile") || want("sse")
 	if needServers {
-		for _, c := range append(cs[1:], gp) {
+		for _, c := range append(cs[1:], extra...) {
 			if err := c.start(); err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
 		}
-		b.recordPinning(cs, gp)
-		b.phase("throughput+latency+newconn+h3", func() error { return b.loadPhases(cs, gp, want) })
+		b.recordPinning(append(cs, extra...))
+		b.phase("throughput+latency+newconn+h3", func() error { return b.loadPhases(cs, gp, nl, want) })
 		if want("profile") {
 			b.phase("profile", func() error { return b.profileWorker(cs[1]) })
 		}
 		if want("sse") {
 			b.phase("sse", func() error { return b.ssePhase(cs) })
 		}
-		for _, c := range append(cs[1:], gp) {
+		for _, c := range append(cs[1:], extra...) {
 			c.stop()
 		}
 	}
@@ -315,9 +328,9 @@ func (b *bench) phase(name string, f func() error) {
 	logf("== %s done in %v (load average %s)", name, d, loadavg())
 }
 
-func (b *bench) recordPinning(cs []*contender, gp *contender) {
+func (b *bench) recordPinning(cs []*contender) {
 	roots := map[string]int{}
-	for _, c := range append(cs, gp) {
+	for _, c := range cs {
 		roots[c.name] = c.rssPID()
 	}
 	b.res.Pinning = pinning(roots)
@@ -332,37 +345,53 @@ func (b *bench) recordPinning(cs []*contender, gp *contender) {
 // interleaved (run 1 of every contender, then run 2, …) and the contender
 // order rotates, so slow drifts of a shared machine spread over all of
 // them.
-func (b *bench) loadPhases(cs []*contender, gp *contender, want func(string) bool) error {
+func (b *bench) loadPhases(cs []*contender, gp, nl *contender, want func(string) bool) error {
 	tp := time.Duration(b.p.ThroughputSec) * time.Second
+	// Throughput (and the server CPU per response): the Go baseline proxy
+	// too, and over HTTP/1.1 mcpgate without its access log.
+	h2cs := append(slices.Clone(cs), gp)
+	h1cs := append(slices.Clone(h2cs), nl)
 	if want("throughput") {
 		logf("warm-up: 1 s of wrk per contender")
-		for _, c := range cs {
+		for _, c := range h1cs {
 			if _, err := b.wrk(c.url+"/small", c.t.token, b.p.WrkConns, time.Second); err != nil {
 				return err
 			}
 		}
 	}
-	ncs := append([]*contender{{name: "direct-tls", t: b.directTLSTarget()}}, cs[1:]...)
+	ncs := append([]*contender{{name: "direct-tls", t: b.directTLSTarget(), rssPID: cs[0].rssPID}}, cs[1:]...)
 	ncs = append(ncs, gp)
 	ncs[0].t.token = b.token
 	for run := range b.p.Runs {
 		order := rotate(cs, run)
 		if want("throughput") {
-			for _, c := range order {
+			for _, c := range rotate(h1cs, run) {
+				// wrk has no warm-up: the CPU window starts once its
+				// connections are up (their handshakes left out).
+				skip := min(wrkCPUSkip, tp/4)
+				meter := cpuMeter(c.rssPID(), skip)
 				r, err := b.wrk(c.url+"/small", c.t.token, b.p.WrkConns, tp)
+				cpu, _ := meter()
 				if err != nil {
 					return err
 				}
+				r.setCPU(cpu, tp-skip)
 				b.res.add("h1_rps", c.name, r.RPS, r)
-				logf("run %d h1  %-8s %9.0f req/s  errors %d", run+1, c.name, r.RPS, r.Errors)
+				b.res.add(mCPUh1, c.name, r.CPUPerRespUs, nil)
+				logf("run %d h1  %-13s %9.0f req/s  server CPU %6.1f µs/response  errors %d", run+1, c.name, r.RPS, r.CPUPerRespUs, r.Errors)
 			}
-			for _, c := range order {
-				r, err := b.h2load(c.url+"/small", c.t.token, b.p.H2Clients, b.p.H2Streams, time.Duration(b.p.H2Warm)*time.Second, tp)
+			for _, c := range rotate(h2cs, run) {
+				warm := time.Duration(b.p.H2Warm) * time.Second
+				meter := cpuMeter(c.rssPID(), warm)
+				r, err := b.h2load(c.url+"/small", c.t.token, b.p.H2Clients, b.p.H2Streams, warm, tp)
+				cpu, _ := meter()
 				if err != nil {
 					return err
 				}
+				r.setCPU(cpu, tp)
 				b.res.add("h2_rps", c.name, r.RPS, r)
-				logf("run %d h2  %-8s %9.0f req/s  errors %d (%s)", run+1, c.name, r.RPS, r.Errors, r.Protocol)
+				b.res.add(mCPUh2, c.name, r.CPUPerRespUs, nil)
+				logf("run %d h2  %-13s %9.0f req/s  server CPU %6.1f µs/response  errors %d (%s)", run+1, c.name, r.RPS, r.CPUPerRespUs, r.Errors, r.Protocol)
 			}
 		}
 		if want("latency") {
@@ -382,10 +411,11 @@ func (b *bench) loadPhases(cs []*contender, gp *contender, want func(string) boo
 		}
 		if want("newconn") {
 			for _, c := range rotate(ncs, run) {
-				r := b.newConns(c.t, b.p.NewConnConc, secs(b.p.NewConnSec))
+				r := b.newConns(c.t, c.rssPID(), b.p.NewConnConc, secs(b.p.NewConnSec))
 				b.res.add("newconn_per_s", c.name, r.PerSecond, r)
 				b.res.add("newconn_handshake_us", c.name, r.HandshakeUs, nil)
-				logf("run %d new TLS connections %-10s %7.0f /s  (handshake p50 %5.0f µs, %d errors %s)", run+1, c.name, r.PerSecond, r.HandshakeUs, r.Errors, r.FirstErr)
+				b.res.add(mCPUConn, c.name, r.CPUPerConnUs, nil)
+				logf("run %d new TLS connections %-10s %7.0f /s  server CPU %6.0f µs/connection  (handshake p50 %5.0f µs, %d errors %s)", run+1, c.name, r.PerSecond, r.CPUPerConnUs, r.HandshakeUs, r.Errors, r.FirstErr)
 			}
 		}
 		if want(h3PhaseName) {
@@ -402,47 +432,25 @@ func rotate[T any](s []T, k int) []T {
 
 func secs(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 
-// ssePhase: for each contender, restarted fresh, the resident memory of its
-// processes before and with N open SSE streams, and the time to first
-// event of each stream.
-func (b *bench) ssePhase(cs []*contender) error {
-	for run := range b.p.SSERuns {
-		for _, c := range rotate(cs, run) {
-			// Fresh processes: memory grown by earlier loads would hide
-			// the streams' (the proxies reconnect to a restarted backend).
-			c.stop()
-			if err := c.start(); err != nil {
-				return fmt.Errorf("%s: %w", c.name, err)
-			}
-			time.Sleep(500 * time.Millisecond)
-			before, _ := treeRSS(c.rssPID())
-			streams, r := b.openSSE(c.t, b.p.SSEStreams, b.p.SSEConc, 150*time.Second)
-			time.Sleep(time.Second)
-			after, pids := treeRSS(c.rssPID())
-			closeSSE(streams)
-			s := sseResult{sseOpenResult: r, Streams: b.p.SSEStreams, RSSBeforeKB: before, RSSAfterKB: after, Processes: len(pids)}
-			if r.Opened > 0 {
-				s.KBPerStream = float64(after-before) / float64(r.Opened)
-			}
-			b.res.add("sse_ttfb_p50_ms", c.name, r.TTFBp50, s)
-			b.res.add("sse_ttfb_p99_ms", c.name, r.TTFBp99, nil)
-			b.res.add("sse_kb_per_stream", c.name, s.KBPerStream, nil)
-			b.res.add("sse_rss_mb", c.name, float64(after)/1024, nil)
-			logf("run %d sse %-8s %d/%d streams in %.1fs  ttfb p50 %.2f ms p99 %.2f ms  RSS %.1f → %.1f MiB (%d processes): %.1f KiB/stream %s",
-				run+1, c.name, r.Opened, b.p.SSEStreams, r.Seconds, r.TTFBp50, r.TTFBp99, float64(before)/1024, float64(after)/1024, len(pids), s.KBPerStream, r.FirstErr)
-			time.Sleep(time.Second) // let the servers close 2×N sockets
-		}
-	}
-	return nil
-}
+// nofileLimit is the open-files limit of mcpbench after raiseNofile, which
+// every server it starts inherits (nginx's worker_connections follow it).
+var nofileLimit uint64 = 1024
 
-type sseResult struct {
-	sseOpenResult
-	Streams     int     `json:"streams"`
-	RSSBeforeKB int64   `json:"rss_before_kb"`
-	RSSAfterKB  int64   `json:"rss_after_kb"`
-	Processes   int     `json:"processes"`
-	KBPerStream float64 `json:"kb_per_stream"`
+// raiseNofile sets RLIMIT_NOFILE's soft limit to the hard limit: the SSE
+// figure holds thousands of connections on each side. Setting it
+// explicitly also makes Go pass the raised limit on to the servers it
+// starts (it restores the original soft limit for children otherwise).
+func raiseNofile() {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	rl.Cur = rl.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		logf("raising the open-files limit to %d: %v", rl.Max, err)
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+	}
+	nofileLimit = rl.Cur
 }
 
 func cpusOf(pid int) string {

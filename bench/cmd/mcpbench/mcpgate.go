@@ -30,6 +30,9 @@ type gateway struct {
 	certFile string
 	keyFile  string
 	quic     bool // HTTP/3 on the UDP port of the same number as the https port
+	// noAccessLog writes `[server] access_log = false` (the access
+	// log's own cost, issue 15).
+	noAccessLog bool
 }
 
 func (g *gateway) addr() string { return fmt.Sprintf("127.0.0.1:%d", g.port) }
@@ -59,6 +62,7 @@ quic = %s
 state_dir = %q
 pprof_dir = %q
 drain_timeout = "5s"
+access_log = %v
 
 [oauth]
 callback_url = "https://%s:%d/oauth/callback"
@@ -71,7 +75,7 @@ client_secret_file = "github-secret"
 authorize_url = "http://127.0.0.1:9/login/oauth/authorize"
 token_url = "http://127.0.0.1:9/login/oauth/access_token"
 api_url = "http://127.0.0.1:9/api"
-`, g.addr(), quic, g.state, g.pprofDir(), g.hosts[0], g.port)
+`, g.addr(), quic, g.state, g.pprofDir(), !g.noAccessLog, g.hosts[0], g.port)
 	if err := os.WriteFile(filepath.Join(g.dir, "mcpgate.toml"), []byte(global), 0o644); err != nil {
 		return err
 	}

@@ -187,13 +187,16 @@ func rssKB(pid int) (int64, error) {
 	return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, "kB")), 10, 64)
 }
 
-// treeRSS sums VmRSS over root and its descendants.
-func treeRSS(root int) (int64, []int) {
-	var sum int64
+// treeMem sums smaps_rollup's RSS, PSS and USS over root and its
+// descendants (processes that vanish meanwhile are left out).
+func treeMem(root int) (memKB, []int) {
+	var sum memKB
 	pids := tree(root)
 	for _, pid := range pids {
-		if kb, err := rssKB(pid); err == nil {
-			sum += kb
+		if m, err := smapsKB(pid); err == nil {
+			sum.RSS += m.RSS
+			sum.PSS += m.PSS
+			sum.USS += m.USS
 		}
 	}
 	return sum, pids

@@ -105,43 +105,15 @@ func (b *bench) contenders() ([]*contender, error) {
 		rssPID: func() int { return b.backend.pid() }})
 
 	// mcpgate: TLS, bearer check, proxy.
-	mp, err := freePort()
+	mc, gw, err := b.gatewayContender("mcpgate", "main", false)
 	if err != nil {
 		return nil, err
 	}
-	gw := &gateway{name: "main", dir: filepath.Join(b.work, "mcpgate-main", "conf"), state: filepath.Join(b.work, "mcpgate-main", "state"),
-		bin: filepath.Join(b.work, "mcpgate-main", "mcpgate"), port: mp, hosts: []string{"localhost"},
-		logPath: filepath.Join(b.work, "mcpgate-main.log"), backend: b.backendURL(), certFile: b.pki.Cert, keyFile: b.pki.Key,
-		quic: true} // HTTP/3 too: the h3 figure (h3.go)
-	if err := os.MkdirAll(filepath.Dir(gw.bin), 0o755); err != nil {
-		return nil, err
-	}
-	if err := linkOrCopy(b.mcpgateBin[0], gw.bin); err != nil {
-		return nil, err
-	}
-	if err := gw.writeConfig(); err != nil {
-		return nil, err
-	}
-	tok, err := gw.mint(fmt.Sprintf("localhost:%d", mp))
-	if err != nil {
-		return nil, err
-	}
+	tok := mc.t.token
 	b.token = tok
 	b.mainGW = gw
-	mt := tlsTarget("mcpgate", mp, tok)
 	cs[0].t.token = tok // the same request bytes for every contender
-	cs = append(cs, &contender{name: "mcpgate", t: mt, url: mt.baseURL(),
-		start: func() error {
-			if err := gw.start(b.reg); err != nil {
-				return err
-			}
-			if _, err := gw.waitReady(30 * time.Second); err != nil {
-				return err
-			}
-			return b.waitHTTP(mt, "/small", 10*time.Second)
-		},
-		stop:   func() { gw.proc.stop(syscall.SIGTERM, 8*time.Second) },
-		rssPID: func() int { return gw.proc.pid() }})
+	cs = append(cs, mc)
 
 	// nginx
 	np, err := freePort()
@@ -157,7 +129,7 @@ func (b *bench) contenders() ([]*contender, error) {
 		}
 	}
 	conf := filepath.Join(ndir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(nginxConf(ndir, np, b.backendPort, b.pki)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(nginxConf(ndir, np, b.backendPort, b.pki, nofileLimit)), 0o644); err != nil {
 		return nil, err
 	}
 	cs = append(cs, &contender{name: "nginx", t: nt, url: nt.baseURL(),
@@ -202,6 +174,57 @@ func (b *bench) contenders() ([]*contender, error) {
 	return cs, nil
 }
 
+// gatewayContender is an mcpgate instance with one proxy for localhost:
+// TLS, the bearer check (its own keys, its own token), HTTP/3 on (the h3
+// figure, h3.go), the access log on unless noLog.
+func (b *bench) gatewayContender(name, gwName string, noLog bool) (*contender, *gateway, error) {
+	mp, err := freePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	root := filepath.Join(b.work, "mcpgate-"+gwName)
+	gw := &gateway{name: gwName, dir: filepath.Join(root, "conf"), state: filepath.Join(root, "state"),
+		bin: filepath.Join(root, "mcpgate"), port: mp, hosts: []string{"localhost"},
+		logPath: filepath.Join(b.work, "mcpgate-"+gwName+".log"), backend: b.backendURL(), certFile: b.pki.Cert, keyFile: b.pki.Key,
+		quic: true, noAccessLog: noLog}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, nil, err
+	}
+	if err := linkOrCopy(b.mcpgateBin[0], gw.bin); err != nil {
+		return nil, nil, err
+	}
+	if err := gw.writeConfig(); err != nil {
+		return nil, nil, err
+	}
+	tok, err := gw.mint(fmt.Sprintf("localhost:%d", mp))
+	if err != nil {
+		return nil, nil, err
+	}
+	mt := tlsTarget(name, mp, tok)
+	return &contender{name: name, t: mt, url: mt.baseURL(),
+		start: func() error {
+			if err := gw.start(b.reg); err != nil {
+				return err
+			}
+			if _, err := gw.waitReady(30 * time.Second); err != nil {
+				return err
+			}
+			return b.waitHTTP(mt, "/small", 10*time.Second)
+		},
+		stop:   func() { gw.proc.stop(syscall.SIGTERM, 8*time.Second) },
+		rssPID: func() int { return gw.proc.pid() }}, gw, nil
+}
+
+// noLogContender is mcpgate with `[server] access_log = false`, otherwise
+// as the main instance: the access log's own cost (issue 15).
+func (b *bench) noLogContender() (*contender, error) {
+	c, _, err := b.gatewayContender(noLogCol, "nolog", true)
+	return c, err
+}
+
+// noLogCol is the contender name of mcpgate without its access log.
+const noLogCol = "mcpgate-nolog"
+
 // goproxyContender is the hand-off baseline: a Go TLS reverse proxy
 // listening itself.
 func (b *bench) goproxyContender() (*contender, error) {
@@ -231,16 +254,20 @@ func (b *bench) backendURL() string { return fmt.Sprintf("http://127.0.0.1:%d", 
 // nginxConf: one worker (one core), access log on (mcpgate logs every
 // request too), upstream keep-alive, HTTP/2, no request limits per
 // connection that the Go servers do not have either, no buffering for SSE.
-func nginxConf(dir string, port, backend int, p *pki) string {
+func nginxConf(dir string, port, backend int, p *pki, nofile uint64) string {
+	// The SSE figure holds thousands of client connections and as many
+	// upstream ones in the one worker: as many as the open-files limit
+	// mcpbench raised to its hard limit (inherited by nginx) allows.
+	conns := max(1024, int64(nofile)-64)
 	tmp := filepath.Join(dir, "tmp")
 	return fmt.Sprintf(`# written by mcpbench
 daemon off;
 master_process on;
 worker_processes 1;
-worker_rlimit_nofile 20000;
+worker_rlimit_nofile %[7]d;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
-events { worker_connections 16000; }
+events { worker_connections %[8]d; }
 http {
   access_log %[1]s/access.log combined;
   client_body_temp_path %[2]s/body;
@@ -277,7 +304,7 @@ http {
     }
   }
 }
-`, dir, tmp, port, backend, p.Cert, p.Key)
+`, dir, tmp, port, backend, p.Cert, p.Key, nofile, conns)
 }
 
 // caddyfile: TLS with the same certificate, HTTP/1.1 and HTTP/2 (no

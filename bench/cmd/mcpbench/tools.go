@@ -20,6 +20,25 @@ type throughputResult struct {
 	P50ms    float64 `json:"closed_loop_p50_ms,omitempty"` // wrk --latency, closed loop: not the latency figure
 	P99ms    float64 `json:"closed_loop_p99_ms,omitempty"`
 	Command  string  `json:"command"`
+	// The contender's server processes (not the backend), user + system,
+	// over the measured window, per completed response (RPS × window).
+	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
+	CPUWindowSeconds float64 `json:"cpu_window_seconds"`
+	CPUPerRespUs     float64 `json:"server_cpu_us_per_response"`
+}
+
+// wrkCPUSkip: the first part of a wrk run, while its connections are made
+// (TLS handshakes), is left out of the CPU per response.
+const wrkCPUSkip = 500 * time.Millisecond
+
+// setCPU records the server CPU of a run: cpu seconds over a window of
+// the tool's measured period, divided by the responses completed in it at
+// the run's average rate.
+func (r *throughputResult) setCPU(cpu float64, window time.Duration) {
+	r.ServerCPUSeconds, r.CPUWindowSeconds = cpu, window.Seconds()
+	if n := r.RPS * window.Seconds(); n > 0 {
+		r.CPUPerRespUs = cpu * 1e6 / n
+	}
 }
 
 func runTool(timeout time.Duration, args ...string) (string, string, error) {
