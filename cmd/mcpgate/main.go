@@ -397,6 +397,9 @@ func cmdWorker(fs *flag.FlagSet, args []string) int {
 		return code
 	}
 	log := logging.New(os.Stderr, *level).With("proxy", name, "pid", os.Getpid())
+	// Access lines are batched (logging.Deferred): the last ones go out
+	// before the worker exits.
+	defer logging.Flush(log)
 	if err := worker.Run(name, log); err != nil {
 		log.Error("worker failed", "err", err)
 		return 1

@@ -24,15 +24,20 @@ import (
 // New returns a logger writing to w: JSON unless w is a terminal, where
 // text is easier to read; JSON with each line's syslog priority when w is
 // the journal. level is "debug", "info", "warn" or "error".
+// Records go out as they are logged, except through Deferred (batch.go).
 func New(w *os.File, level string) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: parseLevel(level)}
-	if ToJournal(w) {
-		return slog.New(newPrefixed(w, opts))
+	out := &batchWriter{w: w}
+	var inner slog.Handler
+	switch {
+	case ToJournal(w):
+		inner = newPrefixed(out, opts)
+	case isTerminal(w):
+		inner = slog.NewTextHandler(out, opts)
+	default:
+		inner = slog.NewJSONHandler(out, opts)
 	}
-	if isTerminal(w) {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(&batched{inner: inner, out: out})
 }
 
 func parseLevel(s string) slog.Level {

@@ -70,7 +70,6 @@ type h1Conn struct {
 	conn   net.Conn
 	raw    syscall.RawConn // nil: cannot be checked for stray bytes, never reused
 	br     *bufio.Reader
-	bw     *bufio.Writer
 	idleAt time.Time
 	reused bool
 
@@ -121,6 +120,20 @@ func (pc *h1Conn) quiet() bool {
 	return err == nil && quiet
 }
 
+// waitReadable returns once the response has bytes to read (or the
+// connection ended or failed) without holding a buffer: an idle stream then
+// costs its connection's read buffer alone, not a copy buffer as well.
+func (pc *h1Conn) waitReadable() error {
+	if pc.br.Buffered() != 0 || pc.raw == nil {
+		return nil
+	}
+	return pc.raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK // false: wait for readiness
+	})
+}
+
 func (t *h1Transport) newConn(ctx context.Context) (*h1Conn, error) {
 	c, err := t.dial(ctx)
 	if err != nil {
@@ -131,7 +144,6 @@ func (t *h1Transport) newConn(ctx context.Context) (*h1Conn, error) {
 		pc.raw, _ = sc.SyscallConn()
 	}
 	pc.br = bufio.NewReaderSize(pc, 4<<10)
-	pc.bw = bufio.NewWriterSize(c, 4<<10)
 	return pc, nil
 }
 
@@ -186,21 +198,54 @@ func (t *h1Transport) CloseIdleConnections() {
 	}
 }
 
+// h1Exchange is one request as h1Transport sends it: ReverseProxy's
+// outgoing *http.Request (RoundTrip), or the handler's own direct path
+// (forward.go), which writes the request without building one.
+type h1Exchange struct {
+	ctx context.Context
+	// req is what http.ReadResponse reads the response for (its method)
+	// and what becomes Response.Request.
+	req *http.Request
+	// send writes the whole request; inline: it is small enough to be
+	// written before the response is read (see h1InlineBody), otherwise
+	// it is written beside the read.
+	send   func(bw *bufio.Writer, inline bool) error
+	inline bool
+	replay bool // may be sent again on a new connection (no body, safe method)
+	close  bool // the request asked for the connection to be closed
+	// got1xx receives each interim response but 101; nil ignores them.
+	got1xx func(code int, h http.Header) error
+}
+
 // RoundTrip sends req on a quiet connection and returns the response
 // headers; the body, when read to its end, puts the connection back if it
 // may be.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
+	x := &h1Exchange{
+		ctx:    req.Context(),
+		req:    req,
+		send:   func(bw *bufio.Writer, inline bool) error { return writeRequest(bw, req, inline) },
+		inline: req.Body == nil || req.Body == http.NoBody || (req.ContentLength > 0 && req.ContentLength <= h1InlineBody),
+		replay: replayable(req),
+		close:  req.Close,
+	}
+	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
+		x.got1xx = func(code int, h http.Header) error { return trace.Got1xxResponse(code, textproto.MIMEHeader(h)) }
+	}
+	return t.do(x)
+}
+
+func (t *h1Transport) do(x *h1Exchange) (*http.Response, error) {
 	// One retry, as http.Transport does: a pooled connection the backend
 	// closed just as it was taken, for a request without a body that can
 	// be sent again.
 	for attempt := 0; ; attempt++ {
-		pc, err := t.get(ctx)
+		pc, err := t.get(x.ctx)
 		if err != nil {
 			return nil, err
 		}
-		res, nothingRead, err := pc.roundTrip(req)
-		if err != nil && attempt == 0 && pc.reused && nothingRead && replayable(req) && ctx.Err() == nil {
+		res, nothingRead, err := pc.roundTrip(x)
+		if err != nil && attempt == 0 && pc.reused && nothingRead && x.replay && x.ctx.Err() == nil {
 			continue
 		}
 		return res, err
@@ -218,8 +263,8 @@ func replayable(req *http.Request) bool {
 	return false
 }
 
-func (pc *h1Conn) roundTrip(req *http.Request) (res *http.Response, nothingRead bool, err error) {
-	ctx := req.Context()
+func (pc *h1Conn) roundTrip(x *h1Exchange) (res *http.Response, nothingRead bool, err error) {
+	ctx := x.ctx
 	// Cancellation (client gone, drain) closes the connection, which ends
 	// any read or write in progress.
 	stop := context.AfterFunc(ctx, func() { pc.conn.Close() })
@@ -234,8 +279,8 @@ func (pc *h1Conn) roundTrip(req *http.Request) (res *http.Response, nothingRead 
 	pc.hdr, pc.left, pc.rec, pc.over, pc.hdrsDone = true, h1MaxHeaderBytes, pc.rec[:0], false, false
 
 	var wrote chan error
-	if req.Body == nil || req.Body == http.NoBody || (req.ContentLength > 0 && req.ContentLength <= h1InlineBody) {
-		if err := pc.write(req, true); err != nil {
+	if x.inline {
+		if err := pc.write(x, true); err != nil {
 			return fail(err)
 		}
 		pc.startHeaderTimer()
@@ -244,7 +289,7 @@ func (pc *h1Conn) roundTrip(req *http.Request) (res *http.Response, nothingRead 
 		// backend may answer before it has read the body (early response).
 		wrote = make(chan error, 1)
 		go func() {
-			err := pc.write(req, false)
+			err := pc.write(x, false)
 			if err == nil {
 				pc.startHeaderTimer()
 			}
@@ -252,9 +297,8 @@ func (pc *h1Conn) roundTrip(req *http.Request) (res *http.Response, nothingRead 
 		}()
 	}
 
-	trace := httptrace.ContextClientTrace(ctx)
 	for n1xx := 0; ; n1xx++ {
-		res, err = http.ReadResponse(pc.br, req)
+		res, err = http.ReadResponse(pc.br, x.req)
 		if err != nil {
 			return fail(err)
 		}
@@ -265,8 +309,8 @@ func (pc *h1Conn) roundTrip(req *http.Request) (res *http.Response, nothingRead 
 		if n1xx == h1Max1xx {
 			return fail(errH1Too1xx)
 		}
-		if trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(res.Header)); err != nil {
+		if x.got1xx != nil {
+			if err := x.got1xx(code, res.Header); err != nil {
 				return fail(err)
 			}
 		}
@@ -277,7 +321,7 @@ func (pc *h1Conn) roundTrip(req *http.Request) (res *http.Response, nothingRead 
 	pc.mu.Unlock()
 	pc.hdr = false
 	block := pc.rec[:len(pc.rec)-min(len(pc.rec), pc.br.Buffered())]
-	trusted := !pc.over && !res.Close && !req.Close && !framingDoubt(block)
+	trusted := !pc.over && !res.Close && !x.close && !framingDoubt(block)
 
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// The connection now belongs to the upgraded protocol; it never
@@ -294,19 +338,33 @@ func (pc *h1Conn) roundTrip(req *http.Request) (res *http.Response, nothingRead 
 	return res, false, nil
 }
 
-// write sends req. Request.Write flushes the headers on their own before
-// a body of unknown or non-zero length, which suits a streamed body; a
-// small inline one goes out with its headers in one write (one syscall,
-// one wake-up of the backend), so Write is not shown the *bufio.Writer.
-func (pc *h1Conn) write(req *http.Request, inline bool) error {
-	var w io.Writer = pc.bw
+// write sends x's request through a pooled write buffer: a connection
+// waiting for its response (a stream, for hours) holds no write buffer.
+func (pc *h1Conn) write(x *h1Exchange, inline bool) error {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(pc.conn)
+	err := x.send(bw, inline)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writers.Put(bw)
+	return err
+}
+
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+
+// writeRequest writes req as http.Transport would. Request.Write flushes
+// the headers on their own before a body of unknown or non-zero length,
+// which suits a streamed body; a small inline one goes out with its
+// headers in one write (one syscall, one wake-up of the backend), so Write
+// is not shown the *bufio.Writer.
+func writeRequest(bw *bufio.Writer, req *http.Request, inline bool) error {
+	var w io.Writer = bw
 	if inline {
-		w = oneWrite{pc.bw}
+		w = oneWrite{bw}
 	}
-	if err := req.Write(w); err != nil {
-		return err
-	}
-	return pc.bw.Flush()
+	return req.Write(w)
 }
 
 // oneWrite hides a *bufio.Writer from Request.Write's header flush; it
@@ -368,7 +426,11 @@ func (b *h1Body) finish(atEOF bool) {
 	b.done = true
 	pc := b.pc
 	alive := b.stop() // false: canceled, the connection is being closed
-	if atEOF && alive && b.trusted && b.written() && pc.quiet() {
+	// Only what is already buffered is checked here: bytes the backend
+	// sends later are caught when the connection is taken again (get asks
+	// the kernel then), so asking it now too would cost a syscall per
+	// request and catch nothing more.
+	if atEOF && alive && b.trusted && b.written() && pc.br.Buffered() == 0 {
 		pc.t.put(pc)
 		return
 	}

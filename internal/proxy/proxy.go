@@ -1,9 +1,10 @@
-// Package proxy forwards a proxy's requests to its MCP backend with
-// httputil.ReverseProxy: path routes, header policy, streaming without
-// buffering, and upstream failures as small JSON errors. Plain-HTTP
-// backends are reached through h1Transport, which pools a connection only
-// when no response could have desynchronised it; https ones through
-// http.Transport.
+// Package proxy forwards a proxy's requests to its MCP backend: path
+// routes, header policy, streaming without buffering, and upstream
+// failures as small JSON errors. Plain-HTTP backends are reached through
+// h1Transport, which pools a connection only when no response could have
+// desynchronised it, on a direct path for all but protocol switches
+// (forward.go); https ones, and WebSocket upgrades, through
+// httputil.ReverseProxy.
 package proxy
 
 import (
@@ -68,6 +69,7 @@ type upstream struct {
 	url *url.URL
 	rp  *httputil.ReverseProxy
 	tr  interface{ CloseIdleConnections() }
+	h1  *h1Transport // plain HTTP/1.1 backends: the direct path (forward.go)
 }
 
 // New builds the handler for p.
@@ -130,7 +132,7 @@ func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 				return dialer.DialContext(ctx, "unix", sock)
 			}
 		}
-		rt, up.tr = h1, h1
+		rt, up.tr, up.h1 = h1, h1, h1
 	}
 	up.rp = &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, up) },
@@ -149,7 +151,7 @@ func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 // copyBuffers recycles ReverseProxy's copy buffers: without a pool it
 // allocates 32 KiB per response, which was 70 % of a worker's allocated
 // bytes under load (make bench, Go allocation profile).
-var copyBuffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+var copyBuffers httputil.BufferPool = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 
 type bufferPool struct{ p sync.Pool }
 
@@ -158,7 +160,12 @@ func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.pick(r.URL.Path).rp.ServeHTTP(w, r)
+	up := h.pick(r.URL.Path)
+	if up.h1 != nil && direct(r) {
+		h.forward(w, r, up)
+		return
+	}
+	up.rp.ServeHTTP(w, r)
 }
 
 func (h *Handler) pick(path string) *upstream {

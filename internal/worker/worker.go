@@ -234,6 +234,7 @@ func (w *Worker) receive() {
 func (w *Worker) exitNow() {
 	w.https.Close()
 	w.http.Close()
+	logging.Flush(w.log)
 	os.Exit(1)
 }
 
@@ -419,7 +420,7 @@ func (w *Worker) accessLog() *slog.Logger {
 	if w.spec.AccessLogOff {
 		return nil
 	}
-	return w.log
+	return logging.Deferred(w.log)
 }
 
 // redirect answers the plain-HTTP listener: ACME HTTP-01 challenges, and

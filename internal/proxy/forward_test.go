@@ -1,0 +1,303 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/http/httputil"
+	"net/textproto"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
+	"github.com/mcpgate/mcpgate/internal/logging"
+)
+
+// backendView is what the backend parsed of a proxied request.
+type backendView struct {
+	Method, RequestURI, Host string
+	Header                   http.Header
+	ContentLength            int64
+	TransferEncoding         []string
+	Body                     string
+}
+
+// clientView is what the client got back.
+type clientView struct {
+	Status  int
+	Early   []http.Header
+	Header  http.Header
+	Body    string
+	Trailer http.Header
+}
+
+// TestDirectPathMatchesReverseProxy is the direct path's contract: for
+// every request and response shape below, the backend sees the same
+// request and the client the same response as through ReverseProxy (with
+// the same rewrite, header policy and upstream client), over HTTP/1.1 and
+// HTTP/2.
+func TestDirectPathMatchesReverseProxy(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		v := backendView{r.Method, r.RequestURI, r.Host, r.Header, r.ContentLength, r.TransferEncoding, string(body)}
+		h := w.Header()
+		if strings.Contains(r.URL.Path, "early") {
+			h.Set("Link", "</a.css>; rel=preload")
+			h.Add("Set-Cookie", "__Host-mcpgate-flow=evil")
+			h.Add("Set-Cookie", "app=early")
+			w.WriteHeader(http.StatusEarlyHints)
+			h.Del("Link")
+			h.Del("Set-Cookie")
+		}
+		h.Set("Connection", "X-Hop")
+		h.Set("X-Hop", "1")
+		h.Set("Keep-Alive", "timeout=5")
+		h.Set("Proxy-Authenticate", "Basic")
+		h.Add("Set-Cookie", "mcpgate-x=1")
+		h.Add("Set-Cookie", "ok=1")
+		h.Set("Clear-Site-Data", `"cookies"`)
+		h.Set("X-Request-Id", "from-backend")
+		h.Set("X-Internal", "secret")
+		h.Set("Content-Type", "application/json")
+		if strings.Contains(r.URL.Path, "trailers") {
+			h.Set("Trailer", "X-Checksum")
+		}
+		if r.Method != "HEAD" {
+			json.NewEncoder(w).Encode(v)
+		}
+		if strings.Contains(r.URL.Path, "trailers") {
+			h.Set("X-Checksum", "abc")
+			h.Set(http.TrailerPrefix+"X-Late", "late")
+			h.Add(http.TrailerPrefix+"Set-Cookie", "__Host-mcpgate-bind-x=1")
+		}
+		if strings.Contains(r.URL.Path, "sse") {
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "data: two\n\n")
+		}
+	}))
+	defer backend.Close()
+
+	type tc struct {
+		name   string
+		method string
+		path   string
+		header map[string][]string
+		body   string
+		chunk  bool // send the body without a length
+	}
+	common := map[string][]string{
+		"User-Agent":          {"probe/1"},
+		"Accept":              {"application/json, text/event-stream"},
+		"Cookie":              {"a=1; __Host-mcpgate-bind-x=2; b=3", "mcpgate-y=4"},
+		"X-Foo":               {"listed in Connection"},
+		"X-Forwarded-For":     {"203.0.113.9"},
+		"X-Forwarded-Host":    {"evil.test"},
+		"X-Forwarded-Proto":   {"gopher"},
+		"Forwarded":           {"for=203.0.113.9"},
+		"X-Real-Ip":           {"203.0.113.9"},
+		"X-Mcpgate-User":      {"evil"},
+		"X-Request-Id":        {"client-id-1"},
+		"Te":                  {"trailers"},
+		"Proxy-Authorization": {"Basic eA=="},
+		"X-Drop":              {"1"},
+		"X-Env":               {"client"},
+		"Mcp-Session-Id":      {"s-1"},
+	}
+	cases := []tc{
+		{name: "get", method: "GET", path: "/mcp?x=1&y=%20"},
+		{name: "get encoded path", method: "GET", path: "/a%2Fb/c%20d"},
+		{name: "post json", method: "POST", path: "/mcp", body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`},
+		{name: "post large", method: "POST", path: "/mcp", body: strings.Repeat("x", 40<<10)},
+		{name: "post streamed", method: "POST", path: "/mcp", body: `{"jsonrpc":"2.0"}`, chunk: true},
+		{name: "post empty", method: "POST", path: "/mcp"},
+		{name: "put empty", method: "PUT", path: "/mcp"},
+		{name: "delete", method: "DELETE", path: "/mcp"},
+		{name: "head", method: "HEAD", path: "/mcp"},
+		{name: "early hints", method: "GET", path: "/early"},
+		{name: "trailers", method: "GET", path: "/trailers"},
+		{name: "sse", method: "GET", path: "/sse", header: map[string][]string{"Accept": {"text/event-stream"}}},
+	}
+	for _, target := range []string{backend.URL, backend.URL + "/base"} {
+		for _, preserve := range []bool{false, true} {
+			mod := func(p *config.Proxy) {
+				p.PreserveHost = preserve
+				p.Headers = config.Headers{
+					Request:        map[string]string{"X-Env": "prod"},
+					RemoveRequest:  []string{"X-Drop", "x-forwarded-host"},
+					Response:       map[string]string{"X-Served-By": "mcpgate"},
+					RemoveResponse: []string{"X-Internal"},
+				}
+			}
+			directSrv := newIdentityProxy(t, target, mod, false)
+			rpSrv := newIdentityProxy(t, target, mod, true)
+			for _, proto := range []string{"h1", "h2"} {
+				for _, c := range cases {
+					name := proto + "/" + c.name + "/" + strings.TrimPrefix(target, backend.URL)
+					if preserve {
+						name += "/preserve-host"
+					}
+					t.Run(name, func(t *testing.T) {
+						do := func(srv *httptest.Server) clientView {
+							var body io.Reader
+							if c.body != "" {
+								body = strings.NewReader(c.body)
+								if c.chunk {
+									body = io.MultiReader(body) // no length known
+								}
+							}
+							var cv clientView
+							ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+								Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+									cv.Early = append(cv.Early, http.Header(h).Clone())
+									return nil
+								},
+							})
+							req, _ := http.NewRequestWithContext(ctx, c.method, srv.URL+c.path, body)
+							req.Host = "notes.test"
+							for k, v := range common {
+								req.Header[k] = v
+							}
+							for k, v := range c.header {
+								req.Header[k] = v
+							}
+							if proto == "h1" {
+								req.Header["Connection"] = []string{"keep-alive, X-Foo"}
+							}
+							res, err := clientFor(srv, proto).Do(req)
+							if err != nil {
+								t.Fatal(err)
+							}
+							b, _ := io.ReadAll(res.Body)
+							res.Body.Close()
+							res.Header.Del("Date")
+							cv.Status, cv.Header, cv.Body, cv.Trailer = res.StatusCode, res.Header, string(b), res.Trailer
+							return cv
+						}
+						got, want := do(directSrv), do(rpSrv)
+						// The direct path keeps the gateway's own fields set
+						// before a 103 (the request id); ReverseProxy clears
+						// them: not a difference the test is about.
+						for _, h := range append(got.Early, want.Early...) {
+							h.Del("X-Request-Id")
+						}
+						if len(got.Early) > 0 {
+							// ReverseProxy also loses them from the final
+							// response after a 1xx (it clears the whole
+							// header map); the direct path keeps them.
+							if got.Header.Get("X-Request-Id") != "client-id-1" {
+								t.Errorf("direct path lost the request id after a 1xx: %q", got.Header.Values("X-Request-Id"))
+							}
+							got.Header.Del("X-Request-Id")
+						}
+						if !reflect.DeepEqual(got, want) {
+							gj, _ := json.MarshalIndent(got, "", " ")
+							wj, _ := json.MarshalIndent(want, "", " ")
+							t.Errorf("direct path:\n%s\nReverseProxy:\n%s", gj, wj)
+						}
+						if got.Status != http.StatusOK {
+							t.Errorf("status %d", got.Status)
+						}
+					})
+				}
+			}
+		}
+	}
+}
+
+// newIdentityProxy is newProxy with a verified principal and an access-log
+// record attached to every request, as the worker's chain does; viaRP
+// forces ReverseProxy for every request.
+func newIdentityProxy(t *testing.T, target string, mod func(p *config.Proxy), viaRP bool) *httptest.Server {
+	t.Helper()
+	p := &config.Proxy{
+		Name:      "notes",
+		Enabled:   true,
+		Hostnames: []string{"notes.test"},
+		Target:    upstreamOf(t, target),
+		Timeouts:  config.Timeouts{Connect: 2 * time.Second, ResponseHeader: 5 * time.Second},
+	}
+	mod(p)
+	h, err := New(p, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.CloseIdle)
+	if viaRP {
+		h.def.h1 = nil
+	}
+	who := &identity.Principal{Login: "alice\r\nX-Evil: 1", ClientID: "client-1", Scopes: []string{"mcp", "read"}}
+	chain := logging.Access(nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), who)))
+	}))
+	srv := httptest.NewUnstartedServer(chain)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func clientFor(srv *httptest.Server, proto string) *http.Client {
+	c := srv.Client()
+	tr := c.Transport.(*http.Transport).Clone()
+	if proto == "h1" {
+		tr.ForceAttemptHTTP2 = false
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	}
+	return &http.Client{Transport: tr}
+}
+
+// TestDirectPathIdleStreamHoldsNoBuffer: an open stream waiting for its
+// next event holds no copy buffer (SSE memory, issue 15): the buffer pool
+// is only drawn from while bytes are there.
+func TestDirectPathIdleStreamHoldsNoBuffer(t *testing.T) {
+	release := make(chan struct{})
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "data: two\n\n")
+	}))
+	defer b.Close()
+	defer close(release)
+	pool := &countingPool{inner: copyBuffers}
+	copyBuffers = pool
+	t.Cleanup(func() { copyBuffers = pool.inner })
+	px := newProxy(t, b.URL, nil)
+	res, err := px.Client().Get(px.URL + "/sse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	buf := make([]byte, 64)
+	n, _ := res.Body.Read(buf)
+	if !strings.HasPrefix(string(buf[:n]), "data: one") {
+		t.Fatalf("first event %q", buf[:n])
+	}
+	time.Sleep(100 * time.Millisecond)
+	if held := pool.gets.Load() - pool.puts.Load(); held != 0 {
+		t.Errorf("%d copy buffers held by an idle stream", held)
+	}
+	if pool.gets.Load() == 0 {
+		t.Error("the buffer pool was not used at all: the test measures nothing")
+	}
+}
+
+// countingPool counts what is taken from and given back to a pool.
+type countingPool struct {
+	inner      httputil.BufferPool
+	gets, puts atomic.Int64
+}
+
+func (p *countingPool) Get() []byte  { p.gets.Add(1); return p.inner.Get() }
+func (p *countingPool) Put(b []byte) { p.puts.Add(1); p.inner.Put(b) }
