@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -83,12 +84,17 @@ func connectionListed(conn []string, k string) bool {
 // forward serves r through up's h1Transport.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) {
 	ctx := r.Context()
-	body := r.Body
-	if r.ContentLength == 0 || body == http.NoBody {
-		body = nil // as ReverseProxy: no body, no chunked framing
-	}
-	if body != nil {
-		defer body.Close()
+	var body io.Reader
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		// As ReverseProxy: a zero-length body is no body, never chunked.
+		defer r.Body.Close()
+		body = r.Body
+		if r.ContentLength < 0 {
+			var empty bool
+			if body, empty = probeBody(r.Body); empty {
+				body = nil
+			}
+		}
 	}
 	uri := requestURI(up.url, r.URL)
 	x := &h1Exchange{
@@ -390,6 +396,78 @@ func tokenListed(vs []string, token string) bool {
 	}
 	return false
 }
+
+// probeWait bounds how long a body of unknown length is waited for before
+// the request goes out chunked (Request.Write waits as long).
+const probeWait = 200 * time.Millisecond
+
+// probeBody tells an empty body of unknown length (HTTP/3 requests carry
+// no length; a GET's body ends at once) from one that has bytes, so an
+// empty one is not sent chunked: a GET with a chunked body is refused by
+// some backends. A body with nothing to read within probeWait (a stream
+// the client fills later) is sent chunked, with whatever comes first.
+func probeBody(body io.Reader) (io.Reader, bool) {
+	first := make([]byte, 1)
+	done := make(chan readResult, 1)
+	go func() {
+		n, err := body.Read(first)
+		done <- readResult{n, err}
+	}()
+	t := time.NewTimer(probeWait)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return probed(first, r.n, r.err, body)
+	case <-t.C:
+		return &lateBody{done: done, first: first, rest: body}, false
+	}
+}
+
+func probed(first []byte, n int, err error, rest io.Reader) (io.Reader, bool) {
+	switch {
+	case n == 0 && err == io.EOF:
+		return nil, true
+	case n == 0 && err != nil:
+		return &errReader{err}, false
+	case err == io.EOF:
+		return bytes.NewReader(first[:n]), false
+	case err != nil:
+		return io.MultiReader(bytes.NewReader(first[:n]), &errReader{err}), false
+	}
+	return io.MultiReader(bytes.NewReader(first[:n]), rest), false
+}
+
+// lateBody is a probed body whose first read had not returned by
+// probeWait: it is waited for at the first Read.
+type readResult struct {
+	n   int
+	err error
+}
+
+type lateBody struct {
+	done  chan readResult
+	first []byte
+	rest  io.Reader
+	r     io.Reader
+}
+
+func (b *lateBody) Read(p []byte) (int, error) {
+	if b.r == nil {
+		res := <-b.done
+		if b.r, _ = probed(b.first, res.n, res.err, b.rest); b.r == nil {
+			b.r = eofReader{}
+		}
+	}
+	return b.r.Read(p)
+}
+
+type errReader struct{ err error }
+
+func (e *errReader) Read([]byte) (int, error) { return 0, e.err }
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 var errBodyLength = errors.New("request body shorter than its Content-Length")
 

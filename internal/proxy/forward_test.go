@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -301,3 +302,56 @@ type countingPool struct {
 
 func (p *countingPool) Get() []byte  { p.gets.Add(1); return p.inner.Get() }
 func (p *countingPool) Put(b []byte) { p.puts.Add(1); p.inner.Put(b) }
+
+func TestProbeBody(t *testing.T) {
+	t.Run("empty", func(t *testing.T) {
+		if r, empty := probeBody(strings.NewReader("")); !empty || r != nil {
+			t.Errorf("an empty body: %v, %v", r, empty)
+		}
+	})
+	t.Run("bytes", func(t *testing.T) {
+		r, empty := probeBody(strings.NewReader("hello"))
+		if empty {
+			t.Fatal("a body with bytes taken for empty")
+		}
+		if b, _ := io.ReadAll(r); string(b) != "hello" {
+			t.Errorf("read %q", b)
+		}
+	})
+	t.Run("late", func(t *testing.T) {
+		pr, pw := io.Pipe()
+		go func() {
+			time.Sleep(2 * probeWait)
+			io.WriteString(pw, "late")
+			pw.Close()
+		}()
+		r, empty := probeBody(pr)
+		if empty {
+			t.Fatal("a body that comes late taken for empty")
+		}
+		if _, ok := r.(*lateBody); !ok {
+			t.Errorf("got %T, want the waiting reader", r)
+		}
+		if b, _ := io.ReadAll(r); string(b) != "late" {
+			t.Errorf("read %q", b)
+		}
+	})
+	t.Run("late and empty", func(t *testing.T) {
+		pr, pw := io.Pipe()
+		go func() {
+			time.Sleep(2 * probeWait)
+			pw.Close()
+		}()
+		r, _ := probeBody(pr)
+		if b, err := io.ReadAll(r); len(b) != 0 || err != nil {
+			t.Errorf("read %q, %v", b, err)
+		}
+	})
+	t.Run("error", func(t *testing.T) {
+		boom := errors.New("boom")
+		r, _ := probeBody(io.MultiReader(strings.NewReader("a"), &errReader{boom}))
+		if _, err := io.ReadAll(r); err != boom {
+			t.Errorf("error %v, want %v", err, boom)
+		}
+	})
+}

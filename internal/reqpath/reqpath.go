@@ -32,6 +32,13 @@
 //     encoded), which Java servlet containers strip, and one made only of
 //     dots and spaces ("...", ".. "), which Windows trims.
 //   - A trailing slash is kept ("/a/b/.." is "/a/").
+//
+// The query is checked too, though never decoded: HTTP/2 and HTTP/3
+// clients can put any byte into :path and Go's URL parser keeps most of
+// them, so a query with a raw space or control character is refused
+// ("GET /docs?x /mcp HTTP/1.1" is a request for /mcp to a lenient
+// backend), and other bytes a query may not hold raw are percent-encoded;
+// escapes the client wrote are left as they are.
 package reqpath
 
 import (
@@ -52,15 +59,21 @@ var (
 	ErrBadEscape    = errors.New("the request path contains a malformed percent-encoding")
 	ErrDisguisedDot = errors.New(`the request path contains a segment some servers read as "." or ".."`)
 	ErrInconsistent = errors.New("the request URL's path and raw path disagree")
+	ErrQueryControl = errors.New("the request query contains a control character or a space")
 )
 
 // Request normalizes r's path in place: r.URL.Path and r.URL.RawPath, and
 // r.RequestURI, which then carries the same path. On error r is unchanged
 // and the request must be refused with 400.
 func Request(r *http.Request) error {
+	q, err := Query(r.URL.RawQuery)
+	if err != nil {
+		return err
+	}
 	if err := Normalize(r.URL); err != nil {
 		return err
 	}
+	r.URL.RawQuery = q
 	if r.RequestURI != "" {
 		r.RequestURI = r.URL.RequestURI()
 	}
@@ -196,6 +209,45 @@ func segment(s string) (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+// Query returns a raw query a request line can carry as it is: bytes a
+// query may not hold raw (RFC 3986 3.4) percent-encoded, everything else,
+// escapes included, unchanged; q itself when nothing needs encoding. A
+// space or control character is an error.
+func Query(q string) (string, error) {
+	i := 0
+	for ; i < len(q); i++ {
+		if !queryByte(q[i]) {
+			break
+		}
+	}
+	if i == len(q) {
+		return q, nil
+	}
+	var b strings.Builder
+	b.Grow(len(q) + 16)
+	b.WriteString(q[:i])
+	for ; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c <= 0x20 || c == 0x7f:
+			return "", ErrQueryControl
+		case queryByte(c):
+			b.WriteByte(c)
+		default:
+			b.WriteByte('%')
+			b.WriteByte(upperhex[c>>4])
+			b.WriteByte(upperhex[c&15])
+		}
+	}
+	return b.String(), nil
+}
+
+// queryByte: pchar, "/" and "?" (RFC 3986 3.4), and "%" (escapes are the
+// client's business as long as the request line stays one line).
+func queryByte(c byte) bool {
+	return unreserved(c) || subDelim(c) || c == ':' || c == '@' || c == '/' || c == '?' || c == '%'
 }
 
 // disguisedDot reports whether a canonical segment other than "." and
