@@ -76,6 +76,11 @@ type batched struct {
 	inner    slog.Handler
 	out      *batchWriter
 	deferred bool
+
+	// What the access line's fast path (accessline.go) needs to write
+	// what inner would: its encoding and the attributes added with With.
+	json, journal, grouped bool
+	attrs                  []slog.Attr
 }
 
 func (h *batched) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
@@ -88,11 +93,17 @@ func (h *batched) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h *batched) WithAttrs(as []slog.Attr) slog.Handler {
-	return &batched{inner: h.inner.WithAttrs(as), out: h.out, deferred: h.deferred}
+	c := *h
+	c.inner = h.inner.WithAttrs(as)
+	c.attrs = append(h.attrs[:len(h.attrs):len(h.attrs)], as...)
+	return &c
 }
 
 func (h *batched) WithGroup(name string) slog.Handler {
-	return &batched{inner: h.inner.WithGroup(name), out: h.out, deferred: h.deferred}
+	c := *h
+	c.inner = h.inner.WithGroup(name)
+	c.grouped = true
+	return &c
 }
 
 // Deferred returns a logger like l whose records below warning may be
@@ -106,7 +117,9 @@ func Deferred(l *slog.Logger) *slog.Logger {
 	if !ok {
 		return l
 	}
-	return slog.New(&batched{inner: h.inner, out: h.out, deferred: true})
+	c := *h
+	c.deferred = true
+	return slog.New(&c)
 }
 
 // Flush writes every held record of l's output now (before exiting).

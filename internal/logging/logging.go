@@ -27,17 +27,16 @@ import (
 // Records go out as they are logged, except through Deferred (batch.go).
 func New(w *os.File, level string) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: parseLevel(level)}
-	out := &batchWriter{w: w}
-	var inner slog.Handler
+	h := &batched{out: &batchWriter{w: w}, json: true}
 	switch {
 	case ToJournal(w):
-		inner = newPrefixed(out, opts)
+		h.inner, h.journal = newPrefixed(h.out, opts), true
 	case isTerminal(w):
-		inner = slog.NewTextHandler(out, opts)
+		h.inner, h.json = slog.NewTextHandler(h.out, opts), false
 	default:
-		inner = slog.NewJSONHandler(out, opts)
+		h.inner = slog.NewJSONHandler(h.out, opts)
 	}
-	return slog.New(&batched{inner: inner, out: out})
+	return slog.New(h)
 }
 
 func parseLevel(s string) slog.Level {
@@ -63,6 +62,10 @@ func isTerminal(f *os.File) bool {
 // by it. The line never holds a query string (OAuth codes travel there),
 // a header value other than the user agent, or a body.
 func Access(log *slog.Logger, h http.Handler) http.Handler {
+	var lw *lineWriter
+	if log != nil {
+		lw = newLineWriter(log)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		// One allocation for the response recorder and the request record.
@@ -90,6 +93,18 @@ func Access(log *slog.Logger, h http.Handler) http.Handler {
 			var in int64
 			if body != nil {
 				in = body.n
+			}
+			if lw != nil {
+				a := accessLine{
+					client: r.RemoteAddr, method: r.Method, host: r.Host, path: r.URL.Path, proto: r.Proto,
+					status: status, bytesIn: in, bytesOut: rec.bytes, duration: elapsed, upstream: rec.req.Upstream,
+					userAgent: clean(r.Header.Get("User-Agent"), maxUserAgent), requestID: rec.req.ID,
+				}
+				if p := rec.req.Principal; p != nil {
+					a.hasUser, a.user, a.clientID = true, p.Login, p.ClientID
+				}
+				lw.write(time.Now(), &a)
+				return
 			}
 			attrs := make([]slog.Attr, 0, 16)
 			attrs = append(attrs,
