@@ -69,18 +69,6 @@ func removeHopByHop(h http.Header) {
 
 func textprotoTrim(s string) string { return strings.Trim(s, " \t") }
 
-// connectionListed reports whether the client's Connection field names k.
-func connectionListed(conn []string, k string) bool {
-	for _, v := range conn {
-		for _, f := range strings.Split(v, ",") {
-			if strings.EqualFold(textprotoTrim(f), k) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // forward serves r through up's h1Transport.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) {
 	ctx := r.Context()
@@ -346,7 +334,7 @@ func (h *Handler) skipRequestField(k string, conn []string) bool {
 	if isHopByHop(k) || hasPrefixFold(k, IdentityPrefix) {
 		return true
 	}
-	if len(conn) > 0 && connectionListed(conn, k) {
+	if len(conn) > 0 && tokenListed(conn, k) {
 		return true
 	}
 	if _, set := h.headers.Request[k]; set {
@@ -386,6 +374,8 @@ func writeField(bw *bufio.Writer, k, v string) {
 	bw.WriteString("\r\n")
 }
 
+// tokenListed reports whether a comma-separated field (Connection, TE)
+// lists token, in any case.
 func tokenListed(vs []string, token string) bool {
 	for _, v := range vs {
 		for _, f := range strings.Split(v, ",") {

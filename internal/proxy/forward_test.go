@@ -219,13 +219,7 @@ func TestDirectPathMatchesReverseProxy(t *testing.T) {
 // forces ReverseProxy for every request.
 func newIdentityProxy(t *testing.T, target string, mod func(p *config.Proxy), viaRP bool) *httptest.Server {
 	t.Helper()
-	p := &config.Proxy{
-		Name:      "notes",
-		Enabled:   true,
-		Hostnames: []string{"notes.test"},
-		Target:    upstreamOf(t, target),
-		Timeouts:  config.Timeouts{Connect: 2 * time.Second, ResponseHeader: 5 * time.Second},
-	}
+	p := testProxyConfig(t, target)
 	mod(p)
 	h, err := New(p, slog.New(slog.DiscardHandler))
 	if err != nil {

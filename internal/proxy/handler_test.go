@@ -26,15 +26,20 @@ func upstreamOf(t testing.TB, raw string) config.Upstream {
 	return config.Upstream{Raw: raw, Scheme: u.Scheme, Host: u.Host, Path: strings.TrimSuffix(u.Path, "/")}
 }
 
-func newProxy(t *testing.T, target string, mod func(p *config.Proxy)) *httptest.Server {
-	t.Helper()
-	p := &config.Proxy{
+// testProxyConfig is the proxy the handler tests put in front of target.
+func testProxyConfig(t *testing.T, target string) *config.Proxy {
+	return &config.Proxy{
 		Name:      "notes",
 		Enabled:   true,
 		Hostnames: []string{"notes.test"},
 		Target:    upstreamOf(t, target),
 		Timeouts:  config.Timeouts{Connect: 2 * time.Second, ResponseHeader: 5 * time.Second},
 	}
+}
+
+func newProxy(t *testing.T, target string, mod func(p *config.Proxy)) *httptest.Server {
+	t.Helper()
+	p := testProxyConfig(t, target)
 	if mod != nil {
 		mod(p)
 	}

@@ -167,6 +167,12 @@ func Clean(escaped string) (path, canonical string, err error) {
 
 const upperhex = "0123456789ABCDEF"
 
+func writeEscaped(b *strings.Builder, c byte) {
+	b.WriteByte('%')
+	b.WriteByte(upperhex[c>>4])
+	b.WriteByte(upperhex[c&15])
+}
+
 // segment returns one path segment in canonical form: unreserved
 // characters decoded, other escapes upper-case, bytes a URI may not hold
 // raw encoded.
@@ -190,9 +196,7 @@ func segment(s string) (string, error) {
 			case unreserved(d):
 				b.WriteByte(d)
 			default:
-				b.WriteByte('%')
-				b.WriteByte(upperhex[d>>4])
-				b.WriteByte(upperhex[d&15])
+				writeEscaped(&b, d)
 			}
 		case c == '\\':
 			return "", ErrBackslash
@@ -203,9 +207,7 @@ func segment(s string) (string, error) {
 		case unreserved(c) || subDelim(c) || c == ':' || c == '@':
 			b.WriteByte(c)
 		default:
-			b.WriteByte('%')
-			b.WriteByte(upperhex[c>>4])
-			b.WriteByte(upperhex[c&15])
+			writeEscaped(&b, c)
 		}
 	}
 	return b.String(), nil
@@ -236,9 +238,7 @@ func Query(q string) (string, error) {
 		case queryByte(c):
 			b.WriteByte(c)
 		default:
-			b.WriteByte('%')
-			b.WriteByte(upperhex[c>>4])
-			b.WriteByte(upperhex[c&15])
+			writeEscaped(&b, c)
 		}
 	}
 	return b.String(), nil

@@ -219,26 +219,7 @@ func (r *results) evaluate() {
 		}
 		addT("idle worker RSS ≤ 15 MB (read as MiB)", "median worker: "+strings.Join(parts, ", "), pass)
 	}
-	{
-		// Issue 15: PSS and USS, with OAuth and QUIC on, at 10 proxies
-		// (or the largest count measured below that).
-		n := 0
-		for _, c := range r.idleCounts() {
-			if c <= 10 {
-				n = c
-			}
-		}
-		var pass *bool
-		measured := "not measured"
-		if n > 0 {
-			pss := r.idleMedian(n, func(i idleResult) float64 { return mib(i.WorkerPSSMed) })
-			uss := r.idleMedian(n, func(i idleResult) float64 { return mib(i.WorkerUSSMed) })
-			rss := r.idleMedian(n, func(i idleResult) float64 { return mib(i.WorkerMedKB) })
-			pass = boolp(pss <= 3 && uss <= 2)
-			measured = fmt.Sprintf("%d proxies, median worker: PSS %.2f MiB, USS %.2f MiB (RSS %.1f MiB)", n, pss, uss, rss)
-		}
-		addT("idle worker (OAuth, QUIC on): PSS ≤ 3 MiB, USS ≤ 2 MiB", measured, pass)
-	}
+	// Issue 15's idle PSS/USS row is in the issue-15 table (targets.go).
 	if len(r.Scale) > 0 {
 		sc := r.Scale[len(r.Scale)-1]
 		pass := boolp(sc.StartSeconds <= 5 && mib(sc.TotalPSSKB) <= 1536)
