@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -22,16 +24,31 @@ import (
 // every other request gets its own path back as the body.
 func poisonBackend(t *testing.T) string {
 	t.Helper()
+	return poisonBackendOn(t, nil)
+}
+
+// poisonBackendOn is poisonBackend over TLS when conf is not nil.
+func poisonBackendOn(t *testing.T, conf *tls.Config) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	scheme := "http://"
+	if conf != nil {
+		scheme = "https://"
+	}
 	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
-			c, err := l.Accept()
+			raw, err := l.Accept()
 			if err != nil {
 				return
+			}
+			cork := &corkConn{Conn: raw}
+			var c net.Conn = cork
+			if conf != nil {
+				c = tls.Server(cork, conf)
 			}
 			go func() {
 				defer c.Close()
@@ -44,17 +61,66 @@ func poisonBackend(t *testing.T) string {
 					io.Copy(io.Discard, req.Body)
 					body := req.URL.Path
 					out := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-					if body == "/poison" {
-						out += "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON"
+					poison := "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON"
+					if body != "/poison" {
+						if _, err := io.WriteString(c, out); err != nil {
+							return
+						}
+						continue
 					}
-					if _, err := io.WriteString(c, out); err != nil {
+					// Over TLS the unsolicited response is a record of its
+					// own, sent in the same TCP write: TLS hands the reader
+					// one record at a time, so it waits in TLS's buffer,
+					// not in the reader's, nor in the socket.
+					cork.hold()
+					io.WriteString(c, out)
+					io.WriteString(c, poison)
+					if err := cork.release(); err != nil {
 						return
 					}
 				}
 			}()
 		}
 	}()
-	return "http://" + l.Addr().String()
+	return scheme + l.Addr().String()
+}
+
+// corkConn writes through unless held: then its writes are kept and sent
+// in one write at release.
+type corkConn struct {
+	net.Conn
+	held bool
+	buf  []byte
+}
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	if c.held {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *corkConn) hold() { c.held = true }
+
+func (c *corkConn) release() error {
+	c.held = false
+	_, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	return err
+}
+
+// testBackendTLS is a server TLS configuration for a test backend and the
+// pool that trusts it (httptest's certificate, valid for 127.0.0.1).
+func testBackendTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS()
+	conf := &tls.Config{Certificates: srv.TLS.Certificates, NextProtos: []string{"http/1.1"}}
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	srv.Close()
+	return conf, pool
 }
 
 // TestUpstreamDesync: a backend that appends an unsolicited response after
@@ -62,7 +128,18 @@ func poisonBackend(t *testing.T) string {
 // is answered by the backend with its own path, so any other body is a
 // response that belonged to someone else.
 func TestUpstreamDesync(t *testing.T) {
-	px := newProxy(t, poisonBackend(t), nil)
+	t.Run("http", func(t *testing.T) { testUpstreamDesync(t, newProxy(t, poisonBackend(t), nil)) })
+	// An https backend: the appended response comes decrypted from the
+	// same TLS record, where no socket check can see it.
+	t.Run("https", func(t *testing.T) {
+		conf, pool := testBackendTLS(t)
+		h, px := newProxyHandler(t, poisonBackendOn(t, conf), nil)
+		h.def.h1.tls.RootCAs = pool
+		testUpstreamDesync(t, px)
+	})
+}
+
+func testUpstreamDesync(t *testing.T, px *httptest.Server) {
 	c := px.Client()
 	c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	const workers, perWorker = 16, 250
@@ -108,7 +185,7 @@ func TestUpstreamDesync(t *testing.T) {
 // after another, with and without a body, over HTTP/1.1 and a unix socket,
 // use one backend connection.
 func TestUpstreamReuse(t *testing.T) {
-	for _, network := range []string{"tcp", "unix"} {
+	for _, network := range []string{"tcp", "unix", "tls"} {
 		t.Run(network, func(t *testing.T) {
 			var conns atomic.Int64
 			b := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -133,6 +210,16 @@ func TestUpstreamReuse(t *testing.T) {
 				b.Start()
 				defer b.Close()
 				px := newProxy(t, target, func(p *config.Proxy) { p.Target.Socket = sock })
+				checkReuse(t, px, &conns)
+				return
+			}
+			if network == "tls" {
+				conf, pool := testBackendTLS(t)
+				b.TLS = conf
+				b.StartTLS()
+				defer b.Close()
+				h, px := newProxyHandler(t, b.URL, nil)
+				h.def.h1.tls.RootCAs = pool
 				checkReuse(t, px, &conns)
 				return
 			}

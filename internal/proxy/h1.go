@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -14,8 +15,8 @@ import (
 	"time"
 )
 
-// h1Transport is the upstream client for plain HTTP/1.1 backends (TCP or
-// unix socket). It exists for one reason http.Transport cannot give: it
+// h1Transport is the upstream client for every backend: HTTP/1.1 over
+// TCP, a unix socket or TLS. It exists for one reason http.Transport cannot give: it
 // decides when a connection goes back to the pool. http.Transport pools a
 // connection as soon as a response body ends and only notices unsolicited
 // bytes later, from its read loop; a request that takes the connection in
@@ -23,14 +24,15 @@ import (
 // (response-queue desync, issue 15). Here a connection is pooled only
 // after its response was read to the end with framing nobody could read
 // two ways, the request was written in full, and neither the read buffer
-// nor the socket holds a single byte more; it is checked again when taken
-// from the pool. Everything else is discarded.
+// nor TLS nor the socket holds a single byte more; it is checked again
+// when taken from the pool. Everything else is discarded.
 //
 // Parsing is net/http's own (http.ReadResponse, the reader http.Transport
 // uses), so what reaches the client is exactly what it would be with
 // http.Transport; this type adds only the connection's life cycle.
 type h1Transport struct {
 	dial              func(ctx context.Context) (net.Conn, error)
+	tls               *tls.Config // https backends: what dial uses
 	respHeaderTimeout time.Duration
 	idleTimeout       time.Duration
 	maxIdle           int
@@ -68,7 +70,8 @@ var (
 type h1Conn struct {
 	t      *h1Transport
 	conn   net.Conn
-	raw    syscall.RawConn // nil: cannot be checked for stray bytes, never reused
+	tc     *tls.Conn       // conn, for an https backend; nil for plain ones
+	raw    syscall.RawConn // the socket under conn; nil: cannot be checked for stray bytes, never reused
 	br     *bufio.Reader
 	idleAt time.Time
 	reused bool
@@ -107,7 +110,7 @@ func (pc *h1Conn) Read(p []byte) (int, error) {
 // MSG_DONTWAIT asks the kernel without consuming or blocking; Go's own
 // Read with a past deadline would not even look.
 func (pc *h1Conn) quiet() bool {
-	if pc.br.Buffered() != 0 || pc.raw == nil {
+	if pc.br.Buffered() != 0 || pc.raw == nil || !pc.tlsQuiet() {
 		return false
 	}
 	quiet := false
@@ -120,11 +123,29 @@ func (pc *h1Conn) quiet() bool {
 	return err == nil && quiet
 }
 
+// tlsQuiet reports whether TLS holds nothing for the next read: records
+// the backend sent after the response, already read from the socket,
+// would otherwise be decrypted as the next response. A read with a past
+// deadline returns what TLS has buffered, or times out (not a lasting
+// error for tls.Conn) having found nothing.
+func (pc *h1Conn) tlsQuiet() bool {
+	if pc.tc == nil {
+		return true
+	}
+	var b [1]byte
+	pc.tc.SetReadDeadline(time.Unix(1, 0))
+	n, err := pc.tc.Read(b[:])
+	pc.tc.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return n == 0 && errors.As(err, &ne) && ne.Timeout()
+}
+
 // waitReadable returns once the response has bytes to read (or the
 // connection ended or failed) without holding a buffer: an idle stream then
 // costs its connection's read buffer alone, not a copy buffer as well.
 func (pc *h1Conn) waitReadable() error {
-	if pc.br.Buffered() != 0 || pc.raw == nil {
+	if pc.br.Buffered() != 0 || pc.raw == nil || pc.tc != nil {
+		// TLS may hold decrypted bytes the socket no longer shows.
 		return nil
 	}
 	return pc.raw.Read(func(fd uintptr) bool {
@@ -140,7 +161,11 @@ func (t *h1Transport) newConn(ctx context.Context) (*h1Conn, error) {
 		return nil, err
 	}
 	pc := &h1Conn{t: t, conn: c}
-	if sc, ok := c.(syscall.Conn); ok {
+	sock := c
+	if tc, ok := c.(*tls.Conn); ok {
+		pc.tc, sock = tc, tc.NetConn()
+	}
+	if sc, ok := sock.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
 	}
 	pc.br = bufio.NewReaderSize(pc, 4<<10)

@@ -39,6 +39,14 @@ func testProxyConfig(t *testing.T, target string) *config.Proxy {
 
 func newProxy(t *testing.T, target string, mod func(p *config.Proxy)) *httptest.Server {
 	t.Helper()
+	_, srv := newProxyHandler(t, target, mod)
+	return srv
+}
+
+// newProxyHandler is newProxy with the Handler, for tests that reach into
+// its upstream (an https backend's test CA).
+func newProxyHandler(t *testing.T, target string, mod func(p *config.Proxy)) (*Handler, *httptest.Server) {
+	t.Helper()
 	p := testProxyConfig(t, target)
 	if mod != nil {
 		mod(p)
@@ -47,11 +55,12 @@ func newProxy(t *testing.T, target string, mod func(p *config.Proxy)) *httptest.
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(h.CloseIdle)
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return srv
+	return h, srv
 }
 
 type seen struct {

@@ -1,14 +1,15 @@
 // Package proxy forwards a proxy's requests to its MCP backend: path
 // routes, header policy, streaming without buffering, and upstream
-// failures as small JSON errors. Plain-HTTP backends are reached through
-// h1Transport, which pools a connection only when no response could have
-// desynchronised it, on a direct path for all but protocol switches
-// (forward.go); https ones, and WebSocket upgrades, through
+// failures as small JSON errors. Backends are reached over HTTP/1.1
+// through h1Transport, which pools a connection only when no response
+// could have desynchronised it, on a direct path (forward.go) for all but
+// WebSocket upgrades and requests with trailers, which take
 // httputil.ReverseProxy.
 package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -93,47 +94,59 @@ func New(p *config.Proxy, log *slog.Logger) (*Handler, error) {
 func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 	u := &url.URL{Scheme: t.Scheme, Host: t.Host, Path: t.Path}
 	dialer := &net.Dialer{Timeout: h.cfg.Timeouts.Connect, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
-		Proxy:                 nil, // never an environment proxy: the target is explicit
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     t.Scheme == "https",
-		MaxIdleConns:          512,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   h.cfg.Timeouts.Connect,
-		ResponseHeaderTimeout: h.cfg.Timeouts.ResponseHeader,
-		ExpectContinueTimeout: time.Second,
-		// Transparent gzip would buffer inside the decompressor and break
-		// streaming; the client's Accept-Encoding passes through as is.
-		DisableCompression: true,
+	// Every backend, plain or https, TCP or unix socket, is reached over
+	// HTTP/1.1 with mcpgate's own client, which never reuses a connection
+	// a response could have desynchronised (see h1Transport). https
+	// backends are asked for HTTP/1.1 only (ALPN): http.Transport would
+	// pool their connections with the same race as plain ones.
+	h1 := &h1Transport{
+		respHeaderTimeout: h.cfg.Timeouts.ResponseHeader,
+		idleTimeout:       90 * time.Second,
+		maxIdle:           256,
 	}
-	var rt http.RoundTripper = tr
-	up := &upstream{url: u, tr: tr}
-	if t.Scheme == "http" {
-		// Plain HTTP/1.1 (TCP or unix socket): mcpgate's own client, which
-		// never reuses a connection a response could have desynchronised
-		// (see h1Transport). https backends keep http.Transport (HTTP/2,
-		// TLS session handling).
-		addr := t.Host
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			addr = net.JoinHostPort(strings.Trim(addr, "[]"), "80")
+	addr := t.Host
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		port := "80"
+		if t.Scheme == "https" {
+			port = "443"
 		}
-		h1 := &h1Transport{
-			dial: func(ctx context.Context) (net.Conn, error) {
-				return dialer.DialContext(ctx, "tcp", addr)
-			},
-			respHeaderTimeout: h.cfg.Timeouts.ResponseHeader,
-			idleTimeout:       tr.IdleConnTimeout,
-			maxIdle:           tr.MaxIdleConnsPerHost,
+		addr = net.JoinHostPort(strings.Trim(addr, "[]"), port)
+	}
+	switch {
+	case t.Socket != "":
+		sock := t.Socket
+		h1.dial = func(ctx context.Context) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", sock)
 		}
-		if t.Socket != "" {
-			sock := t.Socket
-			h1.dial = func(ctx context.Context) (net.Conn, error) {
-				return dialer.DialContext(ctx, "unix", sock)
+	case t.Scheme == "https":
+		host, _, _ := net.SplitHostPort(addr)
+		h1.tls = &tls.Config{
+			ServerName:         host,
+			NextProtos:         []string{"http/1.1"},
+			MinVersion:         tls.VersionTLS12,
+			ClientSessionCache: tls.NewLRUClientSessionCache(64),
+		}
+		h1.dial = func(ctx context.Context) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, h.cfg.Timeouts.Connect)
+			defer cancel()
+			c, err := dialer.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
 			}
+			tc := tls.Client(c, h1.tls)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return tc, nil
 		}
-		rt, up.tr, up.h1 = h1, h1, h1
+	default:
+		h1.dial = func(ctx context.Context) (net.Conn, error) {
+			return dialer.DialContext(ctx, "tcp", addr)
+		}
 	}
+	rt := http.RoundTripper(h1)
+	up := &upstream{url: u, tr: h1, h1: h1}
 	up.rp = &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, up) },
 		Transport:      &endTransport{rt: rt, endCtx: h.endCtx},
