@@ -3,8 +3,8 @@ package proxy
 import (
 	"context"
 	"io"
-	"mime"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -76,10 +76,15 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // isStreaming matches the responses ReverseProxy flushes immediately.
 func isStreaming(res *http.Response) bool {
-	if ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); ct == "text/event-stream" {
-		return true
-	}
-	return res.ContentLength == -1
+	return res.ContentLength == -1 || isEventStream(res.Header.Get("Content-Type"))
+}
+
+// isEventStream reports whether a Content-Type's media type is
+// text/event-stream, as mime.ParseMediaType would read it, without its
+// allocations: the type ends at ";" or blanks, in any case.
+func isEventStream(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 type endableBody struct {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -348,4 +349,18 @@ func TestProbeBody(t *testing.T) {
 			t.Errorf("error %v, want %v", err, boom)
 		}
 	})
+}
+
+func TestIsEventStream(t *testing.T) {
+	for _, ct := range []string{"text/event-stream", "Text/Event-Stream", "text/event-stream; charset=utf-8", " text/event-stream ;x=1", "text/event-stream\t"} {
+		mt, _, err := mime.ParseMediaType(ct)
+		if !isEventStream(ct) || err != nil || mt != "text/event-stream" {
+			t.Errorf("%q: isEventStream %v, mime says %q (%v)", ct, isEventStream(ct), mt, err)
+		}
+	}
+	for _, ct := range []string{"", "text/event-streams", "application/json", "text/event", "text/event-stream-x"} {
+		if isEventStream(ct) {
+			t.Errorf("%q taken for an event stream", ct)
+		}
+	}
 }

@@ -180,7 +180,7 @@ var errMultipleTokens = errors.New("more than one access token in the request")
 // bearer extracts the token from the Authorization header; tokens in the
 // query string or form are refused (RFC 6750 §2.3 is insecure for MCP).
 func bearer(r *http.Request) (string, error) {
-	if r.URL.Query().Has("access_token") {
+	if r.URL.RawQuery != "" && r.URL.Query().Has("access_token") {
 		return "", errors.New("access tokens are accepted only in the Authorization header")
 	}
 	vals := r.Header.Values("Authorization")

@@ -142,6 +142,11 @@ func (sl *slot) run() {
 		sl.mu.Lock()
 		sl.state = state
 		sl.mu.Unlock()
+		if state == stateReady {
+			// Only now: whoever waits for the first start must find the
+			// slot ready, not still starting.
+			sl.settleFirst(true, "")
+		}
 	}
 }
 
@@ -176,7 +181,6 @@ func (sl *slot) starting(gen uint64) (*proc, slotEvent) {
 	info := p.info()
 	sl.log.Info("worker ready", "pid", p.pid(), "build_id", info.BuildID, "version", info.Version, "generation", gen)
 	sl.setCur(nil, p)
-	sl.settleFirst(true, "")
 	return p, evReady
 }
 

@@ -100,9 +100,13 @@ func (s *h3) advertise(next http.Handler) http.Handler {
 	if s == nil {
 		return next
 	}
+	// One value slice for every response instead of one per response:
+	// its length is its capacity, so a later Add copies it, never writes
+	// into it.
+	v := []string{s.altSvc}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor < 3 {
-			w.Header().Set("Alt-Svc", s.altSvc)
+			w.Header()["Alt-Svc"] = v[:1:1]
 		}
 		next.ServeHTTP(w, r)
 	})
