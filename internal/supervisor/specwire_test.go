@@ -1,0 +1,63 @@
+package supervisor
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/wire"
+)
+
+// A worker decodes the compact spec to exactly the spec the supervisor
+// meant: its own proxy in full, the others as gatewayView cut them (an
+// empty user list stays empty: it is not "inherit").
+func TestEncodeSpecRoundTrip(t *testing.T) {
+	full := []*config.Proxy{
+		{Name: "a", File: "/etc/mcpgate/a.toml", Enabled: true, Hostnames: []string{"a.example", "*.a.example"},
+			Target: config.Upstream{Raw: "http://127.0.0.1:1", Scheme: "http", Host: "127.0.0.1:1"}, HTTP3: true,
+			TLS:  config.TLS{CertFile: "/c", KeyFile: "/k"},
+			Auth: config.Auth{Required: true, Scopes: []string{"mcp"}, ResourcePath: "/mcp", PublicPaths: []string{"/pub"}}, Hash: "ab"},
+		{Name: "b", Enabled: true, Hostnames: []string{"b.example"},
+			Auth: config.Auth{Required: false, Scopes: []string{}, ResourcePath: "/",
+				Users: config.Users{Allowed: []string{}, Admin: []string{"root"}, MCP: []string{"*"}}}},
+	}
+	view := gatewayView(full)
+	spec := wire.Spec{Protocol: wire.Protocol, Proxy: full[0], StateDir: "/s", Gateway: view}
+	b := encodeSpec(spec)
+	if n := bytes.Count(b, []byte(`"gateway"`)); n != 1 {
+		t.Fatalf("%d gateway keys in %s", n, b)
+	}
+	var got wire.Spec
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Proxy, full[0]) {
+		t.Errorf("proxy: got %+v, want %+v", got.Proxy, full[0])
+	}
+	if !reflect.DeepEqual(got.Gateway, view) {
+		t.Errorf("gateway: got %+v, want %+v", got.Gateway, view)
+	}
+	if got.Gateway[1].Auth.Users.Allowed == nil || got.Gateway[1].Auth.Scopes == nil {
+		t.Error("an empty list came back as nil")
+	}
+	// The same view is encoded once.
+	if c := encodeGateway(view); &c[0] != &encodeGateway(view)[0] {
+		t.Error("gateway encoded again for the same view")
+	}
+}
+
+// gatewayEntry must carry every field gatewayView keeps.
+func TestGatewayEntryCoversView(t *testing.T) {
+	v := gatewayView([]*config.Proxy{{Name: "n", Enabled: true, Hostnames: []string{"h"},
+		Auth: config.Auth{Required: true, Scopes: []string{"s"}, ResourcePath: "/r", PublicPaths: []string{"/p"},
+			Users: config.Users{Allowed: []string{"a"}, Admin: []string{"b"}, User: []string{"c"}, MCP: []string{"d"}}}}})[0]
+	full, _ := json.Marshal(v)
+	var a, b config.Proxy
+	json.Unmarshal(full, &a)
+	json.Unmarshal(encodeGateway([]*config.Proxy{v})[1:len(encodeGateway([]*config.Proxy{v}))-1], &b)
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("compact entry decodes to %+v, the view to %+v", b, a)
+	}
+}
