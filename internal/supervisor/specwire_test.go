@@ -61,3 +61,19 @@ func TestGatewayEntryCoversView(t *testing.T) {
 		t.Errorf("compact entry decodes to %+v, the view to %+v", b, a)
 	}
 }
+
+// gatewayAuth carries every field of config.Auth: a field added there and
+// not here would reach workers as its zero value for the other proxies.
+func TestGatewayAuthFields(t *testing.T) {
+	want := reflect.TypeFor[config.Auth]()
+	got := reflect.TypeFor[gatewayAuth]()
+	if want.NumField() != got.NumField() {
+		t.Fatalf("config.Auth has %d fields, gatewayAuth %d", want.NumField(), got.NumField())
+	}
+	for i := range want.NumField() {
+		w, g := want.Field(i), got.Field(i)
+		if w.Name != g.Name || w.Tag.Get("json") != g.Tag.Get("json") && w.Name != "Users" {
+			t.Errorf("field %d: config.Auth %s %q, gatewayAuth %s %q", i, w.Name, w.Tag, g.Name, g.Tag)
+		}
+	}
+}
