@@ -19,6 +19,11 @@ import (
 // through the window finds it.
 const activeWindow = 2 * time.Second
 
+// startWindow is the same at the start of a watch, for a commit whose
+// frames were written just before the watch began; shorter, because every
+// worker of a start (500 at once) would otherwise poll 8 times in it.
+const startWindow = 500 * time.Millisecond
+
 // Notify lets revocation.Mirror sleep while nobody writes the database: it
 // watches the database's directory with inotify for writes to the file and
 // its WAL (by any process on this host: the only ones that can share a
@@ -48,7 +53,7 @@ func (s *Store) Notify(ctx context.Context) (wake <-chan struct{}, live func() b
 		return ch, live
 	}
 	f := os.NewFile(uintptr(fd), "inotify") // non-blocking: reads wait in the netpoller
-	lastWrite.Store(time.Now().UnixNano())
+	lastWrite.Store(time.Now().Add(startWindow - activeWindow).UnixNano())
 	up.Store(true)
 	signal := func() {
 		lastWrite.Store(time.Now().UnixNano())

@@ -30,9 +30,9 @@ func TestNotifyWakesOnWrite(t *testing.T) {
 	defer cancel()
 	wake, live := a.Notify(ctx)
 	if live() {
-		t.Error("live at once: the first activeWindow must poll")
+		t.Error("live at once: the first startWindow must poll")
 	}
-	deadline := time.Now().Add(activeWindow + 2*time.Second)
+	deadline := time.Now().Add(startWindow + 2*time.Second)
 	for !live() && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
