@@ -191,6 +191,14 @@ func (s *Store) setup(ctx context.Context) error {
 
 func (s *Store) enableWAL(ctx context.Context) error {
 	var mode string
+	// The usual case, a file already in WAL mode, through a read
+	// connection: the migration check and the revocation poll use that
+	// one too, so a worker opens no writer connection at start-up (one
+	// SQLite connection fewer to open in each of hundreds of workers
+	// starting; the writer opens at the first write).
+	if err := s.r.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err == nil && mode == "wal" {
+		return nil
+	}
 	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		return err
 	}
