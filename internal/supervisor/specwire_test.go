@@ -77,3 +77,32 @@ func TestGatewayAuthFields(t *testing.T) {
 		}
 	}
 }
+
+// The hand-written exposition: families and samples sorted, label values
+// and help escaped, a histogram's buckets cumulative with +Inf, _sum and
+// _count.
+func TestExposition(t *testing.T) {
+	var e exposition
+	g := newDesc("z_gauge", "A gauge\\with \"quotes\"\nand lines.", "gauge", "name")
+	h := newDesc("a_seconds", "A histogram.", "histogram", "proxy")
+	e.add(g, 2, "b")
+	e.add(g, 1.5, "a\"\\\n")
+	e.addHistogram(h, histSample{bounds: []float64{0.1, 1}, counts: []uint64{1, 3}, count: 4, sum: 2.5}, "p")
+	var b bytes.Buffer
+	e.write(&b)
+	want := `# HELP a_seconds A histogram.
+# TYPE a_seconds histogram
+a_seconds_bucket{proxy="p",le="0.1"} 1
+a_seconds_bucket{proxy="p",le="1"} 3
+a_seconds_bucket{proxy="p",le="+Inf"} 4
+a_seconds_sum{proxy="p"} 2.5
+a_seconds_count{proxy="p"} 4
+# HELP z_gauge A gauge\\with "quotes"\nand lines.
+# TYPE z_gauge gauge
+z_gauge{name="a\"\\\n"} 1.5
+z_gauge{name="b"} 2
+`
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
