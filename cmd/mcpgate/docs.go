@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
@@ -212,9 +213,11 @@ func commandPage(c *command, date string) string {
 	return b.String()
 }
 
+// Compiled on first use: only `mcpgate docs` needs them, and every worker
+// is this binary too.
 var (
-	tomlSection = regexp.MustCompile(`^#?(\[\[?[a-z0-9_.]+\]\]?)\s*$`)
-	tomlKey     = regexp.MustCompile(`^#?[a-z0-9_]+\s*=`)
+	tomlSection = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^#?(\[\[?[a-z0-9_.]+\]\]?)\s*$`) })
+	tomlKey     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^#?[a-z0-9_]+\s*=`) })
 )
 
 // tomlPage renders the shipped mcpgate.toml as mcpgate.toml(5): its
@@ -241,10 +244,10 @@ func tomlPage(src []byte, date string) string {
 		switch {
 		case strings.HasPrefix(line, "# ---"):
 			flush()
-		case tomlSection.MatchString(line):
+		case tomlSection().MatchString(line):
 			flush()
-			fmt.Fprintf(&b, ".SH \"%s\"\n", roff(tomlSection.FindStringSubmatch(line)[1]))
-		case tomlKey.MatchString(line):
+			fmt.Fprintf(&b, ".SH \"%s\"\n", roff(tomlSection().FindStringSubmatch(line)[1]))
+		case tomlKey().MatchString(line):
 			if len(example) == 0 && len(prose) > 0 {
 				fmt.Fprintf(&b, ".PP\n%s\n", roffText(strings.Join(prose, "\n")))
 				prose = nil

@@ -362,7 +362,7 @@ func TestDocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every setting of the shipped file appears in the page.
-	for _, m := range regexp.MustCompile(`(?m)`+tomlKey.String()).FindAllString(string(src), -1) {
+	for _, m := range regexp.MustCompile(`(?m)`+tomlKey().String()).FindAllString(string(src), -1) {
 		key := strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(m, "#"), "="))
 		if !strings.Contains(toml, strings.ReplaceAll(key, "-", `\-`)) {
 			t.Errorf("mcpgate.toml(5) lacks %s", key)

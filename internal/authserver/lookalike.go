@@ -3,6 +3,7 @@ package authserver
 import (
 	"net/url"
 	"strings"
+	"sync"
 	"unicode"
 
 	"github.com/mcpgate/mcpgate/internal/policy"
@@ -85,7 +86,7 @@ func foldName(s string) string {
 			continue
 		}
 		r = unicode.ToLower(r)
-		if m, ok := confusables[r]; ok {
+		if m, ok := confusables()[r]; ok {
 			r = m
 		}
 		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
@@ -95,8 +96,9 @@ func foldName(s string) string {
 	return strings.NewReplacer("rn", "m", "vv", "w").Replace(b.String())
 }
 
-// confusables maps characters that look like an ASCII letter to it.
-var confusables = func() map[rune]rune {
+// confusables maps characters that look like an ASCII letter to it. Built
+// on first use (client registration), not at every process start.
+var confusables = sync.OnceValue(func() map[rune]rune {
 	m := map[rune]rune{
 		'0': 'o', '1': 'l', '3': 'e', '4': 'a', '5': 's', '7': 't', '@': 'a', '$': 's', '|': 'l', '!': 'i',
 		'ı': 'i', 'ł': 'l', 'ø': 'o', 'đ': 'd', 'ħ': 'h', 'ŧ': 't', 'ß': 's', 'æ': 'a', 'œ': 'o',
@@ -153,4 +155,4 @@ var confusables = func() map[rune]rune {
 		}
 	}
 	return m
-}()
+})

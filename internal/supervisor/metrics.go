@@ -1,19 +1,19 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
 	"github.com/mcpgate/mcpgate/internal/buildinfo"
@@ -152,35 +152,28 @@ type collector struct {
 }
 
 var (
-	descBuildInfo      = prometheus.NewDesc("mcpgate_build_info", "The running supervisor's build; always 1.", []string{"version", "build_id"}, nil)
-	descWorkers        = prometheus.NewDesc("mcpgate_workers", "Worker processes by proxy and state.", []string{"proxy", "state"}, nil)
-	descRestarts       = prometheus.NewDesc("mcpgate_worker_restarts_total", "Workers that exited without being asked to (a crash, a failed start); the slot starts another.", []string{"proxy"}, nil)
-	descReloads        = prometheus.NewDesc("mcpgate_reloads_total", "Reloads by result: ok, failed (a proxy kept its old worker), rejected (configuration errors).", []string{"result"}, nil)
-	descReloadDuration = prometheus.NewDesc("mcpgate_reload_duration_seconds", "How long reloads took.", nil, nil)
-	descRequests       = prometheus.NewDesc("mcpgate_requests_total", "Finished HTTP requests by status code (a class such as 2xx for unusual codes), method and protocol.", []string{"proxy", "code", "method", "protocol"}, nil)
-	descDuration       = prometheus.NewDesc("mcpgate_request_duration_seconds", "Request durations, from the request head to the end of the response.", []string{"proxy"}, nil)
-	descUpstreamErrors = prometheus.NewDesc("mcpgate_upstream_errors_total", "Requests the backend failed, by kind: connect, timeout, reset, other.", []string{"proxy", "kind"}, nil)
-	descOpenStreams    = prometheus.NewDesc("mcpgate_open_streams", "Open streaming responses (SSE) and WebSocket connections to the backend.", []string{"proxy"}, nil)
-	descConnections    = prometheus.NewDesc("mcpgate_connections", "Open client connections by protocol (h1, h2, h3).", []string{"proxy", "protocol"}, nil)
-	descTokensIssued   = prometheus.NewDesc("mcpgate_oauth_tokens_issued_total", "Access tokens issued by the token endpoint, by grant type.", []string{"proxy", "grant_type"}, nil)
-	descOAuthDenied    = prometheus.NewDesc("mcpgate_oauth_denied_total", "OAuth error answers of the authorization server, by error code.", []string{"proxy", "reason"}, nil)
-	descBearerRejected = prometheus.NewDesc("mcpgate_bearer_rejected_total", "Requests the bearer check refused, by reason.", []string{"proxy", "reason"}, nil)
-	descHandoffs       = prometheus.NewDesc("mcpgate_handoffs_total", "Accepted connections by routing result: delivered, unknown_host, failed, rejected (before routing).", []string{"result"}, nil)
-	descQUICRouted     = prometheus.NewDesc("mcpgate_quic_packets_routed_total", "QUIC datagrams by routing result.", []string{"result"}, nil)
-	descCertExpiry     = prometheus.NewDesc("mcpgate_certificate_expiry_timestamp_seconds", "When each ACME certificate expires (Unix time).", []string{"name"}, nil)
+	descBuildInfo      = newDesc("mcpgate_build_info", "The running supervisor's build; always 1.", "gauge", "version", "build_id")
+	descWorkers        = newDesc("mcpgate_workers", "Worker processes by proxy and state.", "gauge", "proxy", "state")
+	descRestarts       = newDesc("mcpgate_worker_restarts_total", "Workers that exited without being asked to (a crash, a failed start); the slot starts another.", "counter", "proxy")
+	descReloads        = newDesc("mcpgate_reloads_total", "Reloads by result: ok, failed (a proxy kept its old worker), rejected (configuration errors).", "counter", "result")
+	descReloadDuration = newDesc("mcpgate_reload_duration_seconds", "How long reloads took.", "histogram")
+	descRequests       = newDesc("mcpgate_requests_total", "Finished HTTP requests by status code (a class such as 2xx for unusual codes), method and protocol.", "counter", "proxy", "code", "method", "protocol")
+	descDuration       = newDesc("mcpgate_request_duration_seconds", "Request durations, from the request head to the end of the response.", "histogram", "proxy")
+	descUpstreamErrors = newDesc("mcpgate_upstream_errors_total", "Requests the backend failed, by kind: connect, timeout, reset, other.", "counter", "proxy", "kind")
+	descOpenStreams    = newDesc("mcpgate_open_streams", "Open streaming responses (SSE) and WebSocket connections to the backend.", "gauge", "proxy")
+	descConnections    = newDesc("mcpgate_connections", "Open client connections by protocol (h1, h2, h3).", "gauge", "proxy", "protocol")
+	descTokensIssued   = newDesc("mcpgate_oauth_tokens_issued_total", "Access tokens issued by the token endpoint, by grant type.", "counter", "proxy", "grant_type")
+	descOAuthDenied    = newDesc("mcpgate_oauth_denied_total", "OAuth error answers of the authorization server, by error code.", "counter", "proxy", "reason")
+	descBearerRejected = newDesc("mcpgate_bearer_rejected_total", "Requests the bearer check refused, by reason.", "counter", "proxy", "reason")
+	descHandoffs       = newDesc("mcpgate_handoffs_total", "Accepted connections by routing result: delivered, unknown_host, failed, rejected (before routing).", "counter", "result")
+	descQUICRouted     = newDesc("mcpgate_quic_packets_routed_total", "QUIC datagrams by routing result.", "counter", "result")
+	descCertExpiry     = newDesc("mcpgate_certificate_expiry_timestamp_seconds", "When each ACME certificate expires (Unix time).", "gauge", "name")
 )
 
-func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBuildInfo, descWorkers, descRestarts, descReloads, descReloadDuration, descRequests, descDuration,
-		descUpstreamErrors, descOpenStreams, descConnections, descTokensIssued, descOAuthDenied, descBearerRejected, descHandoffs, descQUICRouted, descCertExpiry} {
-		ch <- d
-	}
-}
-
-func (c collector) Collect(ch chan<- prometheus.Metric) {
+func (c collector) collect(e *exposition) {
 	s := c.s
 	m := s.metrics
-	ch <- prometheus.MustNewConstMetric(descBuildInfo, prometheus.GaugeValue, 1, buildinfo.Version(), buildinfo.ID())
+	e.add(descBuildInfo, 1, buildinfo.Version(), buildinfo.ID())
 
 	st := s.Status()
 	workers := map[[2]string]float64{}
@@ -195,60 +188,53 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for k, n := range workers {
-		ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, n, k[0], k[1])
+		e.add(descWorkers, n, k[0], k[1])
 	}
 	for name, t := range certs {
-		ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(t.Unix()), name)
+		e.add(descCertExpiry, float64(t.Unix()), name)
 	}
 
 	m.mu.Lock()
 	for proxy, n := range m.restarts {
-		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(n), proxy)
+		e.add(descRestarts, float64(n), proxy)
 	}
 	for result, n := range m.reloads {
-		ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(n), result)
+		e.add(descReloads, float64(n), result)
 	}
-	ch <- prometheus.MustNewConstHistogram(descReloadDuration, m.reloadH.count, m.reloadH.sum, buckets(m.reloadH.bounds, m.reloadH.counts))
+	e.addHistogram(descReloadDuration, histSample{bounds: slices.Clone(m.reloadH.bounds), counts: slices.Clone(m.reloadH.counts),
+		count: m.reloadH.count, sum: m.reloadH.sum})
 	m.mu.Unlock()
 
 	for proxy, t := range m.totals() {
 		for _, r := range t.Requests {
-			ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(r.N), proxy, r.Code, r.Method, r.Protocol)
+			e.add(descRequests, float64(r.N), proxy, r.Code, r.Method, r.Protocol)
 		}
 		if h := t.Duration; h != nil && len(h.Bounds) == len(h.Counts) {
-			ch <- prometheus.MustNewConstHistogram(descDuration, h.Count, h.Sum, buckets(h.Bounds, h.Counts), proxy)
+			e.addHistogram(descDuration, histSample{bounds: h.Bounds, counts: h.Counts, count: h.Count, sum: h.Sum}, proxy)
 		}
-		counters(ch, descUpstreamErrors, proxy, t.UpstreamErrors)
-		counters(ch, descTokensIssued, proxy, t.TokensIssued)
-		counters(ch, descOAuthDenied, proxy, t.OAuthDenied)
-		counters(ch, descBearerRejected, proxy, t.BearerRejected)
-		ch <- prometheus.MustNewConstMetric(descOpenStreams, prometheus.GaugeValue, float64(t.OpenStreams), proxy)
+		counters(e, descUpstreamErrors, proxy, t.UpstreamErrors)
+		counters(e, descTokensIssued, proxy, t.TokensIssued)
+		counters(e, descOAuthDenied, proxy, t.OAuthDenied)
+		counters(e, descBearerRejected, proxy, t.BearerRejected)
+		e.add(descOpenStreams, float64(t.OpenStreams), proxy)
 		for _, proto := range []string{"h1", "h2", "h3"} {
-			ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(t.Connections[proto]), proxy, proto)
+			e.add(descConnections, float64(t.Connections[proto]), proxy, proto)
 		}
 	}
 
 	for result, n := range s.disp.Handoffs() {
-		ch <- prometheus.MustNewConstMetric(descHandoffs, prometheus.CounterValue, float64(n), result)
+		e.add(descHandoffs, float64(n), result)
 	}
 	if s.quic != nil {
 		for i := range s.quic.routed {
-			ch <- prometheus.MustNewConstMetric(descQUICRouted, prometheus.CounterValue, float64(s.quic.routed[i].Load()), quicResults[i])
+			e.add(descQUICRouted, float64(s.quic.routed[i].Load()), quicResults[i])
 		}
 	}
 }
 
-func buckets(bounds []float64, counts []uint64) map[float64]uint64 {
-	b := make(map[float64]uint64, len(bounds))
-	for i, ub := range bounds {
-		b[ub] = counts[i]
-	}
-	return b
-}
-
-func counters(ch chan<- prometheus.Metric, d *prometheus.Desc, proxy string, m map[string]uint64) {
+func counters(e *exposition, d *metricDesc, proxy string, m map[string]uint64) {
 	for label, n := range m {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), proxy, label)
+		e.add(d, float64(n), proxy, label)
 	}
 }
 
@@ -293,10 +279,15 @@ func (s *Supervisor) serveMetrics(ctx context.Context, addr string) {
 		s.log.Error("metrics: cannot listen; serving without /metrics", "addr", addr, "err", err)
 		return
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{s})
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}}))
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		var e exposition
+		collector{s}.collect(&e)
+		var b bytes.Buffer
+		e.write(&b)
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		w.Write(b.Bytes())
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	s.log.Info("serving metrics", "addr", addr)
 	go func() {
@@ -306,20 +297,6 @@ func (s *Supervisor) serveMetrics(ctx context.Context, addr string) {
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.log.Error("metrics server", "err", err)
 	}
-}
-
-type slogPrinter struct{ s *Supervisor }
-
-func (p slogPrinter) Println(v ...any) {
-	parts := make([]string, len(v))
-	for i, x := range v {
-		if e, ok := x.(error); ok {
-			parts[i] = e.Error()
-		} else if str, ok := x.(string); ok {
-			parts[i] = str
-		}
-	}
-	p.s.log.Warn("metrics: " + strings.Join(parts, " "))
 }
 
 // listenMetrics binds [server] metrics. SO_REUSEPORT and a unix socket

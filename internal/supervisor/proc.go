@@ -238,10 +238,11 @@ func (s *execSpawner) start(spec wire.Spec) (*proc, error) {
 	p.metrics = s.metrics
 	s.metrics.add(p)
 	p.watch()
-	// The spec is small, far below the pipe buffer, so this cannot block on
-	// a worker that never reads.
+	// The pipe holds the whole spec (fitPipe), so this cannot block on a
+	// worker that never reads.
 	spec.Protocol = wire.Protocol
-	b, _ := json.Marshal(spec)
+	b := encodeSpec(spec)
+	fitPipe(specW, len(b))
 	_, werr := specW.Write(b)
 	specW.Close()
 	if werr != nil {

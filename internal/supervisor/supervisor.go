@@ -278,7 +278,8 @@ func (s *Supervisor) serve(ctx context.Context, sigs <-chan os.Signal) error {
 	}
 }
 
-func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) wire.Spec {
+// spec is the worker spec of proxy p; gateway is gatewayView of cfg.
+func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy, gateway []*config.Proxy) wire.Spec {
 	return wire.Spec{
 		Proxy:         p,
 		StateDir:      cfg.Server.StateDir,
@@ -286,7 +287,7 @@ func (s *Supervisor) spec(cfg *config.Config, p *config.Proxy) wire.Spec {
 		HTTPSPort:     s.httpsPort(),
 		OAuth:         cfg.OAuth,
 		Store:         cfg.Store,
-		Gateway:       cfg.Enabled(),
+		Gateway:       gateway,
 		QUIC:          s.quic.spec(p.HTTP3),
 		PprofDir:      cfg.Server.PprofDir,
 		AccessLogOff:  !cfg.Server.AccessLog,
@@ -314,8 +315,10 @@ func (s *Supervisor) apply(cfg *config.Config) ReloadResult {
 	s.mu.Unlock()
 
 	fresh := map[string]*slot{}
-	for _, p := range cfg.Enabled() {
-		fresh[p.Name] = newSlot(s.spec(cfg, p), s.spawner, s.log)
+	enabled := cfg.Enabled()
+	gateway := gatewayView(enabled)
+	for _, p := range enabled {
+		fresh[p.Name] = newSlot(s.spec(cfg, p, gateway), s.spawner, s.log)
 	}
 	startAll(fresh)
 

@@ -109,6 +109,13 @@ func (w *Worker) run() error {
 		return fmt.Errorf("worker %s: %w", p.Name, err)
 	}
 	w.proxy = ph
+	// The supervisor sends the other proxies cut down to what policy
+	// reads; this worker's own entry is its full Spec.Proxy.
+	for i, q := range w.spec.Gateway {
+		if q.Name == p.Name {
+			w.spec.Gateway[i] = p
+		}
+	}
 	w.policy = policy.New(w.spec.Gateway, w.spec.OAuth)
 	if w.oauth, err = w.setupOAuth(); err != nil {
 		return fmt.Errorf("worker %s: oauth: %w", p.Name, err)

@@ -54,6 +54,7 @@ const (
 // Store is a store.Store on one SQLite file. It is safe for concurrent use
 // by goroutines and by other processes that open the same file.
 type Store struct {
+	path   string    // absolute
 	w      *sql.DB   // one connection; _txlock=immediate
 	r      *sql.DB   // read-only pool
 	revoke *sql.Stmt // the revocation poll, prepared once: it runs several times a second
@@ -103,7 +104,7 @@ func Open(path string) (*Store, error) {
 	wdsn := (&url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}).String()
 	rdsn := (&url.URL{Scheme: "file", Path: abs, RawQuery: rq.Encode()}).String()
 
-	s := &Store{}
+	s := &Store{path: abs}
 	if s.w, err = sql.Open("sqlite", wdsn); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -190,6 +191,14 @@ func (s *Store) setup(ctx context.Context) error {
 
 func (s *Store) enableWAL(ctx context.Context) error {
 	var mode string
+	// The usual case, a file already in WAL mode, through a read
+	// connection: the migration check and the revocation poll use that
+	// one too, so a worker opens no writer connection at start-up (one
+	// SQLite connection fewer to open in each of hundreds of workers
+	// starting; the writer opens at the first write).
+	if err := s.r.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err == nil && mode == "wal" {
+		return nil
+	}
 	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		return err
 	}
