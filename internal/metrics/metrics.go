@@ -1,8 +1,8 @@
 // Package metrics is a worker's side of /metrics: counters and gauges the
 // request path increments, and the snapshot the worker sends to the
 // supervisor in wire.Stats. The supervisor, not the worker, serves them
-// (workers have no port of their own), with client_golang; this package is
-// standard library only, so workers do not link it.
+// (workers have no port of their own), in the Prometheus text format
+// (supervisor/expose.go); this package is standard library only.
 //
 // Counting is on the path of every request, so every metric is a fixed
 // array of atomics indexed by label values from a fixed set: no lock, no
