@@ -83,9 +83,12 @@ func (m *Mirror) Run(ctx context.Context, log *slog.Logger) {
 	if n, ok := m.log.(Notifier); ok {
 		wake, live = n.Notify(ctx)
 	}
-	t := time.NewTicker(Poll)
+	// A timer set for each wait rather than a ticker: while notifications
+	// are live an idle worker sleeps NotifiedPoll, instead of waking four
+	// times a second to find it has nothing to do (at 500 proxies, 2,000
+	// wake-ups a second on an idle host).
+	t := time.NewTimer(Poll)
 	defer t.Stop()
-	last := time.Time{}
 	failing := false
 	for {
 		if err := m.Load(ctx); err != nil && ctx.Err() == nil {
@@ -98,18 +101,19 @@ func (m *Mirror) Run(ctx context.Context, log *slog.Logger) {
 			log.Info("reading revocations again")
 			failing = false
 		}
-		last = time.Now()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-wake:
-			case <-t.C:
-				if live() && !failing && time.Since(last) < NotifiedPoll {
-					continue
-				}
-			}
-			break
+		// Not live (no notifier, a write within its active window, a
+		// broken watch, a failing store): every Poll. Live turns false
+		// only with a notification, which ends the long wait at once.
+		d := Poll
+		if live() && !failing {
+			d = NotifiedPoll
+		}
+		t.Reset(d)
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-t.C:
 		}
 	}
 }
