@@ -22,9 +22,10 @@ func (w *discardWriter) WriteHeader(int)             {}
 func (w *discardWriter) Flush()                      {}
 
 // BenchmarkUpstream is one small request through Handler to a local
-// HTTP/1.1 backend, with mcpgate's upstream client ("h1") and with
-// http.Transport ("transport"), GET and a JSON-RPC POST. The backend's
-// cost is in both; the difference is the upstream path's.
+// HTTP/1.1 backend: on the direct path ("direct"), through ReverseProxy
+// with mcpgate's upstream client ("reverseproxy") and through
+// ReverseProxy with http.Transport ("transport"), GET and a JSON-RPC POST.
+// The backend's cost is in all; the differences are the proxy path's.
 func BenchmarkUpstream(b *testing.B) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -32,7 +33,7 @@ func BenchmarkUpstream(b *testing.B) {
 		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
 	}))
 	defer backend.Close()
-	for _, client := range []string{"h1", "transport"} {
+	for _, client := range []string{"direct", "reverseproxy", "transport"} {
 		for _, method := range []string{"GET", "POST"} {
 			b.Run(client+"/"+method, func(b *testing.B) {
 				p := &config.Proxy{Name: "notes", Target: upstreamOf(b, backend.URL),
@@ -41,10 +42,14 @@ func BenchmarkUpstream(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if client == "transport" {
+				switch client {
+				case "reverseproxy":
+					h.def.h1 = nil // ServeHTTP takes ReverseProxy, which keeps h1Transport
+				case "transport":
 					tr := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
 					defer tr.CloseIdleConnections()
 					h.def.rp.Transport = &endTransport{rt: tr, endCtx: h.endCtx}
+					h.def.h1 = nil
 				}
 				defer h.CloseIdle()
 				const body = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`

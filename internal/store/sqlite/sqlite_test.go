@@ -652,7 +652,7 @@ func BenchmarkConsumeAuthCode(b *testing.B) {
 		for i := range codes {
 			codes[i] = hash(fmt.Sprint("code-", i))
 			if _, err := tx.ExecContext(ctx, `INSERT INTO auth_codes (`+codeCols+`)
-				VALUES (?, 'g', 'c', '', '', '', '', '', '', '', ?, 0)`, codes[i], exp); err != nil {
+				VALUES (?, 'g', 'c', '', '', '', '', '', '', '', ?, 0, '[]', '[]', 0)`, codes[i], exp); err != nil {
 				return err
 			}
 		}
