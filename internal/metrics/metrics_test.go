@@ -127,3 +127,41 @@ func TestRequestDoesNotAllocate(t *testing.T) {
 		t.Errorf("%v allocations per request", n)
 	}
 }
+
+// TestFingerprint: every mutator changes the fingerprint, an unchanged
+// set of counters keeps it, and opposite one-step changes of two gauges
+// do not cancel out.
+func TestFingerprint(t *testing.T) {
+	c := New()
+	steps := []struct {
+		name string
+		do   func()
+	}{
+		{"request", func() { c.Request(200, "GET", H1, time.Millisecond) }},
+		{"upstream error", func() { c.UpstreamError(UpstreamTimeout) }},
+		{"token", func() { c.TokenIssued("authorization_code") }},
+		{"denied", func() { c.OAuthDenied("access_denied") }},
+		{"bearer", func() { c.BearerRejected(BearerMissing) }},
+		{"stream opened", func() { c.StreamOpened() }},
+		{"conn opened", func() { c.ConnOpened(H2) }},
+		{"stream closed, conn opened", func() { c.StreamClosed(); c.ConnOpened(H1) }},
+		{"conn switched", func() { c.ConnSwitched(H1, H2) }},
+		{"conn closed", func() { c.ConnClosed(H2) }},
+	}
+	seen := map[uint64]string{c.Fingerprint(): "zero"}
+	for _, s := range steps {
+		before := c.Fingerprint()
+		if again := c.Fingerprint(); again != before {
+			t.Fatalf("fingerprint changed without a change")
+		}
+		s.do()
+		after := c.Fingerprint()
+		if after == before {
+			t.Errorf("%s: fingerprint unchanged", s.name)
+		}
+		if prev, ok := seen[after]; ok {
+			t.Errorf("%s: fingerprint equals the one after %s", s.name, prev)
+		}
+		seen[after] = s.name
+	}
+}

@@ -314,13 +314,25 @@ func (w *Worker) reportStats() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var last []byte
+	var lastFP uint64
+	lastSent := time.Now()
 	for {
+		forced := false
 		select {
 		case <-t.C:
 		case <-w.certsChanged():
+			forced = true
 		case <-w.drained:
 			return
 		}
+		// An idle worker learns that nothing changed from the counters
+		// alone, without building and encoding the message; every 30 s it
+		// is built anyway, for whatever the counters do not show.
+		fp := metrics.Default.Fingerprint()*31 + uint64(w.conns.Load())
+		if !forced && last != nil && fp == lastFP && time.Since(lastSent) < 30*time.Second {
+			continue
+		}
+		lastFP, lastSent = fp, time.Now()
 		b := w.statsMessage()
 		if bytes.Equal(b, last) {
 			continue

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -366,17 +367,22 @@ func TestAdminPermissionDenied(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(top, "mcpgate")
-	b, err := os.ReadFile(harness.Binary(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	harness.InstallBinary(t, harness.Binary(t), bin)
 	for _, args := range [][]string{{"grants", "list"}, {"clients", "delete", "x"}, {"keys", "rotate"}} {
-		cmd := exec.Command(bin, append(args, "--config-dir", filepath.Join(top, "conf"))...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-		out, err := cmd.CombinedOutput()
+		var out []byte
+		var err error
+		// Should InstallBinary have had to copy, a parallel test's fork may
+		// hold the copy's write descriptor for a moment (until its child's
+		// exec closes it): ETXTBSY, golang/go#22315.
+		for try := 0; try < 50; try++ {
+			cmd := exec.Command(bin, append(args, "--config-dir", filepath.Join(top, "conf"))...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			out, err = cmd.CombinedOutput()
+			if !errors.Is(err, syscall.ETXTBSY) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		want := regexp.MustCompile(`^mcpgate: run as root: cannot open ` + regexp.QuoteMeta(state) + `/(oauth\.db|keys): permission denied\n$`)
 		if err == nil || !want.MatchString(string(out)) {
 			t.Errorf("mcpgate %s as nobody: %v\n%s", strings.Join(args, " "), err, out)
