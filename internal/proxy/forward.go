@@ -106,15 +106,26 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) 
 		},
 		got1xx: func(code int, hdr http.Header) error {
 			// As ReverseProxy: relayed as they come, gateway cookies
-			// removed; the fields are not kept for the final response.
+			// removed. The fields are not kept for the final response,
+			// and the gateway's own (the request id) come back after.
 			dropGatewaySetCookies(hdr)
 			out := w.Header()
+			var saved http.Header
 			for k, vs := range hdr {
+				if prev, ok := out[k]; ok {
+					if saved == nil {
+						saved = http.Header{}
+					}
+					saved[k] = prev
+				}
 				out[k] = vs
 			}
 			w.WriteHeader(code)
 			for k := range hdr {
 				delete(out, k)
+			}
+			for k, vs := range saved {
+				out[k] = vs
 			}
 			return nil
 		},

@@ -54,6 +54,7 @@ func TestDirectPathMatchesReverseProxy(t *testing.T) {
 		h := w.Header()
 		if strings.Contains(r.URL.Path, "early") {
 			h.Set("Link", "</a.css>; rel=preload")
+			h.Set("X-Request-Id", "backend-early")
 			h.Add("Set-Cookie", "__Host-mcpgate-flow=evil")
 			h.Add("Set-Cookie", "app=early")
 			w.WriteHeader(http.StatusEarlyHints)

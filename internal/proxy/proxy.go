@@ -127,8 +127,12 @@ func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 			ClientSessionCache: tls.NewLRUClientSessionCache(64),
 		}
 		h1.dial = func(ctx context.Context) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, h.cfg.Timeouts.Connect)
-			defer cancel()
+			if d := h.cfg.Timeouts.Connect; d > 0 {
+				// The handshake too, as http.Transport's TLSHandshakeTimeout.
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			}
 			c, err := dialer.DialContext(ctx, "tcp", addr)
 			if err != nil {
 				return nil, err
