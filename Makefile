@@ -13,7 +13,8 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := ./internal/peek:FuzzClientHello ./internal/peek:FuzzParseClientHello \
 	./internal/peek:FuzzHTTPHost ./internal/config:FuzzLoad \
 	./internal/quicroute:FuzzParseInitial ./internal/quicroute:FuzzAssembler ./internal/quicroute:FuzzRoute \
-	./internal/reqpath:FuzzPath ./internal/reqpath:FuzzQuery ./internal/proxy:FuzzUpstreamResponse
+	./internal/reqpath:FuzzPath ./internal/reqpath:FuzzQuery ./internal/proxy:FuzzUpstreamResponse \
+	./internal/proxy:FuzzDirectPath
 
 .PHONY: help build demo test lint unit integration integration-deps pg-deps e2e fuzz bench bench-quick bench-scale clean package package-deps package-test package-golden-update systemtest systemtest-clean
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -14,6 +15,8 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -364,4 +367,128 @@ func TestIsEventStream(t *testing.T) {
 			t.Errorf("%q taken for an event stream", ct)
 		}
 	}
+}
+
+// FuzzDirectPath: whatever bytes the backend answers with, the client gets
+// the same status, fields, body and trailers, or the same abort, on the
+// direct path as through ReverseProxy with the same upstream client.
+func FuzzDirectPath(f *testing.F) {
+	for _, tc := range upstreamCases {
+		if len(tc.raw) < 4096 {
+			f.Add([]byte(tc.raw), false)
+		}
+	}
+	f.Add([]byte("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nSet-Cookie: mcpgate-x=1\r\n\r\n"+
+		"HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: 1\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"2\r\nok\r\n0\r\nX-Sum: 1\r\nX-Late: 2\r\n\r\n"), false)
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: x\n\n"), false)
+	f.Add([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"), false)
+	f.Fuzz(func(t *testing.T, raw []byte, head bool) {
+		if len(raw) > 8192 {
+			return
+		}
+		method := "GET"
+		if head {
+			method = "HEAD"
+		}
+		view := func(viaRP bool) string {
+			// A backend per path: each answers once, then closes, so a
+			// response without an end ends.
+			b := newRawBackend(t, raw, true)
+			p := testProxyConfig(t, "http://"+b.l.Addr().String())
+			p.Timeouts.ResponseHeader = 2 * time.Second
+			h, err := New(p, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.CloseIdle()
+			if viaRP {
+				h.def.h1 = nil
+			}
+			rec := &fuzzWriter{h: http.Header{}}
+			req := httptest.NewRequest(method, "https://notes.test/first", nil)
+			// As under a real server: ReverseProxy aborts a response whose
+			// body fails only there.
+			req = req.WithContext(context.WithValue(req.Context(), http.ServerContextKey, &http.Server{}))
+			aborted := func() (aborted bool) {
+				defer func() {
+					if v := recover(); v != nil {
+						if v != http.ErrAbortHandler {
+							panic(v)
+						}
+						aborted = true
+					}
+				}()
+				h.ServeHTTP(rec, req)
+				return false
+			}()
+			if aborted {
+				return "aborted"
+			}
+			j, _ := json.Marshal(rec)
+			return string(j)
+		}
+		if direct, rp := view(false), view(true); direct != rp {
+			t.Errorf("response %q (%s):\ndirect path  %s\nReverseProxy %s", raw, method, direct, rp)
+		}
+	})
+}
+
+// fuzzWriter records what a client would see: interim responses, the
+// final status and fields, the body, and the fields set after the body
+// (trailers), as net/http's server sends them.
+type fuzzWriter struct {
+	h       http.Header
+	Early   []string
+	Status  int
+	Fields  http.Header
+	Body    string
+	Trailer http.Header
+}
+
+func (w *fuzzWriter) Header() http.Header { return w.h }
+
+func (w *fuzzWriter) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code)) // as net/http
+	}
+	if w.Status != 0 {
+		return
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		j, _ := json.Marshal(w.h)
+		w.Early = append(w.Early, strconv.Itoa(code)+" "+string(j))
+		return
+	}
+	w.Status, w.Fields = code, w.h.Clone()
+}
+
+func (w *fuzzWriter) Write(p []byte) (int, error) {
+	if w.Status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.Status == http.StatusNoContent || w.Status == http.StatusNotModified {
+		return 0, http.ErrBodyNotAllowed
+	}
+	w.Body += string(p)
+	return len(p), nil
+}
+
+func (w *fuzzWriter) Flush() {
+	if w.Status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// MarshalJSON adds the trailers: what the handler set after the header.
+func (w *fuzzWriter) MarshalJSON() ([]byte, error) {
+	type plain fuzzWriter
+	v := plain(*w)
+	v.Trailer = http.Header{}
+	for k, vs := range w.h {
+		if old, ok := w.Fields[k]; !ok || !slices.Equal(old, vs) {
+			v.Trailer[k] = vs
+		}
+	}
+	return json.Marshal(v)
 }

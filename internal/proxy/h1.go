@@ -62,6 +62,7 @@ const (
 var (
 	errH1HeaderTooLarge = errors.New("upstream response headers exceed 1 MiB")
 	errH1Too1xx         = errors.New("upstream sent too many 1xx informational responses")
+	errH1BadStatus      = errors.New("upstream sent a status code below 100")
 )
 
 // h1Conn is one upstream connection. Its Read is the bufio.Reader's
@@ -328,7 +329,12 @@ func (pc *h1Conn) roundTrip(x *h1Exchange) (res *http.Response, nothingRead bool
 			return fail(err)
 		}
 		code := res.StatusCode
-		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
+		if code < 100 {
+			// net/http reads "000" as a status; no server may send it on
+			// (ResponseWriter.WriteHeader panics).
+			return fail(errH1BadStatus)
+		}
+		if code > 199 || code == http.StatusSwitchingProtocols {
 			break
 		}
 		if n1xx == h1Max1xx {
