@@ -155,7 +155,10 @@ func (w *Worker) run() error {
 	}
 	w.steps = w.drainSteps()
 	w.serving.Add(2)
-	go func() { defer w.serving.Done(); w.https.ServeTLS(w.tlsL, "", "") }()
+	// TLS is set up by serveHTTP2 (ALPN h2) on w.https.TLSConfig; the
+	// handshakes happen before net/http gets a connection (handshake.go).
+	hl := newHandshakeListener(w.tlsL, w.https.TLSConfig, w.https.ReadHeaderTimeout, w.log)
+	go func() { defer w.serving.Done(); w.https.Serve(hl) }()
 	go func() { defer w.serving.Done(); w.http.Serve(w.httpL) }()
 
 	// SIGTERM straight to a worker (e.g. systemd's stop when the supervisor
