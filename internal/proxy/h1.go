@@ -116,12 +116,19 @@ func (pc *h1Conn) quiet() bool {
 	}
 	quiet := false
 	err := pc.raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		quiet = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		quiet = socketEmpty(fd)
 		return true // never wait for readiness
 	})
 	return err == nil && quiet
+}
+
+// socketEmpty reports whether the socket has nothing to read, not even an
+// end of stream: MSG_PEEK with MSG_DONTWAIT asks the kernel without
+// consuming or blocking.
+func socketEmpty(fd uintptr) bool {
+	var b [1]byte
+	_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
 }
 
 // tlsQuiet reports whether TLS holds nothing for the next read: records
@@ -150,9 +157,7 @@ func (pc *h1Conn) waitReadable() error {
 		return nil
 	}
 	return pc.raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK // false: wait for readiness
+		return !socketEmpty(fd) // false: wait for readiness
 	})
 }
 

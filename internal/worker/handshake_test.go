@@ -75,10 +75,7 @@ func TestHandshakeListener(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("the silent connection was not closed by the server: %v", err)
-		}
+		wantClosedByServer(t, c, "the silent connection")
 		select {
 		case r := <-acceptAsync(h):
 			t.Fatalf("Accept returned %v, %v for a connection without a handshake", r.c, r.err)
@@ -87,12 +84,7 @@ func TestHandshakeListener(t *testing.T) {
 	})
 	t.Run("drain: a handshake in progress gets a short grace", func(t *testing.T) {
 		raw, h := handshakeFixture(t, time.Minute)
-		c, err := net.Dial("tcp", raw.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		waitPending(t, h, 1)
+		dialPending(t, raw, h) // a client that never says hello
 		start := time.Now()
 		raw.Close() // the worker drains: the hand-off listener closes
 		r := <-acceptAsync(h)
@@ -105,12 +97,7 @@ func TestHandshakeListener(t *testing.T) {
 	})
 	t.Run("drain: a handshake finishing in the grace is delivered", func(t *testing.T) {
 		raw, h := handshakeFixture(t, time.Minute)
-		c, err := net.Dial("tcp", raw.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		waitPending(t, h, 1)
+		c := dialPending(t, raw, h)
 		raw.Close()
 		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, ServerName: "notes.test"})
 		go tc.Handshake()
@@ -125,22 +112,36 @@ func TestHandshakeListener(t *testing.T) {
 	})
 	t.Run("Close ends Accept and the handshakes", func(t *testing.T) {
 		raw, h := handshakeFixture(t, time.Minute)
-		c, err := net.Dial("tcp", raw.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		waitPending(t, h, 1)
+		c := dialPending(t, raw, h)
 		ch := acceptAsync(h)
 		h.Close()
 		if r := <-ch; !errors.Is(r.err, net.ErrClosed) {
 			t.Fatalf("Accept after Close: %v, %v", r.c, r.err)
 		}
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("the pending connection was not closed: %v", err)
-		}
+		wantClosedByServer(t, c, "the pending connection")
 	})
+}
+
+// dialPending connects to raw and waits until h has the connection's
+// handshake in progress.
+func dialPending(t *testing.T, raw net.Listener, h *handshakeListener) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	waitPending(t, h, 1)
+	return c
+}
+
+// wantClosedByServer fails unless the server closes c within 5 s.
+func wantClosedByServer(t *testing.T, c net.Conn, what string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s was not closed by the server: %v", what, err)
+	}
 }
 
 func waitPending(t *testing.T, h *handshakeListener, n int) {
