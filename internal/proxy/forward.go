@@ -201,7 +201,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) 
 	}
 	if len(res.Trailer) == announced {
 		for k, vs := range res.Trailer {
-			out[k] = append(out[k], vs...)
+			// An announced trailer that never came (a HEAD response, say)
+			// stays absent, as ReverseProxy's copy leaves it.
+			if len(vs) > 0 {
+				out[k] = append(out[k], vs...)
+			}
 		}
 		return
 	}
