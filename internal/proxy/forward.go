@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
@@ -102,7 +103,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) 
 					return err
 				}
 			}
-			return writeBody(bw, body, r.ContentLength)
+			return writeBody(bw, body, r.ContentLength, h.buffers)
 		},
 		got1xx: func(code int, hdr http.Header) error {
 			// As ReverseProxy: relayed as they come, gateway cookies
@@ -181,7 +182,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) 
 		release := streamOpened(func() { stop() })
 		defer release()
 	}
-	err = copyBody(w, res, rb, streaming, &ended)
+	err = copyBody(w, res, rb, streaming, &ended, h.buffers)
 	if err != nil {
 		res.Body.Close()
 		if ctx.Err() == nil {
@@ -219,7 +220,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) 
 // copyBody copies the response body to the client: a streaming one
 // flushed after every read and read only once bytes are there (no buffer
 // held by an idle stream), the others through one pooled buffer.
-func copyBody(w http.ResponseWriter, res *http.Response, rb *h1Body, streaming bool, ended *atomic.Bool) error {
+func copyBody(w http.ResponseWriter, res *http.Response, rb *h1Body, streaming bool, ended *atomic.Bool, pool httputil.BufferPool) error {
 	if res.Body == http.NoBody {
 		return nil
 	}
@@ -234,7 +235,7 @@ func copyBody(w http.ResponseWriter, res *http.Response, rb *h1Body, streaming b
 				return err
 			}
 		}
-		buf := copyBuffers.Get()
+		buf := pool.Get()
 		n, rerr := res.Body.Read(buf)
 		var werr error
 		if n > 0 {
@@ -244,7 +245,7 @@ func copyBody(w http.ResponseWriter, res *http.Response, rb *h1Body, streaming b
 				flusher.Flush()
 			}
 		}
-		copyBuffers.Put(buf)
+		pool.Put(buf)
 		switch {
 		case werr != nil:
 			return werr
@@ -477,7 +478,7 @@ func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 var errBodyLength = errors.New("request body shorter than its Content-Length")
 
 // writeBody writes the request body: n bytes, or chunked when n < 0.
-func writeBody(bw *bufio.Writer, body io.Reader, n int64) error {
+func writeBody(bw *bufio.Writer, body io.Reader, n int64, pool httputil.BufferPool) error {
 	if n > 0 {
 		m, err := io.CopyN(bw, body, n)
 		if m < n {
@@ -488,8 +489,8 @@ func writeBody(bw *bufio.Writer, body io.Reader, n int64) error {
 		}
 		return nil
 	}
-	buf := copyBuffers.Get()
-	defer copyBuffers.Put(buf)
+	buf := pool.Get()
+	defer pool.Put(buf)
 	for {
 		m, err := body.Read(buf)
 		if m > 0 {

@@ -270,10 +270,19 @@ func TestDirectPathIdleStreamHoldsNoBuffer(t *testing.T) {
 	}))
 	defer b.Close()
 	defer close(release)
+	// The pool is this handler's own, set before its server starts: other
+	// tests' servers may still be copying through the shared one.
 	pool := &countingPool{inner: copyBuffers}
-	copyBuffers = pool
-	t.Cleanup(func() { copyBuffers = pool.inner })
-	px := newProxy(t, b.URL, nil)
+	h, err := New(testProxyConfig(t, b.URL), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.buffers = pool
+	t.Cleanup(h.CloseIdle)
+	px := httptest.NewUnstartedServer(h)
+	px.EnableHTTP2 = true
+	px.StartTLS()
+	t.Cleanup(px.Close)
 	res, err := px.Client().Get(px.URL + "/sse")
 	if err != nil {
 		t.Fatal(err)

@@ -56,6 +56,7 @@ type Handler struct {
 	def     *upstream
 	routes  []routeUp // longest prefix first
 	headers config.Headers
+	buffers httputil.BufferPool // copy buffers; a field so a test can count them
 
 	endCtx     context.Context // done when open streams must end
 	endStreams context.CancelFunc
@@ -75,7 +76,7 @@ type upstream struct {
 
 // New builds the handler for p.
 func New(p *config.Proxy, log *slog.Logger) (*Handler, error) {
-	h := &Handler{name: p.Name, cfg: p, log: log, headers: p.Headers}
+	h := &Handler{name: p.Name, cfg: p, log: log, headers: p.Headers, buffers: copyBuffers}
 	h.endCtx, h.endStreams = context.WithCancel(context.Background())
 	var err error
 	if h.def, err = h.newUpstream(p.Target); err != nil {
@@ -154,7 +155,7 @@ func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 	up.rp = &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, up) },
 		Transport:      &endTransport{rt: rt, endCtx: h.endCtx},
-		BufferPool:     copyBuffers,
+		BufferPool:     h.buffers,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
 		ErrorLog:       slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
