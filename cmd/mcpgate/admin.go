@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -21,16 +22,19 @@ import (
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/keys"
 	"github.com/mcpgate/mcpgate/internal/policy"
+	"github.com/mcpgate/mcpgate/internal/revocation"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/sqlite"
+	"github.com/mcpgate/mcpgate/internal/supervisor"
 )
 
 // The admin commands open the OAuth store and the key directory in
 // state_dir themselves, as the workers do: SQLite's locking makes that
-// safe next to a running gateway, and the workers read the revocation log
-// every 250 ms and look at the key directory at most every 200 ms, so what
-// the CLI writes reaches them within a second without a control-socket
-// message. They need the rights the service has on state_dir (0700, owned
+// safe next to a running gateway. A command that revoked something tells
+// the supervisor over the control socket, which has every worker read the
+// revocation log at once (they would otherwise find it within
+// revocation.NotifiedPoll); workers look at the key directory at most
+// every 200 ms. They need the rights the service has on state_dir (0700, owned
 // by the service user): root, or the service user itself. Files root
 // creates there (SQLite's -wal and -shm, a key file) take the owner of the
 // database or directory, so the service can still open them.
@@ -105,9 +109,31 @@ func (e *adminEnv) proxyOf(resource string) string {
 	return site.Proxy.Name
 }
 
+// adminStore is the store as an admin command has it: when it is closed
+// after a revocation, the running gateway is told, so every worker refuses
+// the revoked tokens at once.
+type adminStore struct {
+	*sqlite.Store
+	stateDir string
+	revoked  atomic.Bool
+}
+
+func (s *adminStore) Close() error {
+	err := s.Store.Close()
+	if s.revoked.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if aerr := supervisor.AnnounceRevocations(ctx, s.stateDir); aerr != nil {
+			fmt.Fprintf(stderr, "mcpgate: warning: the running gateway was not told of the revocation (%v); its workers refuse the tokens within %v\n",
+				aerr, revocation.NotifiedPoll)
+		}
+	}
+	return err
+}
+
 // openStore opens state_dir/oauth.db, never creating it: a store the CLI
 // created would belong to whoever ran it.
-func (e *adminEnv) openStore() (*sqlite.Store, error) {
+func (e *adminEnv) openStore() (*adminStore, error) {
 	path := filepath.Join(e.stateDir, "oauth.db")
 	if err := e.accessible(path, unix.R_OK|unix.W_OK); err != nil {
 		return nil, err
@@ -116,7 +142,13 @@ func (e *adminEnv) openStore() (*sqlite.Store, error) {
 	if err := e.accessible(e.stateDir, unix.W_OK|unix.X_OK); err != nil {
 		return nil, err
 	}
-	return sqlite.Open(path)
+	st, err := sqlite.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	as := &adminStore{Store: st, stateDir: e.stateDir}
+	st.OnRevoke(func() { as.revoked.Store(true) })
+	return as, nil
 }
 
 // keyDir checks that the signing keys exist and may be changed.

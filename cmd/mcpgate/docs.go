@@ -41,8 +41,9 @@ scope, since (the login), last used (the last refresh) and when the
 refresh token expires. Filters combine.`,
 	"grants revoke": `Revokes one grant by id, or every grant of a user (on one proxy with
 --proxy). The refresh tokens stop working at once; every worker refuses
-the grants' access tokens within a second (workers read the revocation
-log every 250 ms). The user can log in again.`,
+the grants' access tokens within a second (the running gateway is told,
+and every worker reads the revocation log at once). The user can log in
+again.`,
 	"clients": `Dynamic clients registered themselves (RFC 7591) and are stored;
 metadata-document clients are named by an https URL and not stored (they
 are listed while they hold grants); static clients come from

@@ -43,7 +43,7 @@ func TestNotifyAcrossNodes(t *testing.T) {
 	a, b := open(), open()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m := New(b)
+	m := New(b, nil)
 	done := make(chan struct{})
 	go func() { m.Run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))); close(done) }()
 	defer func() { cancel(); <-done }()

@@ -3,9 +3,10 @@
 // "revoked?" with map lookups while revocations made by any worker reach
 // every other one within a poll interval.
 //
-// A log shared by several nodes (PostgreSQL) also announces new entries
-// (Notifier: LISTEN/NOTIFY), so they arrive at once and the mirror polls
-// rarely; while the announcements are down it polls every Poll again. The
+// New entries are announced (Notifier), so they arrive at once and the
+// mirror polls rarely: by PostgreSQL to every node (LISTEN/NOTIFY), and for
+// SQLite by the supervisor, which relays each worker's revocations to all.
+// While the announcements are down it polls every Poll again. The
 // mirror keeps what it has when the log cannot be read: a node cut off
 // from the database still refuses every token revoked before.
 package revocation
@@ -48,16 +49,22 @@ type key struct {
 
 // Mirror is the in-memory copy. It is safe for concurrent use.
 type Mirror struct {
-	log Log
+	log    Log
+	notify Notifier // nil: poll every Poll
 
 	mu      sync.RWMutex
 	after   int64             // guarded by mu
 	entries map[key]time.Time // guarded by mu; → expiry of the entry
 }
 
-// New returns an empty mirror of log; call Load or Run to fill it.
-func New(log Log) *Mirror {
-	return &Mirror{log: log, entries: map[key]time.Time{}}
+// New returns an empty mirror of log; call Load or Run to fill it. n
+// announces new entries to Run; when n is nil, log does if it is a
+// Notifier (PostgreSQL), and otherwise Run polls.
+func New(log Log, n Notifier) *Mirror {
+	if n == nil {
+		n, _ = log.(Notifier)
+	}
+	return &Mirror{log: log, notify: n, entries: map[key]time.Time{}}
 }
 
 // Covers reports whether a revocation covers the token of who: its jti, its
@@ -74,14 +81,13 @@ func (m *Mirror) Covers(who *identity.Principal) bool {
 	return a || b || c
 }
 
-// Run loads the log until ctx ends: every Poll, or when the log is a
-// Notifier, on every notification and every NotifiedPoll while
-// notifications are live.
+// Run loads the log until ctx ends: every Poll, or with a Notifier, on
+// every notification and every NotifiedPoll while notifications are live.
 func (m *Mirror) Run(ctx context.Context, log *slog.Logger) {
 	var wake <-chan struct{}
 	live := func() bool { return false }
-	if n, ok := m.log.(Notifier); ok {
-		wake, live = n.Notify(ctx)
+	if m.notify != nil {
+		wake, live = m.notify.Notify(ctx)
 	}
 	// A timer set for each wait rather than a ticker: while notifications
 	// are live an idle worker sleeps NotifiedPoll, instead of waking four

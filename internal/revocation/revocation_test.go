@@ -35,7 +35,7 @@ func TestMirror(t *testing.T) {
 		store.Revocation{Seq: 2503, Kind: store.RevokeClient, Value: "client-3", ExpiresAt: future},
 		store.Revocation{Seq: 2504, Kind: store.RevokeToken, Value: "expired", ExpiresAt: past},
 	)
-	m := New(log)
+	m := New(log, nil)
 	if m.Covers(&identity.Principal{TokenID: "jti-1"}) {
 		t.Fatal("covered before any Load")
 	}

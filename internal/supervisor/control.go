@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
@@ -95,6 +98,8 @@ func (s *Supervisor) handleControl(c net.Conn) {
 			resp.Error = err.Error()
 		}
 		resp.Renew = r
+	case wire.CmdRevoked:
+		s.relay.announce()
 	case wire.CmdUpgrade:
 		// The answer comes from the next binary, over this same connection,
 		// which the upgrade hands over.
@@ -137,6 +142,23 @@ func control(ctx context.Context, path string, req wire.ControlRequest) (*wire.C
 		return nil, errors.New(resp.Error)
 	}
 	return &resp, nil
+}
+
+// AnnounceRevocations tells the supervisor serving stateDir that the
+// caller committed revocations to its SQLite store, for it to relay them
+// to every worker (the admin commands). No supervisor running is not an
+// error: there is no worker to tell. Neither is one of a build before the
+// relay: its workers read the log by themselves.
+func AnnounceRevocations(ctx context.Context, stateDir string) error {
+	path := filepath.Join(stateDir, controlSocketName)
+	_, err := control(ctx, path, wire.ControlRequest{Command: wire.CmdRevoked})
+	switch {
+	case err == nil, errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
+		return nil
+	case strings.HasPrefix(err.Error(), "unknown command "):
+		return nil
+	}
+	return err
 }
 
 // Reload asks the supervisor configured in dir to reload and returns its

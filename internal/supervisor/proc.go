@@ -37,6 +37,10 @@ type proc struct {
 	dgram  *net.UnixConn
 	onExit func()
 
+	// relay, when set, hears of the worker's revocations and tells it of
+	// everyone's, until it exits.
+	relay *revocationRelay
+
 	// metrics, when set, receives the worker's last counters when it
 	// exits; drainAsked tells an exit that was asked for from a death.
 	metrics    *workerMetrics
@@ -92,6 +96,7 @@ type execSpawner struct {
 	log       *slog.Logger
 	quic      *quicWorkers
 	metrics   *workerMetrics
+	relay     *revocationRelay // nil in tests that do not relay
 }
 
 var _ spawner = (*execSpawner)(nil)
@@ -237,10 +242,12 @@ func (s *execSpawner) start(spec wire.Spec) (*proc, error) {
 	}
 	p.metrics = s.metrics
 	s.metrics.add(p)
+	p.follow(s.relay)
 	p.watch()
 	// The pipe holds the whole spec (fitPipe), so this cannot block on a
 	// worker that never reads.
 	spec.Protocol = wire.Protocol
+	spec.RevocationRelay = s.relay != nil
 	b := encodeSpec(spec)
 	fitPipe(specW, len(b))
 	_, werr := specW.Write(b)
@@ -290,6 +297,14 @@ func newProc(name string, process process, spec wire.Spec, hc *handoff.Conn, sta
 	}
 }
 
+// follow joins p to relay's broadcasts, before watch; relay may be nil.
+func (p *proc) follow(relay *revocationRelay) {
+	if relay != nil {
+		p.relay = relay
+		relay.add(p)
+	}
+}
+
 // watch follows the process until it exits and reads its messages.
 func (p *proc) watch() {
 	go p.wait()
@@ -309,6 +324,9 @@ func (p *proc) wait() {
 		case <-p.readDone:
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+	if p.relay != nil {
+		p.relay.remove(p)
 	}
 	p.hc.Close()
 	if p.metrics != nil {
@@ -346,6 +364,10 @@ func (p *proc) readMessages() {
 			p.mu.Unlock()
 			if !already {
 				close(p.readyCh)
+			}
+		case wire.KindRevoked:
+			if p.relay != nil {
+				p.relay.announce()
 			}
 		case wire.KindStats:
 			var st wire.Stats

@@ -60,6 +60,7 @@ type Supervisor struct {
 	started     time.Time
 	control     net.Listener
 	metrics     *workerMetrics
+	relay       *revocationRelay
 
 	mu         sync.Mutex
 	cfg        *config.Config     // guarded by mu; the configuration being served
@@ -197,8 +198,10 @@ func acquire(opts Options) (*resources, error) {
 func newSupervisor(opts Options, res *resources) *Supervisor {
 	qw := &quicWorkers{}
 	wm := newWorkerMetrics()
+	relay := newRevocationRelay()
 	s := &Supervisor{
 		metrics:     wm,
+		relay:       relay,
 		opts:        opts,
 		log:         opts.Log,
 		notify:      opts.Notify,
@@ -206,7 +209,7 @@ func newSupervisor(opts Options, res *resources) *Supervisor {
 		activated:   res.activated,
 		disp:        &dispatch.Dispatcher{Log: opts.Log.With("component", "dispatch")},
 		quicWorkers: qw,
-		spawner:     &execSpawner{exe: opts.Executable, configDir: opts.ConfigDir, logLevel: opts.LogLevel, stderr: os.Stderr, log: opts.Log, quic: qw, metrics: wm},
+		spawner:     &execSpawner{exe: opts.Executable, configDir: opts.ConfigDir, logLevel: opts.LogLevel, stderr: os.Stderr, log: opts.Log, quic: qw, metrics: wm, relay: relay},
 		started:     time.Now(),
 		control:     res.control,
 		cfg:         res.cfg,
@@ -228,6 +231,7 @@ func newSupervisor(opts Options, res *resources) *Supervisor {
 // started for the configuration), accepting, the control socket, the
 // reloader, and READY=1.
 func (s *Supervisor) start(ctx context.Context, handover *handoverState) {
+	go s.relay.run(ctx.Done())
 	if handover != nil {
 		// Serve at once with the workers the previous binary left running,
 		// then replace them with workers of this binary.

@@ -418,6 +418,9 @@ func (s *Supervisor) adopt(st *handoverState) {
 		}
 		p.metrics = s.metrics
 		s.metrics.add(p)
+		// A worker of the previous build may not know KindRevoked: it
+		// ignores it, and polls or watches the store itself.
+		p.follow(s.relay)
 		p.watch()
 		sl := newSlot(hw.Spec, s.spawner, s.log)
 		sl.adopted = p

@@ -18,6 +18,10 @@ const (
 	// CmdRenewCert asks the worker serving ControlRequest.Name to renew
 	// that ACME certificate now.
 	CmdRenewCert = "renew-cert"
+	// CmdRevoked tells the supervisor that the sender committed a
+	// revocation to the SQLite store (the admin commands do); it relays
+	// KindRevoked to every worker.
+	CmdRevoked = "revoked"
 )
 
 // ControlRequest is a command to the supervisor.

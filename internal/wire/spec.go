@@ -48,6 +48,12 @@ type Spec struct {
 	LogLevel string `json:"log_level,omitempty"`
 	// ACME is the CA, set when the proxy sets [tls] acme = true.
 	ACME *config.ACME `json:"acme,omitempty"`
+	// RevocationRelay says the supervisor relays KindRevoked: a worker on
+	// the SQLite store then announces each revocation it commits and
+	// reads the revocation log when told, instead of polling it four
+	// times a second. A field rather than a raised Protocol, as WideCIDs:
+	// a previous supervisor's spec lacks it, and its workers poll.
+	RevocationRelay bool `json:"revocation_relay,omitempty"`
 }
 
 // Drain is the drain schedule of a worker of this spec.

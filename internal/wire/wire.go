@@ -58,6 +58,10 @@ const (
 	KindReady Kind = 'R' // worker → supervisor: JSON Ready, once serving
 	KindStats Kind = 'S' // worker → supervisor: JSON Stats
 	KindRenew Kind = 'N' // supervisor → worker: renew the ACME certificate named in the payload now
+	// KindRevoked, worker → supervisor: this worker committed a revocation
+	// to the SQLite store; supervisor → worker: some process did, read the
+	// revocation log now (Spec.RevocationRelay). No payload.
+	KindRevoked Kind = 'V'
 )
 
 func (k Kind) String() string {
@@ -74,6 +78,8 @@ func (k Kind) String() string {
 		return "stats"
 	case KindRenew:
 		return "renew"
+	case KindRevoked:
+		return "revoked"
 	}
 	return fmt.Sprintf("kind(%#02x)", byte(k))
 }

@@ -99,7 +99,7 @@ func TestCheckProtocol(t *testing.T) {
 // TestKindBytes pins the byte of every kind: they are the wire format of
 // both builds during an upgrade.
 func TestKindBytes(t *testing.T) {
-	want := map[Kind]string{KindTLS: "T", KindHTTP: "H", KindDrain: "D", KindReady: "R", KindStats: "S"}
+	want := map[Kind]string{KindTLS: "T", KindHTTP: "H", KindDrain: "D", KindReady: "R", KindStats: "S", KindRenew: "N", KindRevoked: "V"}
 	for k, b := range want {
 		if string(rune(k)) != b {
 			t.Errorf("%v is %q, want %q", k, string(rune(k)), b)

@@ -19,6 +19,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/backend"
 	"github.com/mcpgate/mcpgate/internal/token"
+	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
 // openTimeout bounds opening the store (connecting to PostgreSQL and
@@ -32,6 +33,7 @@ type oauth struct {
 	issuer   *token.Issuer
 	verifier *token.Verifier
 	revoked  *revocation.Mirror
+	relay    *relayNotifier // the supervisor's revocation relay; nil without it
 	server   *authserver.Server
 	guard    *resource.Guard
 	stop     context.CancelFunc
@@ -56,7 +58,19 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 	}
 	o.store = st
 	o.keys = ks
-	o.revoked = revocation.New(st)
+	var notify revocation.Notifier // nil: the store's own (PostgreSQL), or polling
+	if a, ok := st.(revocationAnnouncer); ok && spec.RevocationRelay {
+		o.relay = newRelayNotifier()
+		a.OnRevoke(func() {
+			o.relay.wake()
+			if err := w.hc.Send(wire.KindRevoked, nil); err != nil {
+				// The others find it in their next slow poll.
+				w.log.Warn("announcing a revocation to the supervisor", "err", err)
+			}
+		})
+		notify = o.relay
+	}
+	o.revoked = revocation.New(st, notify)
 	o.issuer = token.NewIssuer(ks, oc.AccessTokenTTL)
 	o.verifier, err = token.NewVerifier(token.VerifierOptions{
 		Keys:         ks,
@@ -97,6 +111,32 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 	go o.revoked.Run(ctx, w.log)
 	go o.maintain(ctx, w)
 	return o, nil
+}
+
+// revocationAnnouncer is a store that can announce its revocations
+// (SQLite; PostgreSQL announces them to every node itself).
+type revocationAnnouncer interface {
+	OnRevoke(f func())
+}
+
+// relayNotifier is the supervisor's revocation relay as the mirror sees it
+// (wire.KindRevoked): live as long as the worker runs, since a worker
+// whose supervisor went away exits.
+type relayNotifier struct{ ch chan struct{} }
+
+func newRelayNotifier() *relayNotifier { return &relayNotifier{ch: make(chan struct{}, 1)} }
+
+func (r *relayNotifier) Notify(context.Context) (<-chan struct{}, func() bool) {
+	return r.ch, func() bool { return true }
+}
+
+// wake asks the mirror to read the log; wake-ups that arrive while one is
+// pending are one.
+func (r *relayNotifier) wake() {
+	select {
+	case r.ch <- struct{}{}:
+	default:
+	}
 }
 
 // maintain refreshes keys and cleans the store now and then.

@@ -233,6 +233,10 @@ func (w *Worker) receive() {
 			go w.drain()
 		case wire.KindRenew:
 			go w.renewCert(string(m.Payload))
+		case wire.KindRevoked:
+			if w.oauth != nil && w.oauth.relay != nil {
+				w.oauth.relay.wake()
+			}
 		default:
 			if m.File != nil {
 				m.File.Close()

@@ -135,6 +135,7 @@ func (s *Store) DeleteClient(ctx context.Context, id string, revokeUntil time.Ti
 	if err != nil {
 		return fmt.Errorf("sqlite: delete client %q: %w", id, err)
 	}
+	s.revoked()
 	return nil
 }
 
@@ -223,6 +224,9 @@ func (s *Store) DeleteUnusedClients(ctx context.Context, unusedSince, revokeUnti
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: delete unused clients: %w", err)
+	}
+	if n > 0 {
+		s.revoked()
 	}
 	return n, nil
 }
@@ -555,6 +559,7 @@ func (s *Store) RevokeGrant(ctx context.Context, grantID string, revokeUntil tim
 	if err != nil {
 		return fmt.Errorf("sqlite: revoke grant %q: %w", grantID, err)
 	}
+	s.revoked()
 	return nil
 }
 
@@ -648,6 +653,9 @@ func (s *Store) RevokeClientGrants(ctx context.Context, clientID string, revokeU
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: revoke grants of client %q: %w", clientID, err)
 	}
+	if len(ids) > 0 {
+		s.revoked()
+	}
 	return ids, nil
 }
 
@@ -684,6 +692,7 @@ func (s *Store) RevokeAccessToken(ctx context.Context, jti string, expiresAt tim
 	if err := addRevocation(ctx, s.w, store.RevokeToken, jti, expiresAt); err != nil {
 		return fmt.Errorf("sqlite: revoke access token: %w", err)
 	}
+	s.revoked()
 	return nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -57,13 +58,29 @@ type Store struct {
 	path   string    // absolute
 	w      *sql.DB   // one connection; _txlock=immediate
 	r      *sql.DB   // read-only pool
-	revoke *sql.Stmt // the revocation poll, prepared once: it runs several times a second
+	revoke *sql.Stmt // the read of the revocation log, prepared once: every worker runs it
+
+	onRevoke atomic.Pointer[func()] // OnRevoke
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
 var _ store.Store = (*Store)(nil)
+
+// OnRevoke sets f to be called after each committed transaction that
+// logged a revocation, for the processes sharing the file to hear of it
+// (a worker tells the supervisor, which tells every worker). It is not
+// called when the transaction failed; one whose commit the caller could
+// not confirm is found by the readers' slow poll. f must not block.
+func (s *Store) OnRevoke(f func()) { s.onRevoke.Store(&f) }
+
+// revoked runs the OnRevoke function, if any.
+func (s *Store) revoked() {
+	if f := s.onRevoke.Load(); f != nil && *f != nil {
+		(*f)()
+	}
+}
 
 // Open opens (creating if needed) the database at path, switches it to WAL
 // mode and creates or migrates the schema. Several processes may call Open
