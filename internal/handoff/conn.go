@@ -58,6 +58,12 @@ func (c *PeekedConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// NetConn is the socket under the replayed bytes, as tls.Conn's NetConn
+// is the connection under TLS: for waiting on the socket without reading
+// it (a detached stream's watch for its client going away), once the
+// replayed bytes were read, which the TLS handshake does.
+func (c *PeekedConn) NetConn() net.Conn { return c.Conn }
+
 // RemoteAddr is the client's address from the PROXY header.
 func (c *PeekedConn) RemoteAddr() net.Addr {
 	if c.Header != nil && c.Header.SourceAddr != nil {

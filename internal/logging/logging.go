@@ -67,71 +67,115 @@ func Access(log *slog.Logger, h http.Handler) http.Handler {
 		lw = newLineWriter(log)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
 		// One allocation for the response recorder and the request record.
-		rec := &recorder{ResponseWriter: w}
+		rec := &recorder{ResponseWriter: w, start: time.Now(), log: log, lw: lw}
+		rec.req.rec = rec
 		rec.req.ID = requestID(r.Header)
 		w.Header().Set(RequestIDHeader, rec.req.ID)
-		var body *countingBody
 		if r.Body != nil && r.Body != http.NoBody {
-			body = &countingBody{ReadCloser: r.Body}
-			r.Body = body
+			rec.body = &countingBody{ReadCloser: r.Body}
+			r.Body = rec.body
 		}
 		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, &rec.req))
-		if log == nil || !log.Enabled(r.Context(), slog.LevelInfo) {
-			// Metrics count with the access log off too.
-			defer func() {
-				metrics.Default.Request(rec.finalStatus(r), r.Method, metrics.ProtoOf(r.ProtoMajor), time.Since(start))
-			}()
-			h.ServeHTTP(rec, r)
-			return
-		}
+		rec.r = r
 		defer func() {
-			status := rec.finalStatus(r)
-			elapsed := time.Since(start)
-			metrics.Default.Request(status, r.Method, metrics.ProtoOf(r.ProtoMajor), elapsed)
-			var in int64
-			if body != nil {
-				in = body.n
+			if !rec.detached {
+				rec.finish(0)
 			}
-			if lw != nil {
-				a := accessLine{
-					client: r.RemoteAddr, method: r.Method, host: r.Host, path: r.URL.Path, proto: r.Proto,
-					status: status, bytesIn: in, bytesOut: rec.bytes, duration: elapsed, upstream: rec.req.Upstream,
-					userAgent: clean(r.Header.Get("User-Agent"), maxUserAgent), requestID: rec.req.ID,
-				}
-				if p := rec.req.Principal; p != nil {
-					a.hasUser, a.user, a.clientID = true, p.Login, p.ClientID
-				}
-				lw.write(time.Now(), &a)
-				return
-			}
-			attrs := make([]slog.Attr, 0, 16)
-			attrs = append(attrs,
-				slog.String("client", r.RemoteAddr),
-				slog.String("method", r.Method),
-				slog.String("host", r.Host),
-				slog.String("path", r.URL.Path),
-				slog.String("proto", r.Proto),
-				slog.Int("status", status),
-				slog.Int64("bytes_in", in),
-				slog.Int64("bytes_out", rec.bytes),
-				slog.Float64("duration_ms", millis(elapsed)),
-			)
-			if rec.req.Upstream > 0 {
-				attrs = append(attrs, slog.Float64("upstream_ms", millis(rec.req.Upstream)))
-			}
-			if p := rec.req.Principal; p != nil {
-				attrs = append(attrs, slog.String("user", p.Login), slog.String("client_id", p.ClientID))
-			}
-			attrs = append(attrs,
-				slog.String("user_agent", clean(r.Header.Get("User-Agent"), maxUserAgent)),
-				slog.String("request_id", rec.req.ID),
-			)
-			log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		}()
 		h.ServeHTTP(rec, r)
 	})
+}
+
+// Detach hands the access line of the request in ctx to the caller, for a
+// response that goes on after its handler returned (a stream served from a
+// hijacked connection): the line is written when the returned function is
+// called, with the bytes written to the client after the handler returned,
+// and not when the handler returns. nil outside Access.
+func Detach(ctx context.Context) func(bytesOut int64) {
+	req := RequestFrom(ctx)
+	if req == nil || req.rec == nil {
+		return nil
+	}
+	rec := req.rec
+	rec.detached = true
+	// What the line needs is copied now. The ResponseWriter and the
+	// request would keep net/http's connection alive (its buffers, the
+	// request's fields) for the life of the stream, which is what
+	// detaching it exists to free.
+	line := rec.line(rec.r)
+	rec.detachedLine, rec.protoMajor = &line, rec.r.ProtoMajor
+	rec.ResponseWriter, rec.r, rec.body = nil, nil, nil
+	return rec.finish
+}
+
+// line is the access line of r as far as known before the handler ended.
+func (rec *recorder) line(r *http.Request) accessLine {
+	a := accessLine{
+		client: r.RemoteAddr, method: r.Method, host: r.Host, path: r.URL.Path, proto: r.Proto,
+		status: rec.finalStatus(r), bytesOut: rec.bytes, upstream: rec.req.Upstream,
+		userAgent: clean(r.Header.Get("User-Agent"), maxUserAgent), requestID: rec.req.ID,
+	}
+	if rec.body != nil {
+		a.bytesIn = rec.body.n
+	}
+	if p := rec.req.Principal; p != nil {
+		a.hasUser, a.user, a.clientID = true, p.Login, p.ClientID
+	}
+	return a
+}
+
+// finish counts the request in the metrics and writes its access line;
+// more is what the client got after the handler returned (Detach).
+func (rec *recorder) finish(more int64) {
+	if r := rec.r; rec.detachedLine == nil && (rec.log == nil || !rec.log.Enabled(r.Context(), slog.LevelInfo)) {
+		// Metrics count with the access log off too.
+		metrics.Default.Request(rec.finalStatus(r), r.Method, metrics.ProtoOf(r.ProtoMajor), time.Since(rec.start))
+		return
+	}
+	ctx := context.Background()
+	var a accessLine
+	protoMajor := rec.protoMajor
+	if rec.detachedLine != nil {
+		a = *rec.detachedLine
+	} else {
+		ctx, protoMajor = rec.r.Context(), rec.r.ProtoMajor
+		a = rec.line(rec.r)
+	}
+	a.bytesOut += more
+	a.duration = time.Since(rec.start)
+	metrics.Default.Request(a.status, a.method, metrics.ProtoOf(protoMajor), a.duration)
+	log := rec.log
+	if log == nil || !log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	if lw := rec.lw; lw != nil {
+		lw.write(time.Now(), &a)
+		return
+	}
+	attrs := make([]slog.Attr, 0, 16)
+	attrs = append(attrs,
+		slog.String("client", a.client),
+		slog.String("method", a.method),
+		slog.String("host", a.host),
+		slog.String("path", a.path),
+		slog.String("proto", a.proto),
+		slog.Int("status", a.status),
+		slog.Int64("bytes_in", a.bytesIn),
+		slog.Int64("bytes_out", a.bytesOut),
+		slog.Float64("duration_ms", millis(a.duration)),
+	)
+	if a.upstream > 0 {
+		attrs = append(attrs, slog.Float64("upstream_ms", millis(a.upstream)))
+	}
+	if a.hasUser {
+		attrs = append(attrs, slog.String("user", a.user), slog.String("client_id", a.clientID))
+	}
+	attrs = append(attrs,
+		slog.String("user_agent", a.userAgent),
+		slog.String("request_id", a.requestID),
+	)
+	log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 }
 
 // finalStatus is the status the client got: nothing written means the
@@ -166,6 +210,8 @@ type Request struct {
 	// Upstream is the time from sending the request to the backend to its
 	// response headers; 0 when the request was not proxied.
 	Upstream time.Duration
+
+	rec *recorder // the record's own recorder, for Detach
 }
 
 type requestKey struct{}
@@ -253,6 +299,17 @@ type recorder struct {
 	status int
 	bytes  int64
 	req    Request // in the request's context
+
+	// For finish: what the access line and the metrics need.
+	start    time.Time
+	r        *http.Request
+	body     *countingBody
+	log      *slog.Logger
+	lw       *lineWriter
+	detached bool // Detach took the line over
+
+	detachedLine *accessLine // the line as Detach found it
+	protoMajor   int         // r's, after Detach
 }
 
 func (r *recorder) WriteHeader(code int) {

@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -214,5 +215,49 @@ func TestAccessCountsRequests(t *testing.T) {
 	}
 	if after := count(); after != before+2 {
 		t.Errorf("requests counted %d → %d, want +2", before, after)
+	}
+}
+
+// TestDetach: a handler that detaches its request gets the line written
+// when it says the response ended, with what it wrote before and after,
+// the time until then, and the same fields as an ordinary line; not when
+// it returns. Outside Access there is nothing to detach.
+func TestDetach(t *testing.T) {
+	if Detach(context.Background()) != nil {
+		t.Error("Detach outside Access returned a function")
+	}
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	var finish func(int64)
+	h := Access(log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		RequestFrom(r.Context()).Principal = &identity.Principal{Login: "alice", ClientID: "cli-1"}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write([]byte("data: 1\n\n"))
+		finish = Detach(r.Context())
+	}))
+	req := httptest.NewRequest("GET", "https://notes.test/mcp", nil)
+	req.Header.Set("X-Request-Id", "req-7")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if finish == nil {
+		t.Fatal("Detach inside Access returned nil")
+	}
+	if buf.Len() != 0 {
+		t.Fatalf("line written when the handler returned: %s", buf.Bytes())
+	}
+	time.Sleep(20 * time.Millisecond)
+	finish(100)
+	var got map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("%v: %s", err, buf.Bytes())
+	}
+	want := map[string]any{"msg": "request", "method": "GET", "host": "notes.test", "path": "/mcp", "status": float64(200),
+		"bytes_out": float64(109), "user": "alice", "client_id": "cli-1", "request_id": "req-7"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %#v, want %#v", k, got[k], v)
+		}
+	}
+	if d, _ := got["duration_ms"].(float64); d < 20 {
+		t.Errorf("duration_ms %v: the time until the end was not counted", got["duration_ms"])
 	}
 }

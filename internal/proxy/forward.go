@@ -164,14 +164,22 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) 
 		}
 		out.Add("Trailer", strings.Join(keys, ", "))
 	}
-	w.WriteHeader(res.StatusCode)
 	rb, _ := res.Body.(*h1Body)
+	detach := detachable(r, res, rb, announced) && canHijack(w)
+	if detach {
+		// The connection ends with the stream (detach.go).
+		out.Set("Connection", "close")
+	}
+	w.WriteHeader(res.StatusCode)
 	streaming := isStreaming(res)
 	if streaming {
 		// The client learns the stream is open before its first event.
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
 		}
+	}
+	if detach && h.detach(w, r, res, rb) {
+		return
 	}
 	var ended atomic.Bool
 	if streaming && rb != nil {

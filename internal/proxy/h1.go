@@ -174,7 +174,11 @@ func (t *h1Transport) newConn(ctx context.Context) (*h1Conn, error) {
 	if sc, ok := sock.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
 	}
-	pc.br = bufio.NewReaderSize(pc, 4<<10)
+	// 2 KiB holds a backend's usual response head in one read; longer
+	// lines are read in parts (textproto), and body reads as large as
+	// the buffer skip it. Every open stream holds one (issue 15's SSE
+	// memory), as does every idle connection in the pool.
+	pc.br = bufio.NewReaderSize(pc, 2<<10)
 	return pc, nil
 }
 
@@ -447,6 +451,17 @@ func (b *h1Body) Read(p []byte) (int, error) {
 // abort ends the body from another goroutine (the drain deadline): the
 // Read in progress fails, and the connection is not reused.
 func (b *h1Body) abort() { b.pc.conn.Close() }
+
+// leaveContext frees the body from its request's context, for a stream
+// that outlives its handler (detach.go): from now on only abort ends it
+// early. false if the context ended it already.
+func (b *h1Body) leaveContext() bool {
+	if !b.stop() {
+		return false
+	}
+	b.stop = func() bool { return true }
+	return true
+}
 
 // Close before the end discards the connection: the rest of the body is
 // not read (the ReadResponse body's own Close would read it all, which for

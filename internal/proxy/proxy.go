@@ -60,6 +60,7 @@ type Handler struct {
 
 	endCtx     context.Context // done when open streams must end
 	endStreams context.CancelFunc
+	detached   sync.WaitGroup // streams served outside net/http (detach.go)
 }
 
 type routeUp struct {

@@ -278,6 +278,9 @@ func (w *Worker) drainSteps() drainSteps {
 				w.https.Close()
 				w.http.Close()
 			}
+			// Streams that left net/http (HTTP/1.1 event streams) write
+			// their final chunk after EndStreams: not cut by the exit.
+			w.proxy.WaitStreams(ctx)
 			<-h3done
 		},
 		endStreams: w.proxy.EndStreams,

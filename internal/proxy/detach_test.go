@@ -1,0 +1,249 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/logging"
+)
+
+// sseBackend serves GET and POST /events as an event stream: "data: one",
+// then one event per value on next, and the end when next is closed; "fail"
+// cuts the connection without the final chunk. gone receives when a
+// stream's request context ends (the gateway closed the upstream).
+type sseBackend struct {
+	*httptest.Server
+	next chan string
+	gone chan struct{}
+}
+
+func newSSEBackend(t *testing.T) *sseBackend {
+	b := &sseBackend{next: make(chan string, 10), gone: make(chan struct{}, 10)}
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case <-r.Context().Done():
+				b.gone <- struct{}{}
+				return
+			case ev, ok := <-b.next:
+				if !ok {
+					return
+				}
+				if ev == "fail" {
+					c, _, _ := http.NewResponseController(w).Hijack()
+					c.Close()
+					return
+				}
+				io.WriteString(w, ev)
+				w.(http.Flusher).Flush()
+			}
+		}
+	}))
+	t.Cleanup(b.Close)
+	return b
+}
+
+// syncBuffer is a log destination the stream's goroutine writes to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// detachProxy is the proxy in front of b behind the access log, as in a
+// worker, over TLS with HTTP/2 on.
+func detachProxy(t *testing.T, b *sseBackend) (*Handler, *httptest.Server, *syncBuffer) {
+	t.Helper()
+	h, err := New(testProxyConfig(t, b.URL), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.CloseIdle)
+	logs := &syncBuffer{}
+	srv := httptest.NewUnstartedServer(logging.Access(slog.New(slog.NewJSONHandler(logs, nil)), h))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return h, srv, logs
+}
+
+// openStream sends a GET (or POST) for the stream and reads its first event.
+func openStream(t *testing.T, srv *httptest.Server, proto, method string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	req, _ := http.NewRequest(method, srv.URL+"/events", nil)
+	req.Host = "notes.test"
+	req.Header.Set("Accept", "text/event-stream")
+	res, err := clientFor(srv, proto).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	br := bufio.NewReader(res.Body)
+	if ev := readEvent(t, br); ev != "data: one\n\n" {
+		t.Fatalf("first event %q", ev)
+	}
+	return res, br
+}
+
+func readEvent(t *testing.T, br *bufio.Reader) string {
+	t.Helper()
+	var ev strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		ev.WriteString(line)
+		if err != nil {
+			t.Fatalf("reading an event: %v (so far %q)", err, ev.String())
+		}
+		if line == "\n" {
+			return ev.String()
+		}
+	}
+}
+
+// servedByNetHTTP counts the proxy's handlers still running (for a
+// stream: still held by net/http, HTTP/1 or HTTP/2).
+func servedByNetHTTP() int {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	count := 0
+	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+		if strings.Contains(g, "mcpgate/internal/proxy.(*Handler).forward(") {
+			count++
+		}
+	}
+	return count
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within 5 s", what)
+		}
+	}
+}
+
+// TestDetachedStream: an HTTP/1.1 GET event stream leaves net/http once its
+// head is sent (no handler goroutine holds it; detach.go) and is still the
+// same stream for the client: events as they come, a clean end when the
+// backend or the drain ends it, an incomplete one when the backend fails,
+// the upstream closed when the client goes away, the access line written
+// at the end. POST streams and HTTP/2 stay in net/http.
+func TestDetachedStream(t *testing.T) {
+	t.Run("events and a clean end", func(t *testing.T) {
+		b := newSSEBackend(t)
+		_, srv, logs := detachProxy(t, b)
+		res, br := openStream(t, srv, "h1", "GET")
+		if !res.Close || len(res.TransferEncoding) != 1 || res.TransferEncoding[0] != "chunked" {
+			t.Errorf("response head: Close %v, Transfer-Encoding %v; want Connection: close, chunked", res.Close, res.TransferEncoding)
+		}
+		waitFor(t, "the handler returning", func() bool { return servedByNetHTTP() == 0 })
+		if strings.Contains(logs.String(), `"msg":"request"`) {
+			t.Error("access line written while the stream is open")
+		}
+		b.next <- "data: two\n\n"
+		if ev := readEvent(t, br); ev != "data: two\n\n" {
+			t.Errorf("second event %q", ev)
+		}
+		close(b.next)
+		if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+			t.Errorf("end of the stream: %q, %v; want a clean end", rest, err)
+		}
+		waitFor(t, "the access line", func() bool { return strings.Contains(logs.String(), `"msg":"request"`) })
+		line := logs.String()
+		if !strings.Contains(line, `"status":200`) || !strings.Contains(line, `"bytes_out":22`) || !strings.Contains(line, `"path":"/events"`) {
+			t.Errorf("access line %s", line)
+		}
+	})
+	t.Run("the client goes away", func(t *testing.T) {
+		b := newSSEBackend(t)
+		h, srv, _ := detachProxy(t, b)
+		res, _ := openStream(t, srv, "h1", "GET")
+		waitFor(t, "the handler returning", func() bool { return servedByNetHTTP() == 0 })
+		res.Body.Close() // an unfinished body: the client closes the connection
+		select {
+		case <-b.gone:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the backend's stream stayed open after the client left")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.WaitStreams(ctx)
+		if ctx.Err() != nil {
+			t.Error("the detached stream did not end")
+		}
+	})
+	t.Run("the drain ends it cleanly", func(t *testing.T) {
+		b := newSSEBackend(t)
+		h, srv, _ := detachProxy(t, b)
+		_, br := openStream(t, srv, "h1", "GET")
+		waitFor(t, "the handler returning", func() bool { return servedByNetHTTP() == 0 })
+		h.EndStreams()
+		if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+			t.Errorf("end of the stream at the drain: %q, %v; want a clean end", rest, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.WaitStreams(ctx)
+		if ctx.Err() != nil {
+			t.Error("WaitStreams did not return after the drain ended the stream")
+		}
+	})
+	t.Run("the backend fails", func(t *testing.T) {
+		b := newSSEBackend(t)
+		_, srv, _ := detachProxy(t, b)
+		_, br := openStream(t, srv, "h1", "GET")
+		waitFor(t, "the handler returning", func() bool { return servedByNetHTTP() == 0 })
+		b.next <- "fail"
+		if _, err := io.ReadAll(br); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("a stream the backend cut: %v; want an incomplete response (unexpected EOF)", err)
+		}
+	})
+	for _, c := range []struct{ proto, method string }{{"h1", "POST"}, {"h2", "GET"}} {
+		t.Run("not detached: "+c.proto+" "+c.method, func(t *testing.T) {
+			b := newSSEBackend(t)
+			_, srv, _ := detachProxy(t, b)
+			res, br := openStream(t, srv, c.proto, c.method)
+			if res.Close {
+				t.Error("Connection: close on a stream that stays in net/http")
+			}
+			time.Sleep(100 * time.Millisecond)
+			if n := servedByNetHTTP(); n != 1 {
+				t.Errorf("%d handlers serving the stream, want 1", n)
+			}
+			b.next <- "data: two\n\n"
+			if ev := readEvent(t, br); ev != "data: two\n\n" {
+				t.Errorf("second event %q", ev)
+			}
+			close(b.next)
+			if _, err := io.ReadAll(br); err != nil {
+				t.Errorf("end of the stream: %v", err)
+			}
+		})
+	}
+}
