@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/mcpgate/mcpgate/internal/logging"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 )
 
 // An HTTP/1.1 event stream (an MCP client's GET stream) lives for hours and
@@ -64,9 +65,13 @@ func (h *Handler) detach(w http.ResponseWriter, r *http.Request, res *http.Respo
 	if err != nil {
 		return false
 	}
+	// The server counted the hijacked connection as closed; it is open
+	// until the stream ends.
+	metrics.Default.ConnOpened(metrics.H1)
 	// Whatever the client sent after its request is never answered: the
 	// response said Connection: close.
 	if !rb.leaveContext() {
+		metrics.Default.ConnClosed(metrics.H1)
 		// The client went away meanwhile.
 		res.Body.Close()
 		conn.Close()
@@ -166,6 +171,7 @@ func (s *detachedStream) run(h *Handler) {
 	}
 	s.body.Close()
 	s.conn.Close()
+	metrics.Default.ConnClosed(metrics.H1)
 	release()
 	if s.logged != nil {
 		s.logged(sent)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/logging"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 )
 
 // sseBackend serves GET and POST /events as an event stream: "data: one",
@@ -158,6 +159,7 @@ func TestDetachedStream(t *testing.T) {
 	t.Run("events and a clean end", func(t *testing.T) {
 		b := newSSEBackend(t)
 		_, srv, logs := detachProxy(t, b)
+		h1Conns := metrics.Default.Snapshot().Connections["h1"]
 		res, br := openStream(t, srv, "h1", "GET")
 		if !res.Close || len(res.TransferEncoding) != 1 || res.TransferEncoding[0] != "chunked" {
 			t.Errorf("response head: Close %v, Transfer-Encoding %v; want Connection: close, chunked", res.Close, res.TransferEncoding)
@@ -165,6 +167,11 @@ func TestDetachedStream(t *testing.T) {
 		waitFor(t, "the handler returning", func() bool { return servedByNetHTTP() == 0 })
 		if strings.Contains(logs.String(), `"msg":"request"`) {
 			t.Error("access line written while the stream is open")
+		}
+		// This test's server tracks no connections: the stream's own
+		// count is the gauge's whole value (+1 while open, back after).
+		if n := metrics.Default.Snapshot().Connections["h1"]; n != h1Conns+1 {
+			t.Errorf("HTTP/1 connections gauge %d while the stream is open, want %d", n, h1Conns+1)
 		}
 		b.next <- "data: two\n\n"
 		if ev := readEvent(t, br); ev != "data: two\n\n" {
@@ -175,6 +182,9 @@ func TestDetachedStream(t *testing.T) {
 			t.Errorf("end of the stream: %q, %v; want a clean end", rest, err)
 		}
 		waitFor(t, "the access line", func() bool { return strings.Contains(logs.String(), `"msg":"request"`) })
+		if n := metrics.Default.Snapshot().Connections["h1"]; n != h1Conns {
+			t.Errorf("HTTP/1 connections gauge %d after the stream, want %d", n, h1Conns)
+		}
 		line := logs.String()
 		if !strings.Contains(line, `"status":200`) || !strings.Contains(line, `"bytes_out":22`) || !strings.Contains(line, `"path":"/events"`) {
 			t.Errorf("access line %s", line)
