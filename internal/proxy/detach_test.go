@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/logging"
 	"github.com/mcpgate/mcpgate/internal/metrics"
 )
@@ -255,5 +258,46 @@ func TestDetachedStream(t *testing.T) {
 				t.Errorf("end of the stream: %v", err)
 			}
 		})
+	}
+}
+
+// TestSocketOf: the client watch reaches the socket through TLS and the
+// hand-off's wrapper, and falls back to a read where there is none.
+func TestSocketOf(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			defer c.Close()
+			time.Sleep(time.Second)
+		}
+	}()
+	tcp, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	pipe, other := net.Pipe()
+	defer pipe.Close()
+	defer other.Close()
+	handed := &handoff.PeekedConn{Conn: tcp}
+	cases := []struct {
+		name string
+		c    net.Conn
+		want bool
+	}{
+		{"TCP", tcp, true},
+		{"hand-off wrapper", handed, true},
+		{"TLS over the hand-off wrapper", tls.Server(handed, &tls.Config{}), true},
+		{"a pipe", pipe, false},
+		{"TLS over a pipe", tls.Server(pipe, &tls.Config{}), false},
+	}
+	for _, c := range cases {
+		if got := socketOf(c.c) != nil; got != c.want {
+			t.Errorf("%s: socket found %v, want %v", c.name, got, c.want)
+		}
 	}
 }

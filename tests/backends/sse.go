@@ -38,8 +38,8 @@ type SSE struct {
 }
 
 type gate struct {
-	sent, release         chan struct{}
-	sentOnce, releaseOnce sync.Once
+	sent, release, gone             chan struct{}
+	sentOnce, releaseOnce, goneOnce sync.Once
 }
 
 // NewSSE starts the streaming backend.
@@ -68,7 +68,7 @@ func (s *SSE) gate(id string) *gate {
 	defer s.mu.Unlock()
 	g := s.gates[id]
 	if g == nil {
-		g = &gate{sent: make(chan struct{}), release: make(chan struct{})}
+		g = &gate{sent: make(chan struct{}), release: make(chan struct{}), gone: make(chan struct{})}
 		s.gates[id] = g
 	}
 	return g
@@ -84,6 +84,10 @@ func (s *SSE) Release(id string) {
 // part: if the client has not seen it by then, something between buffers.
 func (s *SSE) FirstSent(id string) <-chan struct{} { return s.gate(id).sent }
 
+// Gone is closed when stream id's request ended while it waited for
+// Release: the gateway closed the upstream connection (its client left).
+func (s *SSE) Gone(id string) <-chan struct{} { return s.gate(id).gone }
+
 // firstDone marks the first part flushed and waits for Release; false means
 // give up (client gone, cleanup, or maxGateWait).
 func (s *SSE) firstDone(r *http.Request, id string) bool {
@@ -93,6 +97,7 @@ func (s *SSE) firstDone(r *http.Request, id string) bool {
 	case <-g.release:
 		return true
 	case <-r.Context().Done():
+		g.goneOnce.Do(func() { close(g.gone) })
 	case <-s.closed:
 	case <-time.After(maxGateWait):
 	}

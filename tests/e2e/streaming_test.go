@@ -112,3 +112,38 @@ func TestStreaming(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamClientGone: when the client of an open event stream goes away,
+// the gateway closes the backend's stream at once, whichever protocol; an
+// HTTP/1.1 GET stream, which leaves net/http once its head is sent (and so
+// says Connection: close), is watched on the handed-over socket itself.
+func TestStreamClientGone(t *testing.T) {
+	t.Parallel()
+	sse := backends.NewSSE(t)
+	g := harness.Start(t, harness.Options{Proxies: []harness.Proxy{
+		{Name: "stream", Hostnames: []string{"stream.test"}, Target: sse.URL},
+	}})
+	for _, pc := range protoCases {
+		t.Run(pc.name, func(t *testing.T) {
+			id := "gone-" + pc.name
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://stream.test/sse?id="+id, nil)
+			resp := within(t, streamWait, "response headers", func() (*http.Response, error) { return g.Client(pc.cfg).Do(req) }, func() string { cancel(); return "" })
+			defer resp.Body.Close()
+			if detached := pc.cfg.HTTP1Only; resp.Close != detached {
+				t.Errorf("Connection: close is %v, want %v (an HTTP/1.1 GET stream leaves net/http)", resp.Close, detached)
+			}
+			br := bufio.NewReader(resp.Body)
+			if ev := within(t, streamWait, "first event", func() (sseEvent, error) { return readEvent(br) }, func() string { cancel(); return "" }); ev.Data != "event 1" {
+				t.Fatalf("first event %+v", ev)
+			}
+			cancel() // the client goes away
+			select {
+			case <-sse.Gone(id):
+			case <-time.After(streamWait):
+				t.Fatal("the backend's stream stayed open after its client left")
+			}
+		})
+	}
+}
