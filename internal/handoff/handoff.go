@@ -71,6 +71,35 @@ func (c *Conn) Send(kind wire.Kind, payload []byte) error {
 	return err
 }
 
+// ErrFull is TrySend's answer when the peer's receive buffer is full: a
+// worker that has stopped reading its socket.
+var ErrFull = errors.New("handoff: the peer's socket buffer is full")
+
+// TrySend sends a control message if it can go at once, and returns
+// ErrFull instead of waiting: for a message to every worker, which one
+// stuck worker must not hold up for the others.
+func (c *Conn) TrySend(kind wire.Kind, payload []byte) error {
+	rc, err := c.uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	msg := make([]byte, 0, 1+len(payload))
+	msg = append(msg, byte(kind))
+	msg = append(msg, payload...)
+	var sendErr error
+	err = rc.Write(func(fd uintptr) bool {
+		sendErr = syscall.Sendmsg(int(fd), msg, nil, nil, syscall.MSG_DONTWAIT)
+		return true // never wait for the socket to drain
+	})
+	switch {
+	case err != nil:
+		return err
+	case errors.Is(sendErr, syscall.EAGAIN):
+		return ErrFull
+	}
+	return sendErr
+}
+
 // SendConn sends a connection: its descriptor, and as payload the PROXY v2
 // header followed by the bytes already read from it. The caller still owns
 // (and should close) its copy of the connection.

@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -159,5 +160,45 @@ func TestListenerKeepsQueuedAfterClose(t *testing.T) {
 	}
 	if _, err := l.Accept(); err == nil {
 		t.Fatal("second Accept after Close succeeded")
+	}
+}
+
+// TestTrySend: TrySend delivers like Send while there is room, says
+// ErrFull instead of blocking when the peer stopped reading, sends again
+// once it reads, and reports a closed peer as closed.
+func TestTrySend(t *testing.T) {
+	parent, childFile, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := FromFile(childFile)
+	childFile.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	sent := 0
+	for ; sent < 1_000_000; sent++ {
+		err := parent.TrySend(wire.KindRevoked, nil)
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("message %d: %v", sent, err)
+		}
+	}
+	if sent == 0 || sent == 1_000_000 {
+		t.Fatalf("%d messages before the buffer was full", sent)
+	}
+	m, err := child.Recv()
+	if err != nil || m.Kind != wire.KindRevoked || len(m.Payload) != 0 {
+		t.Fatalf("got %+v, %v", m, err)
+	}
+	if err := parent.TrySend(wire.KindRevoked, nil); err != nil {
+		t.Errorf("after the peer read one: %v", err)
+	}
+	child.Close()
+	if err := parent.TrySend(wire.KindRevoked, nil); !IsClosed(err) {
+		t.Errorf("to a closed peer: %v, want closed", err)
 	}
 }

@@ -80,7 +80,10 @@ func (r *revocationRelay) run(done <-chan struct{}) {
 		r.mu.Unlock()
 		for _, p := range targets {
 			// A worker that is gone has closed its end: nothing to tell.
-			if err := p.hc.Send(wire.KindRevoked, nil); err != nil && !handoff.IsClosed(err) {
+			// One that stopped reading is skipped, not waited for: the
+			// others must not wait with it (it reads the log by itself
+			// every revocation.NotifiedPoll).
+			if err := p.hc.TrySend(wire.KindRevoked, nil); err != nil && !handoff.IsClosed(err) {
 				p.log.Warn("relaying a revocation", "err", err)
 			}
 		}

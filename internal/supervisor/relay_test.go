@@ -22,6 +22,12 @@ type relayWorker struct {
 }
 
 func newRelayWorker(t *testing.T, n int, relay *revocationRelay) *relayWorker {
+	return newRelayWorkerReading(t, n, relay, true)
+}
+
+// newRelayWorkerReading is newRelayWorker; with reading false the worker
+// never reads its socket (stuck).
+func newRelayWorkerReading(t *testing.T, n int, relay *revocationRelay, reading bool) *relayWorker {
 	t.Helper()
 	hc, child, err := handoff.Pair()
 	if err != nil {
@@ -37,6 +43,10 @@ func newRelayWorker(t *testing.T, n int, relay *revocationRelay) *relayWorker {
 	w := &relayWorker{fakeWorker: fw, p: newProc("p", fw, spec, hc, time.Now(), discardLog()), revoked: make(chan struct{}, 1000)}
 	w.p.follow(relay)
 	w.p.watch()
+	if !reading {
+		t.Cleanup(func() { fw.exit(nil); <-w.p.exited })
+		return w
+	}
 	go func() {
 		for {
 			m, err := wc.Recv()
@@ -110,6 +120,19 @@ func TestRevocationRelay(t *testing.T) {
 	}
 	for _, w := range []*relayWorker{a, b} {
 		w.want(t, 1, "an announcement after a worker exited")
+	}
+
+	// A worker that stopped reading (its socket full) holds nobody up.
+	stuck := newRelayWorkerReading(t, 4, relay, false)
+	for stuck.p.hc.TrySend(wire.KindRevoked, nil) == nil {
+	}
+	for range 3 {
+		if err := a.hc.Send(wire.KindRevoked, nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []*relayWorker{a, b} {
+			w.want(t, 1, "an announcement with a stuck worker")
+		}
 	}
 }
 
