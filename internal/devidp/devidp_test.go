@@ -1,7 +1,6 @@
 package devidp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,13 +11,13 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/idp/github"
+	"github.com/mcpgate/mcpgate/internal/logging/logtest"
 )
 
 const callback = "http://127.0.0.1:8443/oauth/callback"
@@ -28,27 +27,9 @@ var noFollow = &http.Client{
 	Timeout:       5 * time.Second,
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func start(t *testing.T, opts Options) (*httptest.Server, *syncBuffer) {
+func start(t *testing.T, opts Options) (*httptest.Server, *logtest.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	opts.Log = slog.New(slog.NewTextHandler(logs, nil))
 	srv := httptest.NewServer(Handler(opts))
 	t.Cleanup(srv.Close)
@@ -257,7 +238,7 @@ func TestServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, ln, Options{AutoLogin: "carol"}, slog.New(slog.NewTextHandler(logs, nil))) }()
 	resp, body := getURL(t, "http://"+ln.Addr().String()+"/")

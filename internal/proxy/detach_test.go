@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,12 +12,12 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/logging"
+	"github.com/mcpgate/mcpgate/internal/logging/logtest"
 	"github.com/mcpgate/mcpgate/internal/metrics"
 )
 
@@ -61,34 +60,16 @@ func newSSEBackend(t *testing.T) *sseBackend {
 	return b
 }
 
-// syncBuffer is a log destination the stream's goroutine writes to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // detachProxy is the proxy in front of b behind the access log, as in a
 // worker, over TLS with HTTP/2 on.
-func detachProxy(t *testing.T, b *sseBackend) (*Handler, *httptest.Server, *syncBuffer) {
+func detachProxy(t *testing.T, b *sseBackend) (*Handler, *httptest.Server, *logtest.Buffer) {
 	t.Helper()
 	h, err := New(testProxyConfig(t, b.URL), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.CloseIdle)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	srv := httptest.NewUnstartedServer(logging.Access(slog.New(slog.NewJSONHandler(logs, nil)), h))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
