@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/logging"
 	"github.com/mcpgate/mcpgate/internal/metrics"
 )
@@ -80,10 +81,11 @@ func (h *Handler) detach(w http.ResponseWriter, r *http.Request, res *http.Respo
 	// The stream keeps the body alone: the response's Request is the
 	// client's, with its fields and contexts.
 	s := &detachedStream{conn: conn, body: res.Body, rb: rb, pool: h.buffers, path: r.URL.Path, logged: logging.Detach(r.Context())}
+	who, _ := IdentityFrom(r.Context())
 	h.detached.Add(1)
 	go func() {
 		defer h.detached.Done()
-		s.run(h)
+		s.run(h, who)
 	}()
 	return true
 }
@@ -118,13 +120,18 @@ const chunkRoom = 10 // 8 hex digits and CRLF: more than a buffer holds
 
 var lastChunk = []byte("0\r\n\r\n")
 
-func (s *detachedStream) run(h *Handler) {
+func (s *detachedStream) run(h *Handler, who *identity.Principal) {
 	var ended, gone atomic.Bool
-	stop := context.AfterFunc(h.endCtx, func() {
+	end := func() {
 		ended.Store(true)
 		s.rb.abort()
-	})
-	release := streamOpened(func() { stop() })
+	}
+	stop := context.AfterFunc(h.endCtx, end)
+	unwatch := func() {}
+	if h.access != nil && who != nil {
+		unwatch = h.access.Watch(who, end)
+	}
+	release := streamOpened(func() { stop(); unwatch() })
 	go func() {
 		waitClient(s.conn)
 		gone.Store(true)

@@ -12,10 +12,12 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/handoff"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/logging"
 	"github.com/mcpgate/mcpgate/internal/logging/logtest"
 	"github.com/mcpgate/mcpgate/internal/metrics"
@@ -63,14 +65,28 @@ func newSSEBackend(t *testing.T) *sseBackend {
 // detachProxy is the proxy in front of b behind the access log, as in a
 // worker, over TLS with HTTP/2 on.
 func detachProxy(t *testing.T, b *sseBackend) (*Handler, *httptest.Server, *logtest.Buffer) {
+	return watchedProxy(t, b, nil)
+}
+
+// watchedProxy is detachProxy with aw watching the streams of a verified
+// principal; nil: no principal and no watcher.
+func watchedProxy(t *testing.T, b *sseBackend, aw AccessWatcher) (*Handler, *httptest.Server, *logtest.Buffer) {
 	t.Helper()
 	h, err := New(testProxyConfig(t, b.URL), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.CloseIdle)
+	var next http.Handler = h
+	if aw != nil {
+		h.WatchAccess(aw)
+		who := &identity.Principal{Login: "alice", ClientID: "client-1", TokenID: "jti-1", ExpiresAt: time.Now().Add(time.Hour)}
+		next = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), who)))
+		})
+	}
 	logs := &logtest.Buffer{}
-	srv := httptest.NewUnstartedServer(logging.Access(slog.New(slog.NewJSONHandler(logs, nil)), h))
+	srv := httptest.NewUnstartedServer(logging.Access(slog.New(slog.NewJSONHandler(logs, nil)), next))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -280,5 +296,118 @@ func TestSocketOf(t *testing.T) {
 		if got := socketOf(c.c) != nil; got != c.want {
 			t.Errorf("%s: socket found %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// fakeWatcher records the streams it watches; revoke withdraws access.
+type fakeWatcher struct {
+	mu      sync.Mutex
+	ends    []func()
+	stopped int
+}
+
+func (f *fakeWatcher) Watch(who *identity.Principal, end func()) func() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ends = append(f.ends, end)
+	return func() {
+		f.mu.Lock()
+		f.stopped++
+		f.mu.Unlock()
+	}
+}
+
+func (f *fakeWatcher) revoke() {
+	f.mu.Lock()
+	ends := f.ends
+	f.mu.Unlock()
+	for _, e := range ends {
+		e()
+	}
+}
+
+func (f *fakeWatcher) counts() (watched, stopped int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.ends), f.stopped
+}
+
+// TestStreamEndsWhenAccessWithdrawn: an open stream of a verified
+// principal is watched, and ends cleanly (so the client reconnects and
+// meets the bearer check again) when the watcher says its access was
+// withdrawn: detached over HTTP/1.1, in net/http over HTTP/2. The watch is
+// stopped when the stream ends.
+func TestStreamEndsWhenAccessWithdrawn(t *testing.T) {
+	for _, proto := range []string{"h1", "h2"} {
+		t.Run(proto, func(t *testing.T) {
+			b := newSSEBackend(t)
+			aw := &fakeWatcher{}
+			_, srv, _ := watchedProxy(t, b, aw)
+			_, br := openStream(t, srv, proto, "GET")
+			waitFor(t, "the watch", func() bool { n, _ := aw.counts(); return n == 1 })
+			aw.revoke()
+			if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+				t.Errorf("end of the stream when access was withdrawn: %q, %v; want a clean end", rest, err)
+			}
+			select {
+			case <-b.gone:
+			case <-time.After(5 * time.Second):
+				t.Error("the backend's stream stayed open")
+			}
+			waitFor(t, "the watch stopped", func() bool { _, stopped := aw.counts(); return stopped == 1 })
+		})
+	}
+}
+
+// TestWebSocketEndsWhenAccessWithdrawn: an upgraded connection of a
+// verified principal is closed, both ways, when its access is withdrawn.
+func TestWebSocketEndsWhenAccessWithdrawn(t *testing.T) {
+	backendGone := make(chan struct{})
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(io.Discard, brw) // until the gateway closes
+		close(backendGone)
+	}))
+	defer b.Close()
+	h, err := New(testProxyConfig(t, b.URL), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.CloseIdle()
+	aw := &fakeWatcher{}
+	h.WatchAccess(aw)
+	who := &identity.Principal{Login: "alice", TokenID: "jti-1", ExpiresAt: time.Now().Add(time.Hour)}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), who)))
+	}))
+	srv.StartTLS()
+	defer srv.Close()
+	conn, err := tlsDial(srv, srv.Client().Transport.(*http.Transport))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: notes.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", res, err)
+	}
+	waitFor(t, "the watch", func() bool { n, _ := aw.counts(); return n == 1 })
+	aw.revoke()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("the client's side after access was withdrawn: %v, want closed (EOF)", err)
+	}
+	select {
+	case <-backendGone:
+	case <-time.After(5 * time.Second):
+		t.Error("the backend's side stayed open")
 	}
 }

@@ -19,6 +19,8 @@ import (
 type endTransport struct {
 	rt     http.RoundTripper
 	endCtx context.Context
+	// watch ends a stream whose access is withdrawn (Handler.watchAccess).
+	watch func(ctx context.Context, end func()) (stop func())
 }
 
 func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -48,7 +50,10 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// ReverseProxy needs the upgraded body's Write; a drain ends with
 		// the worker's process.
 		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
-			res.Body = &upgradedBody{ReadWriteCloser: rwc, release: streamOpened(cancel)}
+			// Access withdrawn closes the upgraded connection: it has no
+			// clean end to offer.
+			unwatch := t.watch(req.Context(), func() { rwc.Close() })
+			res.Body = &upgradedBody{ReadWriteCloser: rwc, release: streamOpened(func() { unwatch(); cancel() })}
 		} else {
 			cancel()
 		}
@@ -66,11 +71,13 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		abort = b.abort
 	}
 	ended := new(atomic.Bool)
-	stop := context.AfterFunc(t.endCtx, func() {
+	end := func() {
 		ended.Store(true)
 		abort()
-	})
-	res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: ended, release: streamOpened(func() { stop(); cancel() })}
+	}
+	stop := context.AfterFunc(t.endCtx, end)
+	unwatch := t.watch(req.Context(), end)
+	res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: ended, release: streamOpened(func() { stop(); unwatch(); cancel() })}
 	return res, nil
 }
 

@@ -183,11 +183,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) 
 	}
 	var ended atomic.Bool
 	if streaming && rb != nil {
-		stop := context.AfterFunc(h.endCtx, func() {
+		end := func() {
 			ended.Store(true)
 			rb.abort()
-		})
-		release := streamOpened(func() { stop() })
+		}
+		stop := context.AfterFunc(h.endCtx, end)
+		// Access withdrawn ends the stream cleanly too: the client's
+		// reconnection meets the bearer check again.
+		unwatch := h.watchAccess(ctx, end)
+		release := streamOpened(func() { stop(); unwatch() })
 		defer release()
 	}
 	err = copyBody(w, res, rb, streaming, &ended, h.buffers)

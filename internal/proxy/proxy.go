@@ -61,6 +61,29 @@ type Handler struct {
 	endCtx     context.Context // done when open streams must end
 	endStreams context.CancelFunc
 	detached   sync.WaitGroup // streams served outside net/http (detach.go)
+	access     AccessWatcher  // nil: streams are not watched (no OAuth)
+}
+
+// AccessWatcher ends a stream when the access it was opened with is
+// withdrawn: the bearer check runs once, when a stream begins, and a
+// stream may stay open for hours after its token was revoked or expired.
+type AccessWatcher interface {
+	// Watch calls end, once, when who loses access, until stop.
+	Watch(who *identity.Principal, end func()) (stop func())
+}
+
+// WatchAccess sets the watcher of every stream; before serving.
+func (h *Handler) WatchAccess(a AccessWatcher) { h.access = a }
+
+// watchAccess runs end when the access of the request in ctx is withdrawn;
+// call stop when the stream ends. Requests without a verified principal
+// (auth not required, public paths) are not watched.
+func (h *Handler) watchAccess(ctx context.Context, end func()) (stop func()) {
+	who, ok := IdentityFrom(ctx)
+	if h.access == nil || !ok || who == nil {
+		return func() {}
+	}
+	return h.access.Watch(who, end)
 }
 
 type routeUp struct {
@@ -155,7 +178,7 @@ func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 	up := &upstream{url: u, tr: h1, h1: h1}
 	up.rp = &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, up) },
-		Transport:      &endTransport{rt: rt, endCtx: h.endCtx},
+		Transport:      &endTransport{rt: rt, endCtx: h.endCtx, watch: h.watchAccess},
 		BufferPool:     h.buffers,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,

@@ -53,8 +53,16 @@ type Mirror struct {
 	notify Notifier // nil: poll every Poll
 
 	mu      sync.RWMutex
-	after   int64             // guarded by mu
-	entries map[key]time.Time // guarded by mu; → expiry of the entry
+	after   int64               // guarded by mu
+	entries map[key]time.Time   // guarded by mu; → expiry of the entry
+	watches map[*watch]struct{} // guarded by mu
+}
+
+// watch is one Watch: a principal whose open stream ends when a
+// revocation covers it.
+type watch struct {
+	who *identity.Principal
+	end func()
 }
 
 // New returns an empty mirror of log; call Load or Run to fill it. n
@@ -72,6 +80,37 @@ func New(log Log, n Notifier) *Mirror {
 func (m *Mirror) Covers(who *identity.Principal) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	return m.coversLocked(who)
+}
+
+// Watch calls end, once, when a revocation covering who's token is read:
+// a stream opened with the token must not outlive it (the bearer check
+// ran once, when the stream began). end runs at once if one is known
+// already, and otherwise on the goroutine that reads the log; it must not
+// block. stop ends the watch.
+func (m *Mirror) Watch(who *identity.Principal, end func()) (stop func()) {
+	w := &watch{who: who, end: end}
+	m.mu.Lock()
+	covered := m.coversLocked(who)
+	if !covered {
+		if m.watches == nil {
+			m.watches = map[*watch]struct{}{}
+		}
+		m.watches[w] = struct{}{}
+	}
+	m.mu.Unlock()
+	if covered {
+		end()
+		return func() {}
+	}
+	return func() {
+		m.mu.Lock()
+		delete(m.watches, w)
+		m.mu.Unlock()
+	}
+}
+
+func (m *Mirror) coversLocked(who *identity.Principal) bool {
 	if len(m.entries) == 0 {
 		return false
 	}
@@ -146,7 +185,19 @@ func (m *Mirror) Load(ctx context.Context) error {
 				delete(m.entries, k)
 			}
 		}
+		var ended []*watch
+		if len(batch) > 0 {
+			for w := range m.watches {
+				if m.coversLocked(w.who) {
+					ended = append(ended, w)
+					delete(m.watches, w)
+				}
+			}
+		}
 		m.mu.Unlock()
+		for _, w := range ended {
+			w.end()
+		}
 		if len(batch) < batchSize {
 			return nil
 		}

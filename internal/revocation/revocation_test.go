@@ -62,3 +62,72 @@ func TestMirror(t *testing.T) {
 		t.Errorf("cursor %d after loading, want 2504", m.after)
 	}
 }
+
+// growingLog is a fakeLog a test appends to between Loads.
+type growingLog struct{ entries fakeLog }
+
+func (g *growingLog) Revocations(ctx context.Context, after int64, limit int) ([]store.Revocation, error) {
+	return g.entries.Revocations(ctx, after, limit)
+}
+
+// TestWatch: a watched principal's end runs once, when a revocation that
+// covers it is read (its token, grant or client), at once when one is known
+// already, never after stop, and not for revocations of others.
+func TestWatch(t *testing.T) {
+	future := time.Now().Add(time.Hour)
+	log := &growingLog{entries: fakeLog{{Seq: 1, Kind: store.RevokeToken, Value: "old-jti", ExpiresAt: future}}}
+	m := New(log, nil)
+	ctx := context.Background()
+	if err := m.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	count := func() (*int, func()) {
+		n := new(int)
+		return n, func() { *n++ }
+	}
+	already, end := count()
+	m.Watch(&identity.Principal{TokenID: "old-jti", GrantID: "g0", ClientID: "c0"}, end)
+	if *already != 1 {
+		t.Errorf("a principal revoked before the watch: end ran %d times, want 1 at once", *already)
+	}
+
+	byToken, endToken := count()
+	byGrant, endGrant := count()
+	byClient, endClient := count()
+	other, endOther := count()
+	stopped, endStopped := count()
+	m.Watch(&identity.Principal{TokenID: "jti-1", GrantID: "g1", ClientID: "c1"}, endToken)
+	m.Watch(&identity.Principal{TokenID: "jti-2", GrantID: "g2", ClientID: "c2"}, endGrant)
+	m.Watch(&identity.Principal{TokenID: "jti-3", GrantID: "g3", ClientID: "c3"}, endClient)
+	m.Watch(&identity.Principal{TokenID: "jti-4", GrantID: "g4", ClientID: "c4"}, endOther)
+	stop := m.Watch(&identity.Principal{TokenID: "jti-5", GrantID: "g5", ClientID: "c5"}, endStopped)
+	stop()
+	log.entries = append(log.entries,
+		store.Revocation{Seq: 2, Kind: store.RevokeToken, Value: "jti-1", ExpiresAt: future},
+		store.Revocation{Seq: 3, Kind: store.RevokeGrant, Value: "g2", ExpiresAt: future},
+		store.Revocation{Seq: 4, Kind: store.RevokeClient, Value: "c3", ExpiresAt: future},
+		store.Revocation{Seq: 5, Kind: store.RevokeToken, Value: "jti-5", ExpiresAt: future},
+		store.Revocation{Seq: 6, Kind: store.RevokeGrant, Value: "jti-4", ExpiresAt: future}, // another kind
+	)
+	if err := m.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Load(ctx); err != nil { // nothing new: nothing ends twice
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		n    *int
+		want int
+	}{{"by token", byToken, 1}, {"by grant", byGrant, 1}, {"by client", byClient, 1}, {"not revoked", other, 0}, {"stopped", stopped, 0}} {
+		if *c.n != c.want {
+			t.Errorf("%s: end ran %d times, want %d", c.name, *c.n, c.want)
+		}
+	}
+	m.mu.RLock()
+	left := len(m.watches)
+	m.mu.RUnlock()
+	if left != 1 {
+		t.Errorf("%d watches left, want 1 (the principal not revoked)", left)
+	}
+}

@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/tests/backends"
+	"github.com/mcpgate/mcpgate/tests/harness"
+)
+
+// A user whose access was withdrawn must not keep it through a stream
+// opened before: the bearer check runs when a stream begins, and an MCP
+// client's GET stream stays open for hours. The gateway ends the stream
+// when its token is revoked or expires (cleanly: the client reconnects,
+// and its reconnection meets the bearer check).
+
+// streamEnv is an OAuth gateway with a streaming backend behind
+// stream.test (auth required) and alpha.test for the callback and the
+// revocation endpoint.
+func streamEnv(t *testing.T, oauthKeys string) (*oauthEnv, *backends.SSE) {
+	t.Helper()
+	sse := backends.NewSSE(t)
+	e := startOAuth(t, harness.GitHubOAuthConfig{
+		CallbackHost: "alpha.test",
+		OAuthKeys:    oauthKeys,
+		Tables: `[[oauth.clients]]
+client_id = "e2e-cli"
+redirect_uris = ["http://127.0.0.1/callback"]
+`,
+	},
+		harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}},
+		harness.Proxy{Name: "stream", Hostnames: []string{"stream.test"}, Target: sse.URL},
+	)
+	return e, sse
+}
+
+// openAuthStream opens GET /sse at stream.test with token over pc and reads
+// the first event.
+func openAuthStream(t *testing.T, e *oauthEnv, pc protoCase, id, token string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://stream.test/sse?id="+id, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := e.g.Client(pc.cfg).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("opening the stream: status %d", resp.StatusCode)
+	}
+	br := bufio.NewReader(resp.Body)
+	if ev := within(t, streamWait, "first event", func() (sseEvent, error) { return readEvent(br) }, func() string { cancel(); return "" }); ev.Data != "event 1" {
+		t.Fatalf("first event %+v", ev)
+	}
+	return resp, br
+}
+
+// wantStreamEnded waits up to limit after since for a clean end of the
+// stream (as at a drain: the client resumes), and for the backend's stream
+// to be closed.
+func wantStreamEnded(t *testing.T, sse *backends.SSE, id string, br *bufio.Reader, since time.Time, limit time.Duration, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(br)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, io.EOF) {
+			t.Errorf("%s: the stream ended with %v, want a clean end", what, err)
+		}
+		if d := time.Since(since); d > limit {
+			t.Errorf("%s: the stream ended %v after, want within %v", what, d.Round(time.Millisecond), limit)
+		} else {
+			t.Logf("%s: the stream ended %v after", what, d.Round(time.Millisecond))
+		}
+	case <-time.After(limit + 3*time.Second):
+		t.Fatalf("%s: the stream is still open %v after", what, time.Since(since).Round(time.Millisecond))
+	}
+	select {
+	case <-sse.Gone(id):
+	case <-time.After(streamWait):
+		t.Errorf("%s: the backend's stream stayed open", what)
+	}
+}
+
+// wantRefused: a new request with token is refused as invalid_token.
+func wantRefused(t *testing.T, e *oauthEnv, pc protoCase, token, what string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "https://stream.test/sse?id=refused", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := e.g.Client(pc.cfg).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+		t.Errorf("%s: reconnecting got %d %q, want 401 invalid_token", what, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+}
+
+// TestAttackStreamAfterRevocation: a token revoked (at another worker)
+// while its stream is open ends the stream within a second, over
+// HTTP/1.1 (where the stream left net/http) and HTTP/2; a stream of
+// another token stays open.
+func TestAttackStreamAfterRevocation(t *testing.T) {
+	t.Parallel()
+	e, sse := streamEnv(t, "")
+	for _, pc := range protoCases {
+		t.Run(pc.name, func(t *testing.T) {
+			access, _ := e.tokens(t, "stream.test", "e2e-cli")
+			other, _ := e.tokens(t, "stream.test", "e2e-cli")
+			id, otherID := "revoked-"+pc.name, "kept-"+pc.name
+			_, br := openAuthStream(t, e, pc, id, access)
+			_, otherBr := openAuthStream(t, e, pc, otherID, other)
+			r := e.postForm(t, "https://alpha.test/revoke", url.Values{"token": {access}, "client_id": {"e2e-cli"}}, "", "")
+			revoked := time.Now()
+			if r.status != http.StatusOK {
+				t.Fatalf("revoke: %v", r)
+			}
+			wantStreamEnded(t, sse, id, br, revoked, time.Second, "a revoked token's stream")
+			wantRefused(t, e, pc, access, "the revoked token")
+			// The other stream goes on: its second event still comes.
+			sse.Release(otherID)
+			if ev := within(t, streamWait, "the other stream's next event", func() (sseEvent, error) { return readEvent(otherBr) }, func() string { return "" }); ev.Data != "event 2" {
+				t.Errorf("the other stream: %+v", ev)
+			}
+		})
+	}
+}
+
+// TestAttackStreamAfterExpiry: a stream opened with a token that expires
+// ends when the token does, not hours later.
+func TestAttackStreamAfterExpiry(t *testing.T) {
+	t.Parallel()
+	const ttl = 4 * time.Second
+	e, sse := streamEnv(t, `access_token_ttl = "4s"`)
+	for _, pc := range protoCases {
+		t.Run(pc.name, func(t *testing.T) {
+			issued := time.Now()
+			access, _ := e.tokens(t, "stream.test", "e2e-cli")
+			id := "expiring-" + pc.name
+			_, br := openAuthStream(t, e, pc, id, access)
+			// exp has one-second resolution: the end comes within a second
+			// after issued+ttl, and not before issued+ttl-1s.
+			wantStreamEnded(t, sse, id, br, issued, ttl+time.Second, "an expired token's stream")
+			if d := time.Since(issued); d < ttl-time.Second {
+				t.Errorf("the stream ended %v after the token was issued, before it expired", d)
+			}
+			wantRefused(t, e, pc, access, "the expired token")
+		})
+	}
+}
