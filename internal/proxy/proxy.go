@@ -68,8 +68,9 @@ type Handler struct {
 // withdrawn: the bearer check runs once, when a stream begins, and a
 // stream may stay open for hours after its token was revoked or expired.
 type AccessWatcher interface {
-	// Watch calls end, once, when who loses access, until stop.
-	Watch(who *identity.Principal, end func()) (stop func())
+	// Watch calls end, once, when who's token is revoked, or with expires
+	// when it expires too, until stop.
+	Watch(who *identity.Principal, expires bool, end func()) (stop func())
 }
 
 // WatchAccess sets the watcher of every stream; before serving.
@@ -78,12 +79,17 @@ func (h *Handler) WatchAccess(a AccessWatcher) { h.access = a }
 // watchAccess runs end when the access of the request in ctx is withdrawn;
 // call stop when the stream ends. Requests without a verified principal
 // (auth not required, public paths) are not watched.
-func (h *Handler) watchAccess(ctx context.Context, end func()) (stop func()) {
+//
+// A revoked token ends any stream. Its expiry ends the standing ones, GET
+// streams and upgraded connections, which a client keeps open for hours
+// and reopens with its next token; a POST answered with a stream is one
+// call, authorized when it began, which expiry does not cut short.
+func (h *Handler) watchAccess(ctx context.Context, method string, end func()) (stop func()) {
 	who, ok := IdentityFrom(ctx)
 	if h.access == nil || !ok || who == nil {
 		return func() {}
 	}
-	return h.access.Watch(who, end)
+	return h.access.Watch(who, method == http.MethodGet, end)
 }
 
 type routeUp struct {

@@ -121,11 +121,11 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 // the stream began (the verifier allows no leeway on exp by default).
 type accessWatch struct{ m *revocation.Mirror }
 
-func (a accessWatch) Watch(who *identity.Principal, end func()) (stop func()) {
+func (a accessWatch) Watch(who *identity.Principal, expires bool, end func()) (stop func()) {
 	var once sync.Once
 	endOnce := func() { once.Do(end) }
 	unwatch := a.m.Watch(who, endOnce)
-	if who.ExpiresAt.IsZero() {
+	if !expires || who.ExpiresAt.IsZero() {
 		return unwatch
 	}
 	t := time.AfterFunc(time.Until(who.ExpiresAt), endOnce)
