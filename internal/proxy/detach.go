@@ -129,7 +129,7 @@ func (s *detachedStream) run(h *Handler, who *identity.Principal) {
 	stop := context.AfterFunc(h.endCtx, end)
 	unwatch := func() {}
 	if h.access != nil && who != nil {
-		unwatch = h.access.Watch(who, true, end) // a GET stream
+		unwatch = h.access.Watch(who, end)
 	}
 	release := streamOpened(func() { stop(); unwatch() })
 	go func() {

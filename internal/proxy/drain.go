@@ -20,7 +20,7 @@ type endTransport struct {
 	rt     http.RoundTripper
 	endCtx context.Context
 	// watch ends a stream whose access is withdrawn (Handler.watchAccess).
-	watch func(ctx context.Context, method string, end func()) (stop func())
+	watch func(ctx context.Context, end func()) (stop func())
 }
 
 func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -52,7 +52,7 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
 			// Access withdrawn closes the upgraded connection: it has no
 			// clean end to offer.
-			unwatch := t.watch(req.Context(), http.MethodGet, func() { rwc.Close() })
+			unwatch := t.watch(req.Context(), func() { rwc.Close() })
 			res.Body = &upgradedBody{ReadWriteCloser: rwc, release: streamOpened(func() { unwatch(); cancel() })}
 		} else {
 			cancel()
@@ -76,7 +76,7 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		abort()
 	}
 	stop := context.AfterFunc(t.endCtx, end)
-	unwatch := t.watch(req.Context(), req.Method, end)
+	unwatch := t.watch(req.Context(), end)
 	res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: ended, release: streamOpened(func() { stop(); unwatch(); cancel() })}
 	return res, nil
 }

@@ -190,7 +190,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) 
 		stop := context.AfterFunc(h.endCtx, end)
 		// Access withdrawn ends the stream cleanly too: the client's
 		// reconnection meets the bearer check again.
-		unwatch := h.watchAccess(ctx, r.Method, end)
+		unwatch := h.watchAccess(ctx, end)
 		release := streamOpened(func() { stop(); unwatch() })
 		defer release()
 	}

@@ -66,30 +66,31 @@ type Handler struct {
 
 // AccessWatcher ends a stream when the access it was opened with is
 // withdrawn: the bearer check runs once, when a stream begins, and a
-// stream may stay open for hours after its token was revoked or expired.
+// stream may stay open for hours after its token was revoked.
 type AccessWatcher interface {
-	// Watch calls end, once, when who's token is revoked, or with expires
-	// when it expires too, until stop.
-	Watch(who *identity.Principal, expires bool, end func()) (stop func())
+	// Watch calls end, once, when who's token is revoked, until stop.
+	Watch(who *identity.Principal, end func()) (stop func())
 }
 
 // WatchAccess sets the watcher of every stream; before serving.
 func (h *Handler) WatchAccess(a AccessWatcher) { h.access = a }
 
-// watchAccess runs end when the access of the request in ctx is withdrawn;
+// watchAccess runs end when the token of the request in ctx is revoked;
 // call stop when the stream ends. Requests without a verified principal
 // (auth not required, public paths) are not watched.
 //
-// A revoked token ends any stream. Its expiry ends the standing ones, GET
-// streams and upgraded connections, which a client keeps open for hours
-// and reopens with its next token; a POST answered with a stream is one
-// call, authorized when it began, which expiry does not cut short.
-func (h *Handler) watchAccess(ctx context.Context, method string, end func()) (stop func()) {
+// The token's expiry does not end a stream: it is routine (every
+// access_token_ttl), and MCP clients refresh for their next request, not
+// for a stream they hold; a client whose GET stream ended at each expiry
+// saw it as a failure (the Go SDK with retries off). Access is withdrawn
+// by revocation, which ends every stream, and by a policy change, whose
+// reload drains the old workers and ends their streams.
+func (h *Handler) watchAccess(ctx context.Context, end func()) (stop func()) {
 	who, ok := IdentityFrom(ctx)
 	if h.access == nil || !ok || who == nil {
 		return func() {}
 	}
-	return h.access.Watch(who, method == http.MethodGet, end)
+	return h.access.Watch(who, end)
 }
 
 type routeUp struct {

@@ -7,12 +7,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/config"
-	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/idp/github"
 	"github.com/mcpgate/mcpgate/internal/idp/oidc"
 	"github.com/mcpgate/mcpgate/internal/keys"
@@ -73,7 +71,8 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 		notify = o.relay
 	}
 	o.revoked = revocation.New(st, notify)
-	w.proxy.WatchAccess(accessWatch{o.revoked})
+	// A revoked token ends the streams it opened.
+	w.proxy.WatchAccess(o.revoked)
 	o.issuer = token.NewIssuer(ks, oc.AccessTokenTTL)
 	o.verifier, err = token.NewVerifier(token.VerifierOptions{
 		Keys:         ks,
@@ -114,25 +113,6 @@ func (w *Worker) setupOAuth() (*oauth, error) {
 	go o.revoked.Run(ctx, w.log)
 	go o.maintain(ctx, w)
 	return o, nil
-}
-
-// accessWatch ends a proxied stream when the token it was opened with is
-// revoked or expires: the same two facts the bearer check decided on when
-// the stream began (the verifier allows no leeway on exp by default).
-type accessWatch struct{ m *revocation.Mirror }
-
-func (a accessWatch) Watch(who *identity.Principal, expires bool, end func()) (stop func()) {
-	var once sync.Once
-	endOnce := func() { once.Do(end) }
-	unwatch := a.m.Watch(who, endOnce)
-	if !expires || who.ExpiresAt.IsZero() {
-		return unwatch
-	}
-	t := time.AfterFunc(time.Until(who.ExpiresAt), endOnce)
-	return func() {
-		unwatch()
-		t.Stop()
-	}
 }
 
 // revocationAnnouncer is a store that can announce its revocations
