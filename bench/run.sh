@@ -84,8 +84,11 @@ log "building (mcpgate $VERSION, twice: build ids bench-a and bench-b)"
 $GO build -trimpath -o "$BIN/backend" ./bench/cmd/backend
 $GO build -trimpath -o "$BIN/goproxy" ./bench/cmd/goproxy
 $GO build -trimpath -o "$BIN/mcpbench" ./bench/cmd/mcpbench
+# Static, as the packages build it (Makefile `package`): a cgo build maps
+# libc and gives every thread a pthread stack and a malloc arena, which
+# the shipped binary does not have.
 for id in bench-a bench-b; do
-	$GO build -trimpath -ldflags "-X $PKG/internal/buildinfo.version=$VERSION -X $PKG/internal/buildinfo.buildID=$id" \
+	CGO_ENABLED=0 $GO build -trimpath -ldflags "-X $PKG/internal/buildinfo.version=$VERSION -X $PKG/internal/buildinfo.buildID=$id" \
 		-o "$BIN/mcpgate-$id" ./cmd/mcpgate
 done
 mv "$BIN/mcpgate-bench-a" "$BIN/mcpgate-a"

@@ -63,13 +63,17 @@ type Options struct {
 }
 
 // loginRe is GitHub's rule for user names: letters, digits and single
-// hyphens, not at either end, at most 39 characters.
-var loginRe = regexp.MustCompile(`^[A-Za-z0-9](?:-?[A-Za-z0-9])*$`)
+// hyphens, not at either end, at most 39 characters. Compiled on first
+// use: every process of the binary (each worker) would pay for it at
+// start otherwise.
+var loginRe = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9](?:-?[A-Za-z0-9])*$`)
+})
 
 const loginPattern = `[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}`
 
 // ValidLogin reports whether name is a valid GitHub-style user name.
-func ValidLogin(name string) bool { return len(name) <= 39 && loginRe.MatchString(name) }
+func ValidLogin(name string) bool { return len(name) <= 39 && loginRe().MatchString(name) }
 
 type grant struct {
 	login, clientID, redirectURI, scope string
@@ -520,13 +524,18 @@ func (s *server) page(w http.ResponseWriter, status int, d pageData) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	w.WriteHeader(status)
-	pageTmpl.Execute(w, struct {
+	pageTmpl().Execute(w, struct {
 		pageData
 		Warning, Pattern string
 	}{d, Warning, loginPattern})
 }
 
-var pageTmpl = template.Must(template.New("page").Parse(`<!DOCTYPE html>
+// pageTmpl is parsed on first use, like loginRe.
+var pageTmpl = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("page").Parse(pageHTML))
+})
+
+const pageHTML = `<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -581,4 +590,4 @@ button{padding:.55rem 1.2rem;font:inherit;font-weight:600;color:#fff;background:
 </main>
 </body>
 </html>
-`))
+`

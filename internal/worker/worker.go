@@ -69,6 +69,7 @@ func Run(name string, log *slog.Logger) error {
 	if spec.Proxy.Name != name {
 		return fmt.Errorf("worker: started for %q but spec is for %q", name, spec.Proxy.Name)
 	}
+	keepHeapProfile(spec.PprofDir)
 	hf := os.NewFile(FdHandoff, "handoff")
 	if hf == nil {
 		return errors.New("worker: no hand-off descriptor")

@@ -668,3 +668,88 @@ func BenchmarkConsumeAuthCode(b *testing.B) {
 		}
 	}
 }
+
+// TestIdleMaintenanceOpensNoWriter: the clean-up every worker runs each
+// minute finds nothing due through a read connection and leaves the
+// writer connection unopened (its SQLite memory stays unallocated); once
+// something has expired it is deleted as before.
+func TestIdleMaintenanceOpensNoWriter(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "oauth.db")
+	s, err := Open(path) // a new file: WAL and the schema need the writer
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	writers := func() int { return s.w.Stats().OpenConnections }
+	if n := writers(); n != 0 {
+		t.Fatalf("after Open: %d writer connections, want 0", n)
+	}
+	now := time.Now()
+	if err := s.Cleanup(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.DeleteUnusedClients(ctx, now.Add(-time.Hour), now.Add(time.Hour)); err != nil || n != 0 {
+		t.Fatalf("DeleteUnusedClients = %d, %v; want 0, nil", n, err)
+	}
+	if n := writers(); n != 0 {
+		t.Fatalf("after a clean-up with nothing due: %d writer connections, want 0", n)
+	}
+
+	// A window that expires in a second, cleaned up as of two seconds on.
+	if _, err := s.CountEvent(ctx, "k", time.Second, now); err != nil {
+		t.Fatal(err)
+	}
+	rows := func() (n int) {
+		if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM rate_limits`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if err := s.Cleanup(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 1 {
+		t.Fatalf("a live window: %d rows after Cleanup, want 1", n)
+	}
+	if err := s.Cleanup(ctx, now.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 0 {
+		t.Errorf("an expired window: %d rows after Cleanup, want 0", n)
+	}
+}
+
+// TestCleanupDue: the read that decides whether Cleanup writes asks about
+// every table Cleanup deletes from, each through its expires_at index.
+func TestCleanupDue(t *testing.T) {
+	if n, want := strings.Count(cleanupDue, "EXISTS"), len(cleanupTables); n != want {
+		t.Errorf("cleanupDue has %d EXISTS clauses, want one per table (%d)", n, want)
+	}
+	s := openTemp(t)
+	defer s.Close()
+	rows, err := s.r.QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+cleanupDue, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	all := strings.Join(plan, "\n")
+	for _, table := range cleanupTables {
+		if want := "SEARCH " + table + " USING COVERING INDEX " + table + "_expires_at (expires_at<?)"; !strings.Contains(all, want) {
+			t.Errorf("query plan lacks %q:\n%s", want, all)
+		}
+	}
+}
