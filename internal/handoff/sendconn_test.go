@@ -27,8 +27,12 @@ func tcpConn(t *testing.T) *net.TCPConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	clients[s.(*net.TCPConn)] = c
 	return s.(*net.TCPConn)
 }
+
+// clients maps tcpConn's server ends to their client ends.
+var clients = map[*net.TCPConn]net.Conn{}
 
 // TestSendConnPeerGone: the supervisor learns from SendConn's error that
 // the worker's end is gone (slot.Deliver then waits for its successor),
