@@ -54,7 +54,7 @@ func FromSystemd() (*Sockets, bool, error) {
 			if err != nil {
 				return nil, true, fmt.Errorf("socket activation: %s: %w", name, err)
 			}
-			s.Stream[name] = append(s.Stream[name], l)
+			s.Stream[name] = append(s.Stream[name], Wrap(l))
 		case unix.SOCK_DGRAM:
 			pc, err := net.FilePacketConn(f)
 			f.Close()
@@ -93,7 +93,7 @@ func Bind(https, http, quic []string) (*Sockets, error) {
 			if err != nil {
 				return err
 			}
-			s.Stream[name] = append(s.Stream[name], l)
+			s.Stream[name] = append(s.Stream[name], Wrap(l))
 		}
 		return nil
 	}
@@ -119,6 +119,14 @@ func Bind(https, http, quic []string) (*Sockets, error) {
 		s.Packet[QUIC] = append(s.Packet[QUIC], pc)
 	}
 	return s, nil
+}
+
+// Wrap returns l as a *Listener when it is a TCP listener, else l.
+func Wrap(l net.Listener) net.Listener {
+	if tl, ok := l.(*net.TCPListener); ok {
+		return NewListener(tl)
+	}
+	return l
 }
 
 // Close closes every socket.

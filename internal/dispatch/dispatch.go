@@ -148,6 +148,14 @@ func (d *Dispatcher) ServeHTTP(l net.Listener) error { return d.serve(l, wire.Ki
 func (d *Dispatcher) Wait() { d.wg.Wait() }
 
 func (d *Dispatcher) serve(l net.Listener, kind wire.Kind) error {
+	if pl, ok := l.(pollListener); ok && rawSyscalls {
+		if f, err := pl.PollFile(); err == nil {
+			defer pl.ReleaseFile(f)
+			if rc, err := f.SyscallConn(); err == nil {
+				return d.serveRaw(rc, kind)
+			}
+		}
+	}
 	var delay time.Duration
 	for {
 		c, err := l.Accept()
@@ -155,15 +163,7 @@ func (d *Dispatcher) serve(l net.Listener, kind wire.Kind) error {
 			if errors.Is(err, net.ErrClosed) || d.paused.Load() {
 				return nil
 			}
-			// Out of descriptors and the like: back off instead of spinning,
-			// as net/http does.
-			if delay == 0 {
-				delay = 5 * time.Millisecond
-			} else if delay *= 2; delay > time.Second {
-				delay = time.Second
-			}
-			d.Log.Warn("accept failed", "err", err, "retry_in", delay)
-			time.Sleep(delay)
+			delay = d.acceptFailed(err, delay)
 			continue
 		}
 		delay = 0
@@ -172,12 +172,78 @@ func (d *Dispatcher) serve(l net.Listener, kind wire.Kind) error {
 			c.Close()
 			continue
 		}
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			d.route(conn, kind)
-		}()
+		d.goRoute(conn, kind)
 	}
+}
+
+// pollListener lends a pollable duplicate of a TCP listening socket that
+// follows the listener's deadline and closing (activation.Listener).
+type pollListener interface {
+	PollFile() (*os.File, error)
+	ReleaseFile(*os.File)
+}
+
+// serveRaw is serve on a pollListener's duplicate (rc): connections are
+// accepted as bare descriptors (fdConn), waiting for the next one in the
+// runtime's poller.
+func (d *Dispatcher) serveRaw(rc syscall.RawConn, kind wire.Kind) error {
+	var delay time.Duration
+	for {
+		var (
+			c    *fdConn
+			aerr error
+		)
+		err := rc.Read(func(lfd uintptr) bool {
+			for {
+				fd, la, ra, err := rawAccept(int(lfd))
+				switch err {
+				case nil:
+					c = &fdConn{fd: fd, laddr: la, raddr: ra}
+				case syscall.EAGAIN:
+					return false
+				case syscall.EINTR, syscall.ECONNABORTED:
+					// As net's accept: try the next one at once (the poller
+					// is edge-triggered: waiting could miss it).
+					continue
+				default:
+					aerr = err
+				}
+				return true
+			}
+		})
+		if err != nil {
+			// The waiting itself fails only when the listener was closed
+			// or Pause set its deadline.
+			return nil
+		}
+		if aerr != nil {
+			delay = d.acceptFailed(os.NewSyscallError("accept4", aerr), delay)
+			continue
+		}
+		delay = 0
+		d.goRoute(c, kind)
+	}
+}
+
+// acceptFailed backs off after a failed accept (out of descriptors and the
+// like) instead of spinning, as net/http does, and returns the next delay.
+func (d *Dispatcher) acceptFailed(err error, delay time.Duration) time.Duration {
+	if delay == 0 {
+		delay = 5 * time.Millisecond
+	} else if delay *= 2; delay > time.Second {
+		delay = time.Second
+	}
+	d.Log.Warn("accept failed", "err", err, "retry_in", delay)
+	time.Sleep(delay)
+	return delay
+}
+
+func (d *Dispatcher) goRoute(c Conn, kind wire.Kind) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.route(c, kind)
+	}()
 }
 
 func (d *Dispatcher) route(c Conn, kind wire.Kind) {
@@ -224,15 +290,17 @@ func (d *Dispatcher) route(c Conn, kind wire.Kind) {
 		host, peeked, err = peek.HTTPHost(r, maxHeadBytes)
 	}
 	c.SetReadDeadline(time.Time{})
-	log := d.Log.With("client", src.String())
+	// Only when there is something to say: With encodes its attribute at
+	// once, which is work on every connection otherwise.
+	log := func() *slog.Logger { return d.Log.With("client", src.String()) }
 	if err != nil {
 		d.handoffs[handoffRejected].Add(1)
 		if hasProxySignature(peeked) {
-			log.Warn("PROXY header from an address not in proxy_protocol_from; refused", "peer", c.RemoteAddr().String())
+			log().Warn("PROXY header from an address not in proxy_protocol_from; refused", "peer", c.RemoteAddr().String())
 			return
 		}
 		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
-			log.Debug("connection refused before routing", "listener", listenerName(kind), "err", err)
+			log().Debug("connection refused before routing", "listener", listenerName(kind), "err", err)
 		}
 		if kind == wire.KindHTTP && !isIOError(err) {
 			io.WriteString(c, badRequestResponse)
@@ -242,13 +310,13 @@ func (d *Dispatcher) route(c Conn, kind wire.Kind) {
 	t := d.table.Load().Lookup(host)
 	if t == nil {
 		d.handoffs[handoffUnknownHost].Add(1)
-		log.Info("no proxy for host", "listener", listenerName(kind), "host", host)
+		log().Info("no proxy for host", "listener", listenerName(kind), "host", host)
 		d.refuse(c, kind, alertUnrecognizedName, notFoundResponse)
 		return
 	}
 	header, err := handoff.Header(src, dst, host, alpn, lbTLVs...)
 	if err != nil {
-		log.Error("building PROXY header", "err", err)
+		log().Error("building PROXY header", "err", err)
 		return
 	}
 	err = t.Deliver(kind, c, header, peeked)
@@ -258,7 +326,7 @@ func (d *Dispatcher) route(c Conn, kind wire.Kind) {
 		t2 := d.table.Load().Lookup(host)
 		if t2 == nil || t2 == t {
 			d.handoffs[handoffUnknownHost].Add(1)
-			log.Info("no proxy for host after reload", "listener", listenerName(kind), "host", host)
+			log().Info("no proxy for host after reload", "listener", listenerName(kind), "host", host)
 			d.refuse(c, kind, alertUnrecognizedName, notFoundResponse)
 			return
 		}
@@ -267,7 +335,7 @@ func (d *Dispatcher) route(c Conn, kind wire.Kind) {
 	}
 	if err != nil {
 		d.handoffs[handoffFailed].Add(1)
-		log.Warn("hand-off failed", "proxy", t.Name(), "host", host, "err", err)
+		log().Warn("hand-off failed", "proxy", t.Name(), "host", host, "err", err)
 		d.refuse(c, kind, alertInternalError, unavailableResponse)
 		return
 	}

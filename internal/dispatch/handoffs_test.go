@@ -9,7 +9,13 @@ import (
 // TestHandoffsCounted: every accepted connection is counted by its routing
 // result, for mcpgate_handoffs_total.
 func TestHandoffsCounted(t *testing.T) {
-	d, target, addr := startDispatcher(t, "tcp4", "127.0.0.1:0", nil)
+	for _, lk := range listenerKinds {
+		t.Run(lk.name, func(t *testing.T) { testHandoffsCounted(t, lk.wrap) })
+	}
+}
+
+func testHandoffsCounted(t *testing.T, wrap func(net.Listener) net.Listener) {
+	d, target, addr := startDispatcherOn(t, wrap, "tcp4", "127.0.0.1:0", nil)
 	send := func(b []byte) {
 		c, err := net.Dial("tcp4", addr)
 		if err != nil {

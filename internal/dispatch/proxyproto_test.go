@@ -13,6 +13,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/mcpgate/mcpgate/internal/activation"
 	"github.com/mcpgate/mcpgate/internal/handoff"
 	"github.com/mcpgate/mcpgate/internal/wire"
 )
@@ -61,12 +62,29 @@ func clientHello(t *testing.T, sni string) []byte {
 	return buf.Bytes()
 }
 
+// listenerKinds are the two accept paths: the supervisor's listeners
+// (activation.Listener: raw accept on a pollable duplicate, fdConn) and
+// any other net.Listener (net's Accept).
+var listenerKinds = []struct {
+	name string
+	wrap func(net.Listener) net.Listener
+}{
+	{"activation listener", activation.Wrap},
+	{"net listener", func(l net.Listener) net.Listener { return l }},
+}
+
 func startDispatcher(t *testing.T, network, addr string, trusted []string) (*Dispatcher, *captureTarget, string) {
 	t.Helper()
-	l, err := net.Listen(network, addr)
+	return startDispatcherOn(t, activation.Wrap, network, addr, trusted)
+}
+
+func startDispatcherOn(t *testing.T, wrap func(net.Listener) net.Listener, network, addr string, trusted []string) (*Dispatcher, *captureTarget, string) {
+	t.Helper()
+	nl, err := net.Listen(network, addr)
 	if err != nil {
 		t.Skipf("no %s loopback: %v", network, err)
 	}
+	l := wrap(nl)
 	t.Cleanup(func() { l.Close() })
 	target := &captureTarget{got: make(chan delivery, 1)}
 	d := &Dispatcher{Log: slog.New(slog.DiscardHandler), PeekTimeout: 500 * time.Millisecond}

@@ -26,20 +26,47 @@ type PeekedConn struct {
 }
 
 // ParseConn builds a PeekedConn from a received connection message. It
-// takes ownership of f.
+// takes ownership of f, and of payload, whose bytes after the header it
+// replays without a copy.
 func ParseConn(f *os.File, payload []byte) (*PeekedConn, error) {
-	defer f.Close()
-	br := bufio.NewReaderSize(bytes.NewReader(payload), 512)
-	h, err := proxyproto.Read(br)
+	h, rest, err := parseHeader(payload)
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("handoff: PROXY header: %w", err)
 	}
-	rest, _ := io.ReadAll(br)
+	if sc, err := newSockConn(f); err == nil {
+		return &PeekedConn{Conn: sc, Header: h, prefix: rest}, nil
+	}
+	defer f.Close()
 	nc, err := net.FileConn(f)
 	if err != nil {
 		return nil, fmt.Errorf("handoff: %w", err)
 	}
 	return &PeekedConn{Conn: nc, Header: h, prefix: rest}, nil
+}
+
+// parseHeader reads the PROXY header at the start of payload and returns
+// the bytes after it. The supervisor sends v2, whose length is in its
+// first 16 bytes: the header is read from exactly its own bytes. Anything
+// else goes through a buffered reader, as any PROXY header would.
+func parseHeader(payload []byte) (*proxyproto.Header, []byte, error) {
+	if len(payload) >= 16 && bytes.HasPrefix(payload, proxyproto.SIGV2) {
+		n := 16 + (int(payload[14])<<8 | int(payload[15]))
+		if n <= len(payload) {
+			h, err := proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(payload[:n]), max(n, 16)))
+			if err != nil {
+				return nil, nil, err
+			}
+			return h, payload[n:], nil
+		}
+	}
+	br := bufio.NewReaderSize(bytes.NewReader(payload), 512)
+	h, err := proxyproto.Read(br)
+	if err != nil {
+		return nil, nil, err
+	}
+	rest, _ := io.ReadAll(br)
+	return h, rest, nil
 }
 
 // Read replays the peeked bytes, then reads the socket.

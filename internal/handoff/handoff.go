@@ -118,12 +118,39 @@ func (c *Conn) SendConn(kind wire.Kind, conn syscall.Conn, header, peeked []byte
 	var sendErr error
 	// Sending inside Control avoids File(), which would dup the descriptor.
 	err = rc.Control(func(fd uintptr) {
-		_, _, sendErr = c.uc.WriteMsgUnix(msg, syscall.UnixRights(int(fd)), nil)
+		sendErr = c.sendRights(msg, syscall.UnixRights(int(fd)))
 	})
 	if err != nil {
 		return err
 	}
 	return sendErr
+}
+
+// sendRights sends msg with oob. Where it can (sendmsg_linux.go) it is
+// one raw sendmsg, waiting in the poller only when the worker's queue is
+// full: the supervisor's hand-off makes no call through the runtime's
+// syscall bookkeeping (see dispatch's fdConn).
+func (c *Conn) sendRights(msg, oob []byte) error {
+	if !rawSendmsg {
+		_, _, err := c.uc.WriteMsgUnix(msg, oob, nil)
+		return err
+	}
+	rc, err := c.uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		serr = sendmsg(int(fd), msg, oob)
+		return serr != syscall.EAGAIN
+	})
+	if err != nil {
+		return &net.OpError{Op: "write", Net: "unixpacket", Err: err}
+	}
+	if serr != nil {
+		return &net.OpError{Op: "write", Net: "unixpacket", Err: os.NewSyscallError("sendmsg", serr)}
+	}
+	return nil
 }
 
 // Message is one received message. File is set when a descriptor came with

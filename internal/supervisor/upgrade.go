@@ -348,7 +348,7 @@ func takeHandover() (*handoverState, error) {
 		if err != nil {
 			return nil, fmt.Errorf("upgrade handover: listener %s: %w", hl.Name, err)
 		}
-		st.sockets.Stream[hl.Name] = append(st.sockets.Stream[hl.Name], l)
+		st.sockets.Stream[hl.Name] = append(st.sockets.Stream[hl.Name], activation.Wrap(l))
 	}
 	if len(st.sockets.Stream) == 0 {
 		return nil, errors.New("upgrade handover: no listeners")

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -231,6 +232,10 @@ type newConnResult struct {
 	// completed connection.
 	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
 	CPUPerConnUs     float64 `json:"server_cpu_us_per_connection"`
+	// The root process alone, per connection: for mcpgate the
+	// supervisor's share (accept, peek, hand-off), the rest being the
+	// worker's; for the others the same as CPUPerConnUs.
+	RootCPUPerConnUs float64 `json:"root_cpu_us_per_connection"`
 }
 
 // newConns runs conc loops for dur, each: connect, full TLS 1.3 handshake
@@ -253,6 +258,7 @@ func (b *bench) newConns(t target, root, conc int, dur time.Duration) newConnRes
 	ctx, cancel := context.WithTimeout(context.Background(), dur)
 	defer cancel()
 	meter := cpuMeter(root, 0)
+	root0 := procCPU(strconv.Itoa(root))
 	start := time.Now()
 	for range conc {
 		wg.Go(func() {
@@ -283,10 +289,12 @@ func (b *bench) newConns(t target, root, conc int, dur time.Duration) newConnRes
 	wg.Wait()
 	el := time.Since(start).Seconds()
 	cpu, _ := meter()
+	rootCPU := procCPU(strconv.Itoa(root)) - root0
 	r := newConnResult{Conns: int(ok.Load()), Errors: int(bad.Load()), Seconds: el, PerSecond: float64(ok.Load()) / el, FirstErr: firstErr,
 		ServerCPUSeconds: cpu}
 	if r.Conns > 0 {
 		r.CPUPerConnUs = cpu * 1e6 / float64(r.Conns)
+		r.RootCPUPerConnUs = rootCPU * 1e6 / float64(r.Conns)
 	}
 	if len(hs) > 0 {
 		slices.Sort(hs)

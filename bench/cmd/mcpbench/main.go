@@ -415,7 +415,12 @@ func (b *bench) loadPhases(cs []*contender, gp, nl *contender, want func(string)
 				b.res.add("newconn_per_s", c.name, r.PerSecond, r)
 				b.res.add("newconn_handshake_us", c.name, r.HandshakeUs, nil)
 				b.res.add(mCPUConn, c.name, r.CPUPerConnUs, nil)
-				logf("run %d new TLS connections %-10s %7.0f /s  server CPU %6.0f µs/connection  (handshake p50 %5.0f µs, %d errors %s)", run+1, c.name, r.PerSecond, r.CPUPerConnUs, r.HandshakeUs, r.Errors, r.FirstErr)
+				split := ""
+				if c.name == "mcpgate" {
+					b.res.add(mCPUConnSup, c.name, r.RootCPUPerConnUs, nil)
+					split = fmt.Sprintf(" (supervisor %.0f)", r.RootCPUPerConnUs)
+				}
+				logf("run %d new TLS connections %-10s %7.0f /s  server CPU %6.0f µs/connection%s  (handshake p50 %5.0f µs, %d errors %s)", run+1, c.name, r.PerSecond, r.CPUPerConnUs, split, r.HandshakeUs, r.Errors, r.FirstErr)
 			}
 		}
 		if want(h3PhaseName) {

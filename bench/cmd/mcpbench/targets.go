@@ -14,6 +14,8 @@ const (
 	mCPUh1   = "h1_cpu_us_per_response"
 	mCPUh2   = "h2_cpu_us_per_response"
 	mCPUConn = "newconn_cpu_us_per_connection"
+	// mcpgate's supervisor alone (accept, peek, hand-off), part of mCPUConn.
+	mCPUConnSup = "newconn_supervisor_cpu_us_per_connection"
 )
 
 // cpuCols are the columns of the server CPU table.
@@ -75,7 +77,11 @@ func (r *results) evaluate15() {
 		measured := "not measured"
 		if !math.IsNaN(m) && !math.IsNaN(n) && n > 0 {
 			pass = boolp(m/n <= 1.05)
-			measured = fmt.Sprintf("**×%s** (mcpgate %s, nginx %s per connection%s)", ratio(m, n), fmtNum(m, 0)+" µs", fmtNum(n, 0)+" µs", refs(mCPUConn, 0, "caddy", "go-proxy", "direct-tls"))
+			sup := ""
+			if s := r.med(mCPUConnSup, "mcpgate"); !math.IsNaN(s) {
+				sup = ", " + fmtNum(s, 0) + " µs of it the supervisor's"
+			}
+			measured = fmt.Sprintf("**×%s** (mcpgate %s%s, nginx %s per connection%s)", ratio(m, n), fmtNum(m, 0)+" µs", sup, fmtNum(n, 0)+" µs", refs(mCPUConn, 0, "caddy", "go-proxy", "direct-tls"))
 		}
 		addT("server CPU per new TLS connection (full handshake + 1 request), mcpgate / nginx ≤ 1.05×", measured, pass)
 	}
