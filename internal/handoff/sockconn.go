@@ -95,6 +95,11 @@ func (c *sockConn) Write(p []byte) (int, error) {
 
 func (c *sockConn) Close() error { return c.netErr("close", c.f.Close()) }
 
+// SyscallConn lets a caller wait on the socket without reading it, as on a
+// *net.TCPConn: a detached stream's watch for its client going away
+// (proxy's socketOf), which otherwise blocks a goroutine in a read.
+func (c *sockConn) SyscallConn() (syscall.RawConn, error) { return c.f.SyscallConn() }
+
 func (c *sockConn) SetDeadline(t time.Time) error {
 	return c.netErr("set", c.f.SetDeadline(t))
 }

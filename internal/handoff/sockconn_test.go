@@ -152,6 +152,10 @@ func TestParseConnSocket(t *testing.T) {
 			t.Errorf("%s = %d (%v), want %d", o.name, v, err, o.want)
 		}
 	}
+	// Through NetConn a caller reaches the socket itself, to wait on it.
+	if _, ok := pc.NetConn().(syscall.Conn); !ok {
+		t.Errorf("NetConn is a %T, not a syscall.Conn", pc.NetConn())
+	}
 	// The peeked bytes, then the socket.
 	client.Write([]byte(" then more"))
 	buf := make([]byte, 64)
