@@ -95,7 +95,9 @@ mv "$BIN/mcpgate-bench-a" "$BIN/mcpgate-a"
 mv "$BIN/mcpgate-bench-b" "$BIN/mcpgate-b"
 
 # --- run --------------------------------------------------------------------
-STAMP=$(date +%F)
+# BENCH_STAMP names the results files instead of the date (a second run
+# on one day keeps the first).
+STAMP=${BENCH_STAMP:-$(date +%F)}
 EXTRA=()
 BENCH_MODE=$MODE
 case "$MODE" in
