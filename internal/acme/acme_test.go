@@ -1,7 +1,6 @@
 package acme
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,7 +13,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/certstatus"
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/logging/logtest"
 )
 
 // TestManagerWithoutCA: with the CA unreachable, the names stay
@@ -38,7 +37,7 @@ func TestManagerWithoutCA(t *testing.T) {
 	addr := dead.Addr().String()
 	dead.Close() // nothing listens there now: connection refused
 
-	var logs lockedWriter
+	var logs logtest.Buffer
 	state := t.TempDir()
 	m, err := New(Options{
 		Names:    []string{"a.example.com"},
@@ -107,24 +106,6 @@ func TestTimingFromEnv(t *testing.T) {
 	if prod.retry(0) != time.Minute || prod.retry(1000) != 6*time.Hour {
 		t.Error("production retry schedule changed")
 	}
-}
-
-// lockedWriter is a log sink the test may read while workers write.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestChallengeFromAnotherProcess: a challenge presented by another worker
