@@ -93,8 +93,9 @@ var errNotRunning = errors.New("worker not running")
 // retired slot answers dispatch.ErrRetired, and the dispatcher routes the
 // connection again with the current table.
 func (sl *slot) Deliver(kind wire.Kind, c dispatch.Conn, header, peeked []byte) error {
-	deadline := time.NewTimer(deliverWait)
-	defer deadline.Stop()
+	// The timer is armed only when there is a wait: a ready worker (every
+	// connection but those of a restart) takes the connection at once.
+	var deadline <-chan time.Time
 	for {
 		sl.sendMu.RLock()
 		sl.mu.Lock()
@@ -115,9 +116,14 @@ func (sl *slot) Deliver(kind wire.Kind, c dispatch.Conn, header, peeked []byte) 
 		} else {
 			sl.sendMu.RUnlock()
 		}
+		if deadline == nil {
+			t := time.NewTimer(deliverWait)
+			defer t.Stop()
+			deadline = t.C
+		}
 		select {
 		case <-changed:
-		case <-deadline.C:
+		case <-deadline:
 			return errNotRunning
 		}
 	}
