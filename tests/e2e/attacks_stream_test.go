@@ -23,11 +23,11 @@ import (
 
 // streamEnv is an OAuth gateway with a streaming backend behind
 // stream.test (auth required) and alpha.test for the callback and the
-// revocation endpoint.
+// revocation endpoint, HTTP/3 on.
 func streamEnv(t *testing.T) (*oauthEnv, *backends.SSE) {
 	t.Helper()
 	sse := backends.NewSSE(t)
-	e := startOAuth(t, harness.GitHubOAuthConfig{
+	e := startOAuthWith(t, harness.Options{QUIC: true}, harness.GitHubOAuthConfig{
 		CallbackHost: "alpha.test",
 		Tables: `[[oauth.clients]]
 client_id = "e2e-cli"
@@ -40,15 +40,15 @@ redirect_uris = ["http://127.0.0.1/callback"]
 	return e, sse
 }
 
-// openAuthStream opens GET /sse at stream.test with token over pc and reads
-// the first event.
-func openAuthStream(t *testing.T, e *oauthEnv, pc protoCase, id, token string) (*http.Response, *bufio.Reader) {
+// openAuthStream opens GET /sse at stream.test with token through c and
+// reads the first event.
+func openAuthStream(t *testing.T, c *http.Client, id, token string) (*http.Response, *bufio.Reader) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://stream.test/sse?id="+id, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := e.g.Client(pc.cfg).Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,12 +93,13 @@ func wantStreamEnded(t *testing.T, sse *backends.SSE, id string, br *bufio.Reade
 	}
 }
 
-// wantRefused: a new request with token is refused as invalid_token.
-func wantRefused(t *testing.T, e *oauthEnv, pc protoCase, token, what string) {
+// wantRefused: a new request with token through c is refused as
+// invalid_token.
+func wantRefused(t *testing.T, c *http.Client, token, what string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "https://stream.test/sse?id=refused", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := e.g.Client(pc.cfg).Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,25 +111,33 @@ func wantRefused(t *testing.T, e *oauthEnv, pc protoCase, token, what string) {
 
 // TestAttackStreamAfterRevocation: a token revoked (at another worker)
 // while its stream is open ends the stream within a second, over
-// HTTP/1.1 (where the stream left net/http) and HTTP/2; a stream of
-// another token stays open.
+// HTTP/1.1 (where the stream left net/http), HTTP/2 and HTTP/3; a stream
+// of another token stays open.
 func TestAttackStreamAfterRevocation(t *testing.T) {
 	t.Parallel()
 	e, sse := streamEnv(t)
-	for _, pc := range protoCases {
-		t.Run(pc.name, func(t *testing.T) {
+	clients := []struct {
+		name string
+		c    *http.Client
+	}{
+		{"h2", e.g.Client(harness.ClientConfig{})},
+		{"http1", e.g.Client(harness.ClientConfig{HTTP1Only: true})},
+		{"h3", e.g.HTTP3Client(t)},
+	}
+	for _, cl := range clients {
+		t.Run(cl.name, func(t *testing.T) {
 			access, _ := e.tokens(t, "stream.test", "e2e-cli")
 			other, _ := e.tokens(t, "stream.test", "e2e-cli")
-			id, otherID := "revoked-"+pc.name, "kept-"+pc.name
-			_, br := openAuthStream(t, e, pc, id, access)
-			_, otherBr := openAuthStream(t, e, pc, otherID, other)
+			id, otherID := "revoked-"+cl.name, "kept-"+cl.name
+			_, br := openAuthStream(t, cl.c, id, access)
+			_, otherBr := openAuthStream(t, cl.c, otherID, other)
 			r := e.postForm(t, "https://alpha.test/revoke", url.Values{"token": {access}, "client_id": {"e2e-cli"}}, "", "")
 			revoked := time.Now()
 			if r.status != http.StatusOK {
 				t.Fatalf("revoke: %v", r)
 			}
 			wantStreamEnded(t, sse, id, br, revoked, time.Second, "a revoked token's stream")
-			wantRefused(t, e, pc, access, "the revoked token")
+			wantRefused(t, cl.c, access, "the revoked token")
 			// The other stream goes on: its second event still comes.
 			sse.Release(otherID)
 			if ev := within(t, streamWait, "the other stream's next event", func() (sseEvent, error) { return readEvent(otherBr) }, func() string { return "" }); ev.Data != "event 2" {
