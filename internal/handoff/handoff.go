@@ -62,13 +62,9 @@ func FromFile(f *os.File) (*Conn, error) {
 	return &Conn{uc: uc}, nil
 }
 
-// Send sends a control message.
+// Send sends a control message, waiting while the peer's queue is full.
 func (c *Conn) Send(kind wire.Kind, payload []byte) error {
-	msg := make([]byte, 0, 1+len(payload))
-	msg = append(msg, byte(kind))
-	msg = append(msg, payload...)
-	_, _, err := c.uc.WriteMsgUnix(msg, nil, nil)
-	return err
+	return c.send(frame(kind, payload, nil), nil, true)
 }
 
 // ErrFull is TrySend's answer when the peer's receive buffer is full: a
@@ -79,25 +75,7 @@ var ErrFull = errors.New("handoff: the peer's socket buffer is full")
 // ErrFull instead of waiting: for a message to every worker, which one
 // stuck worker must not hold up for the others.
 func (c *Conn) TrySend(kind wire.Kind, payload []byte) error {
-	rc, err := c.uc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	msg := make([]byte, 0, 1+len(payload))
-	msg = append(msg, byte(kind))
-	msg = append(msg, payload...)
-	var sendErr error
-	err = rc.Write(func(fd uintptr) bool {
-		sendErr = syscall.Sendmsg(int(fd), msg, nil, nil, syscall.MSG_DONTWAIT)
-		return true // never wait for the socket to drain
-	})
-	switch {
-	case err != nil:
-		return err
-	case errors.Is(sendErr, syscall.EAGAIN):
-		return ErrFull
-	}
-	return sendErr
+	return c.send(frame(kind, payload, nil), nil, false)
 }
 
 // SendConn sends a connection: its descriptor, and as payload the PROXY v2
@@ -111,14 +89,11 @@ func (c *Conn) SendConn(kind wire.Kind, conn syscall.Conn, header, peeked []byte
 	if err != nil {
 		return err
 	}
-	msg := make([]byte, 0, 1+len(header)+len(peeked))
-	msg = append(msg, byte(kind))
-	msg = append(msg, header...)
-	msg = append(msg, peeked...)
+	msg := frame(kind, header, peeked)
 	var sendErr error
 	// Sending inside Control avoids File(), which would dup the descriptor.
 	err = rc.Control(func(fd uintptr) {
-		sendErr = c.sendRights(msg, syscall.UnixRights(int(fd)))
+		sendErr = c.send(msg, syscall.UnixRights(int(fd)), true)
 	})
 	if err != nil {
 		return err
@@ -126,15 +101,20 @@ func (c *Conn) SendConn(kind wire.Kind, conn syscall.Conn, header, peeked []byte
 	return sendErr
 }
 
-// sendRights sends msg with oob. Where it can (sendmsg_linux.go) it is
-// one raw sendmsg, waiting in the poller only when the worker's queue is
-// full: the supervisor's hand-off makes no call through the runtime's
-// syscall bookkeeping (see dispatch's fdConn).
-func (c *Conn) sendRights(msg, oob []byte) error {
-	if !rawSendmsg {
-		_, _, err := c.uc.WriteMsgUnix(msg, oob, nil)
-		return err
-	}
+// frame is a message: its kind, then a and b.
+func frame(kind wire.Kind, a, b []byte) []byte {
+	msg := make([]byte, 0, 1+len(a)+len(b))
+	msg = append(msg, byte(kind))
+	msg = append(msg, a...)
+	return append(msg, b...)
+}
+
+// send sends msg with oob (descriptors, or nil) in one sendmsg(2) on the
+// non-blocking socket; where it can (sendmsg_linux.go) a raw one, without
+// the runtime's syscall bookkeeping (see dispatch's fdConn). While the
+// peer's queue is full it waits in the poller, or without wait returns
+// ErrFull.
+func (c *Conn) send(msg, oob []byte, wait bool) error {
 	rc, err := c.uc.SyscallConn()
 	if err != nil {
 		return err
@@ -142,12 +122,14 @@ func (c *Conn) sendRights(msg, oob []byte) error {
 	var serr error
 	err = rc.Write(func(fd uintptr) bool {
 		serr = sendmsg(int(fd), msg, oob)
-		return serr != syscall.EAGAIN
+		return !wait || serr != syscall.EAGAIN
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return &net.OpError{Op: "write", Net: "unixpacket", Err: err}
-	}
-	if serr != nil {
+	case serr == syscall.EAGAIN:
+		return ErrFull
+	case serr != nil:
 		return &net.OpError{Op: "write", Net: "unixpacket", Err: os.NewSyscallError("sendmsg", serr)}
 	}
 	return nil

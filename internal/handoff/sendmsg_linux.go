@@ -7,8 +7,6 @@ import (
 	"unsafe"
 )
 
-const rawSendmsg = true
-
 // sendmsg is one non-blocking sendmsg(2) on the hand-off socket, made raw
 // (no runtime syscall bookkeeping; it cannot block). MSG_NOSIGNAL: a worker
 // gone away is an EPIPE, not a signal.
