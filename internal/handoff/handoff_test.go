@@ -44,17 +44,7 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			parent, childFile, err := Pair()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer parent.Close()
-			child, err := FromFile(childFile)
-			childFile.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer child.Close()
+			parent, child := connPair(t)
 
 			hdr, err := Header(server.RemoteAddr(), server.LocalAddr(), "notes.example.com", []string{"h2", "http/1.1"})
 			if err != nil {
@@ -110,16 +100,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestControlMessagesAndClose(t *testing.T) {
-	parent, childFile, err := Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	child, err := FromFile(childFile)
-	childFile.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer child.Close()
+	parent, child := connPair(t)
 	if err := child.Send(wire.KindReady, []byte(`{"pid":1}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -167,16 +148,7 @@ func TestListenerKeepsQueuedAfterClose(t *testing.T) {
 // ErrFull instead of blocking when the peer stopped reading, sends again
 // once it reads, and reports a closed peer as closed.
 func TestTrySend(t *testing.T) {
-	parent, childFile, err := Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	child, err := FromFile(childFile)
-	childFile.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parent.Close()
+	parent, child := connPair(t)
 	sent := 0
 	for ; sent < 1_000_000; sent++ {
 		err := parent.TrySend(wire.KindRevoked, nil)
@@ -201,4 +173,25 @@ func TestTrySend(t *testing.T) {
 	if err := parent.TrySend(wire.KindRevoked, nil); !IsClosed(err) {
 		t.Errorf("to a closed peer: %v, want closed", err)
 	}
+}
+
+// connPair is a hand-off socket pair, both ends as Conns, closed when the
+// test ends (a test may close either earlier).
+func connPair(t *testing.T) (parent, child *Conn) {
+	t.Helper()
+	parent, childFile, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err = FromFile(childFile)
+	childFile.Close()
+	if err != nil {
+		parent.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		parent.Close()
+		child.Close()
+	})
+	return parent, child
 }

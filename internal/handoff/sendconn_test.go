@@ -54,17 +54,7 @@ func TestSendConnPeerGone(t *testing.T) {
 // SendConn waits (in the poller) instead of failing, and completes once
 // the worker reads.
 func TestSendConnWaitsForRoom(t *testing.T) {
-	parent, childFile, err := Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer parent.Close()
-	child, err := FromFile(childFile)
-	childFile.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer child.Close()
+	parent, child := connPair(t)
 	conn := tcpConn(t)
 	big := make([]byte, 60<<10)
 	sent := make(chan error, 1)
