@@ -48,7 +48,7 @@ func BenchmarkUpstream(b *testing.B) {
 				case "transport":
 					tr := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
 					defer tr.CloseIdleConnections()
-					h.def.rp.Transport = &endTransport{rt: tr, endCtx: h.endCtx, watch: h.watchAccess}
+					h.def.rp.Transport = &endTransport{rt: tr, h: h}
 					h.def.h1 = nil
 				}
 				defer h.CloseIdle()

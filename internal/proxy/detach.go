@@ -122,16 +122,10 @@ var lastChunk = []byte("0\r\n\r\n")
 
 func (s *detachedStream) run(h *Handler, who *identity.Principal) {
 	var ended, gone atomic.Bool
-	end := func() {
+	release := h.openStream(who, func() {
 		ended.Store(true)
 		s.rb.abort()
-	}
-	stop := context.AfterFunc(h.endCtx, end)
-	unwatch := func() {}
-	if h.access != nil && who != nil {
-		unwatch = h.access.Watch(who, end)
-	}
-	release := streamOpened(func() { stop(); unwatch() })
+	})
 	go func() {
 		waitClient(s.conn)
 		gone.Store(true)

@@ -11,16 +11,15 @@ import (
 	"github.com/mcpgate/mcpgate/internal/logging"
 )
 
-// endTransport lets a draining worker end open streams cleanly: when
-// endCtx is done, the upstream request of every streaming response is
+// endTransport lets a draining worker end open streams cleanly: when the
+// handler's streams end (Handler.openStream: the drain's deadline, or a
+// revoked token), the upstream request of every streaming response is
 // canceled and its body reports io.EOF, so ReverseProxy finishes the
 // response normally (final chunk, or HTTP/2 END_STREAM) instead of
 // aborting it. SSE clients then reconnect with Last-Event-ID.
 type endTransport struct {
-	rt     http.RoundTripper
-	endCtx context.Context
-	// watch ends a stream whose access is withdrawn (Handler.watchAccess).
-	watch func(ctx context.Context, end func()) (stop func())
+	rt http.RoundTripper
+	h  *Handler // its streams: openStream, watch
 }
 
 func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -52,7 +51,8 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
 			// Access withdrawn closes the upgraded connection: it has no
 			// clean end to offer.
-			unwatch := t.watch(req.Context(), func() { rwc.Close() })
+			who, _ := IdentityFrom(req.Context())
+			unwatch := t.h.watch(who, func() { rwc.Close() })
 			res.Body = &upgradedBody{ReadWriteCloser: rwc, release: streamOpened(func() { unwatch(); cancel() })}
 		} else {
 			cancel()
@@ -71,13 +71,12 @@ func (t *endTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		abort = b.abort
 	}
 	ended := new(atomic.Bool)
-	end := func() {
+	who, _ := IdentityFrom(req.Context())
+	release := t.h.openStream(who, func() {
 		ended.Store(true)
 		abort()
-	}
-	stop := context.AfterFunc(t.endCtx, end)
-	unwatch := t.watch(req.Context(), end)
-	res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: ended, release: streamOpened(func() { stop(); unwatch(); cancel() })}
+	})
+	res.Body = &endableBody{ReadCloser: res.Body, res: res, ended: ended, release: func() { release(); cancel() }}
 	return res, nil
 }
 

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -183,16 +182,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) 
 	}
 	var ended atomic.Bool
 	if streaming && rb != nil {
-		end := func() {
+		// Ended by the drain or a revocation, the stream ends cleanly: the
+		// client's reconnection meets the new worker, or the bearer check.
+		who, _ := IdentityFrom(ctx)
+		defer h.openStream(who, func() {
 			ended.Store(true)
 			rb.abort()
-		}
-		stop := context.AfterFunc(h.endCtx, end)
-		// Access withdrawn ends the stream cleanly too: the client's
-		// reconnection meets the bearer check again.
-		unwatch := h.watchAccess(ctx, end)
-		release := streamOpened(func() { stop(); unwatch() })
-		defer release()
+		})()
 	}
 	err = copyBody(w, res, rb, streaming, &ended, h.buffers)
 	if err != nil {

@@ -75,9 +75,20 @@ type AccessWatcher interface {
 // WatchAccess sets the watcher of every stream; before serving.
 func (h *Handler) WatchAccess(a AccessWatcher) { h.access = a }
 
-// watchAccess runs end when the token of the request in ctx is revoked;
-// call stop when the stream ends. Requests without a verified principal
-// (auth not required, public paths) are not watched.
+// openStream counts a stream of who (nil: no verified principal) and runs
+// end when it must end early: at the drain's stream deadline
+// (EndStreams), so clients resume on the new worker, or when who's token is
+// revoked. release, once the stream is over, undoes both; it may be called
+// more than once.
+func (h *Handler) openStream(who *identity.Principal, end func()) (release func()) {
+	stop := context.AfterFunc(h.endCtx, end)
+	unwatch := h.watch(who, end)
+	return streamOpened(func() { stop(); unwatch() })
+}
+
+// watch runs end when who's token is revoked, until stop. A stream whose
+// request passed no bearer check (auth not required, public paths) has
+// no principal, and is not watched.
 //
 // The token's expiry does not end a stream: it is routine (every
 // access_token_ttl), and MCP clients refresh for their next request, not
@@ -85,9 +96,8 @@ func (h *Handler) WatchAccess(a AccessWatcher) { h.access = a }
 // saw it as a failure (the Go SDK with retries off). Access is withdrawn
 // by revocation, which ends every stream, and by a policy change, whose
 // reload drains the old workers and ends their streams.
-func (h *Handler) watchAccess(ctx context.Context, end func()) (stop func()) {
-	who, ok := IdentityFrom(ctx)
-	if h.access == nil || !ok || who == nil {
+func (h *Handler) watch(who *identity.Principal, end func()) (stop func()) {
+	if h.access == nil || who == nil {
 		return func() {}
 	}
 	return h.access.Watch(who, end)
@@ -185,7 +195,7 @@ func (h *Handler) newUpstream(t config.Upstream) (*upstream, error) {
 	up := &upstream{url: u, tr: h1, h1: h1}
 	up.rp = &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, up) },
-		Transport:      &endTransport{rt: rt, endCtx: h.endCtx, watch: h.watchAccess},
+		Transport:      &endTransport{rt: rt, h: h},
 		BufferPool:     h.buffers,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
