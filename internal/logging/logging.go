@@ -79,7 +79,7 @@ func Access(log *slog.Logger, h http.Handler) http.Handler {
 		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, &rec.req))
 		rec.r = r
 		defer func() {
-			if !rec.detached {
+			if rec.detachedLine == nil {
 				rec.finish(0)
 			}
 		}()
@@ -98,7 +98,6 @@ func Detach(ctx context.Context) func(bytesOut int64) {
 		return nil
 	}
 	rec := req.rec
-	rec.detached = true
 	// What the line needs is copied now. The ResponseWriter and the
 	// request would keep net/http's connection alive (its buffers, the
 	// request's fields) for the life of the stream, which is what
@@ -301,14 +300,13 @@ type recorder struct {
 	req    Request // in the request's context
 
 	// For finish: what the access line and the metrics need.
-	start    time.Time
-	r        *http.Request
-	body     *countingBody
-	log      *slog.Logger
-	lw       *lineWriter
-	detached bool // Detach took the line over
+	start time.Time
+	r     *http.Request
+	body  *countingBody
+	log   *slog.Logger
+	lw    *lineWriter
 
-	detachedLine *accessLine // the line as Detach found it
+	detachedLine *accessLine // set by Detach, which took the line over: the line as it found it
 	protoMajor   int         // r's, after Detach
 }
 
