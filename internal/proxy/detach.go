@@ -61,26 +61,25 @@ func canHijack(w http.ResponseWriter) bool {
 // detach takes a detachable stream, whose head w has sent and flushed, out
 // of net/http. false: w could not be hijacked, and the caller streams as
 // usual.
-func (h *Handler) detach(w http.ResponseWriter, r *http.Request, res *http.Response, rb *h1Body) bool {
+func (h *Handler) detach(w http.ResponseWriter, r *http.Request, rb *h1Body) bool {
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return false
 	}
-	// The server counted the hijacked connection as closed; it is open
-	// until the stream ends.
-	metrics.Default.ConnOpened(metrics.H1)
 	// Whatever the client sent after its request is never answered: the
 	// response said Connection: close.
 	if !rb.leaveContext() {
-		metrics.Default.ConnClosed(metrics.H1)
 		// The client went away meanwhile.
-		res.Body.Close()
+		rb.Close()
 		conn.Close()
 		return true
 	}
-	// The stream keeps the body alone: the response's Request is the
-	// client's, with its fields and contexts.
-	s := &detachedStream{conn: conn, body: res.Body, rb: rb, pool: h.buffers, path: r.URL.Path, logged: logging.Detach(r.Context())}
+	// The server counted the hijacked connection as closed; it is open
+	// until the stream ends.
+	metrics.Default.ConnOpened(metrics.H1)
+	// The stream keeps the body alone, not the response: its Request is
+	// the client's, with its fields and contexts.
+	s := &detachedStream{conn: conn, rb: rb, pool: h.buffers, path: r.URL.Path, logged: logging.Detach(r.Context())}
 	who, _ := IdentityFrom(r.Context())
 	h.detached.Add(1)
 	go func() {
@@ -107,8 +106,7 @@ func (h *Handler) WaitStreams(ctx context.Context) {
 
 type detachedStream struct {
 	conn   net.Conn // the client's, hijacked
-	body   io.ReadCloser
-	rb     *h1Body
+	rb     *h1Body  // the response's body
 	pool   httputil.BufferPool
 	path   string               // for the log
 	logged func(bytesOut int64) // the request's access line; may be nil
@@ -139,7 +137,7 @@ func (s *detachedStream) run(h *Handler, who *identity.Principal) {
 			break
 		}
 		buf := s.pool.Get()
-		n, rerr := s.body.Read(buf[chunkRoom : len(buf)-2])
+		n, rerr := s.rb.Read(buf[chunkRoom : len(buf)-2])
 		if n > 0 {
 			line := append(strconv.AppendInt(size[:0], int64(n), 16), '\r', '\n')
 			at := chunkRoom - len(line)
@@ -170,7 +168,7 @@ func (s *detachedStream) run(h *Handler, who *identity.Principal) {
 		// clean end.
 		h.log.Warn("upstream response ended early", "path", s.path, "err", err)
 	}
-	s.body.Close()
+	s.rb.Close()
 	s.conn.Close()
 	metrics.Default.ConnClosed(metrics.H1)
 	release()

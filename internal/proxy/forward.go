@@ -177,7 +177,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, up *upstream) 
 			f.Flush()
 		}
 	}
-	if detach && h.detach(w, r, res, rb) {
+	if detach && h.detach(w, r, rb) {
 		return
 	}
 	var ended atomic.Bool
