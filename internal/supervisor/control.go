@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -107,7 +108,7 @@ func (s *Supervisor) handleControl(c net.Conn) {
 		s.enqueueUpgrade("control socket", c)
 		return
 	default:
-		resp.Error = fmt.Sprintf("unknown command %q", req.Command)
+		resp.Error = unknownCommand + strconv.Quote(req.Command)
 	}
 	resp.Protocol = wire.Protocol
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -144,6 +145,11 @@ func control(ctx context.Context, path string, req wire.ControlRequest) (*wire.C
 	return &resp, nil
 }
 
+// unknownCommand begins the answer to a command this build does not know;
+// every build since the control socket existed wrote it so, and
+// AnnounceRevocations recognises an older supervisor by it.
+const unknownCommand = "unknown command "
+
 // AnnounceRevocations tells the supervisor serving stateDir that the
 // caller committed revocations to its SQLite store, for it to relay them
 // to every worker (the admin commands). No supervisor running is not an
@@ -155,7 +161,7 @@ func AnnounceRevocations(ctx context.Context, stateDir string) error {
 	switch {
 	case err == nil, errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
 		return nil
-	case strings.HasPrefix(err.Error(), "unknown command "):
+	case strings.HasPrefix(err.Error(), unknownCommand):
 		return nil
 	}
 	return err
