@@ -476,21 +476,8 @@ func TestPragmas(t *testing.T) {
 func TestRevocationsPlan(t *testing.T) {
 	s := openTemp(t)
 	defer s.Close()
-	rows, err := s.r.QueryContext(t.Context(), `EXPLAIN QUERY PLAN SELECT seq, kind, value, expires_at, at FROM revocations
+	plan := queryPlan(t, s, `SELECT seq, kind, value, expires_at, at FROM revocations
 		WHERE seq > ? AND +expires_at > ? ORDER BY seq LIMIT ?`, 0, 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
 	if len(plan) != 1 || !strings.Contains(plan[0], "USING INTEGER PRIMARY KEY (rowid>?)") {
 		t.Errorf("query plan %q, want a rowid range search", plan)
 	}
@@ -732,7 +719,20 @@ func TestCleanupDue(t *testing.T) {
 	}
 	s := openTemp(t)
 	defer s.Close()
-	rows, err := s.r.QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+cleanupDue, 0)
+	plan := queryPlan(t, s, cleanupDue, 0)
+	all := strings.Join(plan, "\n")
+	for _, table := range cleanupTables {
+		if want := "SEARCH " + table + " USING COVERING INDEX " + table + "_expires_at (expires_at<?)"; !strings.Contains(all, want) {
+			t.Errorf("query plan lacks %q:\n%s", want, all)
+		}
+	}
+}
+
+// queryPlan is the detail column of EXPLAIN QUERY PLAN for query, one
+// entry per step.
+func queryPlan(t *testing.T, s *Store, query string, args ...any) []string {
+	t.Helper()
+	rows, err := s.r.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -746,10 +746,8 @@ func TestCleanupDue(t *testing.T) {
 		}
 		plan = append(plan, detail)
 	}
-	all := strings.Join(plan, "\n")
-	for _, table := range cleanupTables {
-		if want := "SEARCH " + table + " USING COVERING INDEX " + table + "_expires_at (expires_at<?)"; !strings.Contains(all, want) {
-			t.Errorf("query plan lacks %q:\n%s", want, all)
-		}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
+	return plan
 }
