@@ -53,10 +53,7 @@ func TestAccessLogAuthenticatedRequest(t *testing.T) {
 	t.Parallel()
 	e := startOAuth(t, harness.GitHubOAuthConfig{
 		CallbackHost: "alpha.test",
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	}, harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}})
 	access, refresh := e.tokens(t, "alpha.test", "e2e-cli")
 	e.remember(access, refresh)

@@ -60,10 +60,7 @@ func admin(t *testing.T, e *oauthEnv, v any, args ...string) string {
 func adminEnvFor(t *testing.T) *oauthEnv {
 	return startOAuth(t, harness.GitHubOAuthConfig{
 		CallbackHost: "alpha.test",
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	},
 		harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}},
 		harness.Proxy{Name: "beta", Hostnames: []string{"beta.test"}},

@@ -32,10 +32,7 @@ func TestAttackHeaders(t *testing.T) {
 	spy := newRawSpy(t)
 	e := startOAuthWith(t, harness.Options{QUIC: true}, harness.GitHubOAuthConfig{
 		CallbackHost: "alpha.test",
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	}, harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: spy.url})
 	access, _ := e.tokens(t, "alpha.test", "e2e-cli")
 	a := &attacker{e: e, spy: spy, token: access, h3: e.g.HTTP3Client(t)}

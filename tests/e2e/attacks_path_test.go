@@ -172,10 +172,7 @@ func TestAttackPathWalksOutOfPublicPath(t *testing.T) {
 	rec := newPathRecorder(t)
 	e := startOAuthWith(t, harness.Options{QUIC: true}, harness.GitHubOAuthConfig{
 		CallbackHost: attackHost,
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	}, harness.Proxy{Name: "alpha", Hostnames: []string{attackHost}, Target: rec.URL,
 		Auth: "required = true\npublic_paths = [\"/docs\"]"})
 	access, _ := e.tokens(t, attackHost, "e2e-cli")

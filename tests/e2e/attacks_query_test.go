@@ -98,10 +98,7 @@ func TestAttackQueryRequestLine(t *testing.T) {
 	rec := newLineRecorder(t)
 	e := startOAuthWith(t, harness.Options{QUIC: true}, harness.GitHubOAuthConfig{
 		CallbackHost: attackHost,
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	}, harness.Proxy{Name: "alpha", Hostnames: []string{attackHost}, Target: "http://" + rec.ln.Addr().String(),
 		Auth: "required = true\npublic_paths = [\"/docs\"]"})
 	h3 := e.g.HTTP3Client(t)

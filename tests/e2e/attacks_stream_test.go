@@ -29,10 +29,7 @@ func streamEnv(t *testing.T) (*oauthEnv, *backends.SSE) {
 	sse := backends.NewSSE(t)
 	e := startOAuthWith(t, harness.Options{QUIC: true}, harness.GitHubOAuthConfig{
 		CallbackHost: "alpha.test",
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	},
 		harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}},
 		harness.Proxy{Name: "stream", Hostnames: []string{"stream.test"}, Target: sse.URL},

@@ -60,10 +60,7 @@ func TestAttackRefreshAfterPolicyChange(t *testing.T) {
 		CallbackHost: "alpha.test",
 		AllowedUsers: []string{"*"},
 		GitHubKeys:   `allowed_orgs = ["acme", "globex"]`,
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	},
 		harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}},
 		harness.Proxy{Name: "beta", Hostnames: []string{"beta.test"}},
@@ -151,10 +148,7 @@ func TestAttackRefreshAbsoluteLifetime(t *testing.T) {
 	e := startOAuth(t, harness.GitHubOAuthConfig{
 		CallbackHost: "alpha.test",
 		OAuthKeys:    fmt.Sprintf("access_token_ttl = \"1s\"\nrefresh_token_ttl = %q", ttl.String()),
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	}, harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}})
 
 	// The gateway and the test share the clock, so the bounds are exact:

@@ -198,10 +198,7 @@ func TestHTTP3OAuth(t *testing.T) {
 	t.Parallel()
 	e := startOAuthWith(t, harness.Options{QUIC: true}, harness.GitHubOAuthConfig{
 		CallbackHost: "alpha.test",
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	},
 		harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}},
 		harness.Proxy{Name: "beta", Hostnames: []string{"beta.test"}},

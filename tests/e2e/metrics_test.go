@@ -34,10 +34,7 @@ func TestMetrics(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "metrics.sock")
 	e := startOAuthWith(t, harness.Options{ServerTOML: fmt.Sprintf("metrics = %q\n", "unix:"+sock)}, harness.GitHubOAuthConfig{
 		CallbackHost: "alpha.test",
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	}, harness.Proxy{Name: "alpha", Hostnames: []string{"alpha.test"}})
 	m := &scraper{t: t, sock: sock}
 	alpha := map[string]string{"proxy": "alpha"}

@@ -41,10 +41,7 @@ func startNodes(t *testing.T, n int) (*pgtest.Server, []*oauthEnv) {
 	oauth := harness.NewGitHubOAuth(t, gh, harness.GitHubOAuthConfig{
 		CallbackHost: "alpha.test",
 		OAuthKeys:    `refresh_reuse_grace = "3s"`,
-		Tables: `[[oauth.clients]]
-client_id = "e2e-cli"
-redirect_uris = ["http://127.0.0.1/callback"]
-`,
+		Tables:       cliClient,
 	})
 	storeTOML := fmt.Sprintf("\n[store]\nurl = %q\npassword_file = %q\nkey_encryption_key_file = %q\nmax_connections = 4\n",
 		srv.URL(db), pw, kek)

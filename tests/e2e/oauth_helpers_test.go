@@ -99,6 +99,13 @@ func (e *oauthEnv) checkLogSecrets(t *testing.T) {
 	}
 }
 
+// cliClient is the [[oauth.clients]] table of the static public client
+// most tests sign in with: "e2e-cli", redirecting to loopback.
+const cliClient = `[[oauth.clients]]
+client_id = "e2e-cli"
+redirect_uris = ["http://127.0.0.1/callback"]
+`
+
 // startOAuth starts a gateway for proxies (a proxy with an empty Target gets
 // a spied MCP backend; Auth defaults to `required = true`) with the OAuth
 // configuration cfg. fakegithub signs everyone in as alice.
