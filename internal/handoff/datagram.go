@@ -53,15 +53,24 @@ func FrameDatagram(client, local net.Addr, payload []byte) ([]byte, error) {
 // go to the client through the shared UDP socket.
 type DatagramConn struct {
 	in  *net.UnixConn
-	out net.PacketConn
+	out datagramOut
 	buf []byte
+}
+
+// datagramOut is the shared UDP socket as the worker uses it: a
+// *UDPSender in a worker, any UDP net.PacketConn in tests.
+type datagramOut interface {
+	WriteTo(p []byte, addr net.Addr) (int, error)
+	LocalAddr() net.Addr
+	SetWriteDeadline(t time.Time) error
+	Close() error
 }
 
 var _ net.PacketConn = (*DatagramConn)(nil)
 
 // NewDatagramConn wraps the worker's end of the datagram pair and the
 // shared UDP socket.
-func NewDatagramConn(in *net.UnixConn, out net.PacketConn) *DatagramConn {
+func NewDatagramConn(in *net.UnixConn, out datagramOut) *DatagramConn {
 	return &DatagramConn{in: in, out: out, buf: make([]byte, 64<<10)}
 }
 
@@ -109,10 +118,7 @@ func (c *DatagramConn) SetWriteDeadline(t time.Time) error { return c.out.SetWri
 // for room for bursts).
 func (c *DatagramConn) SetReadBuffer(n int) error { return c.in.SetReadBuffer(n) }
 
-// SetWriteBuffer sizes the shared UDP socket's send buffer.
-func (c *DatagramConn) SetWriteBuffer(n int) error {
-	if wb, ok := c.out.(interface{ SetWriteBuffer(int) error }); ok {
-		return wb.SetWriteBuffer(n)
-	}
-	return nil
-}
+// SetWriteBuffer does nothing: the shared UDP socket's buffers are sized
+// once, by systemd (SendBuffer=) or the supervisor's own bind. quic-go asks
+// every worker; a worker setting it woke every other worker (UDPSender).
+func (c *DatagramConn) SetWriteBuffer(int) error { return nil }

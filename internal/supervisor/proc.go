@@ -198,7 +198,7 @@ func (s *execSpawner) start(spec wire.Spec) (*proc, error) {
 		var dchild, udp *os.File
 		dgram, dchild, err = handoff.DatagramPair()
 		if err == nil {
-			udp, err = s.quic.conn.File()
+			udp, err = handoff.ChildFile(s.quic.conn, "quic")
 		}
 		if err != nil {
 			s.quic.setWID(wid, nil)

@@ -37,18 +37,17 @@ func (w *Worker) startHTTP3(tlsConf *tls.Config, handler http.Handler) (*h3, err
 		return nil, nil
 	}
 	inF := os.NewFile(FdQUICIn, "quic-in")
-	outF := os.NewFile(FdQUICConn, "quic-conn")
-	if inF == nil || outF == nil {
+	if inF == nil {
 		return nil, errors.New("http3: missing QUIC descriptors")
 	}
 	in, err := net.FileConn(inF)
 	inF.Close()
 	if err != nil {
-		outF.Close()
 		return nil, fmt.Errorf("http3: %w", err)
 	}
-	out, err := net.FilePacketConn(outF)
-	outF.Close()
+	// The shared UDP socket by its number, never as an *os.File: that
+	// would put it in this worker's epoll set (handoff.UDPSender).
+	out, err := handoff.NewUDPSender(FdQUICConn)
 	if err != nil {
 		in.Close()
 		return nil, fmt.Errorf("http3: %w", err)

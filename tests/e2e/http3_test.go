@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,4 +240,168 @@ func TestHTTP3OAuth(t *testing.T) {
 	if _, _, ids := e.spies["alpha"].seen(); len(ids) == 0 || ids[len(ids)-1].Get("X-Mcpgate-User") != "alice" {
 		t.Errorf("backend identity headers: %v", ids)
 	}
+}
+
+// TestHTTP3WorkersLeaveSharedSocketToSupervisor: the UDP socket is one
+// open file shared by the supervisor and every worker. Only the
+// supervisor reads it, so only its epoll set may hold it: a worker
+// polling it too was woken by every datagram to the port and every send
+// from it, so one junk packet to UDP 443 woke every worker (500 at 500
+// proxies). Checked after each worker has answered over HTTP/3 (its
+// replies leave through that socket).
+func TestHTTP3WorkersLeaveSharedSocketToSupervisor(t *testing.T) {
+	t.Parallel()
+	alpha, beta := backends.NewMCP(t, "alpha-backend"), backends.NewMCP(t, "beta-backend")
+	g := harness.Start(t, harness.Options{QUIC: true, Proxies: []harness.Proxy{
+		{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: alpha.URL},
+		{Name: "beta", Hostnames: []string{"beta.test"}, Target: beta.URL},
+	}})
+	c := g.HTTP3Client(t)
+	for _, host := range []string{"alpha.test", "beta.test"} {
+		res, err := c.Get("https://" + host + "/.well-known/mcpgate/health")
+		if err != nil {
+			t.Fatalf("%s: %v", host, err)
+		}
+		res.Body.Close()
+		if res.ProtoMajor != 3 {
+			t.Fatalf("%s: %s, want HTTP/3", host, res.Proto)
+		}
+	}
+	udp := udpSocketInodes(t, g.PID())
+	if len(udp) != 1 {
+		t.Fatalf("supervisor holds %d UDP sockets, want 1 (the quic socket)", len(udp))
+	}
+	var shared string
+	for ino := range udp {
+		shared = ino
+	}
+	// The control: the supervisor polls it, and the check sees that.
+	if !epollInodes(t, g.PID())[shared] {
+		t.Fatal("the supervisor does not poll the shared UDP socket (or the check cannot see it)")
+	}
+	// Handing the socket to the workers left it non-blocking: a blocking
+	// one held the supervisor's reader in recvfrom, past its shutdown.
+	if fl, ok := fdFlags(t, g.PID(), shared); !ok || fl&syscall.O_NONBLOCK == 0 {
+		t.Errorf("the supervisor's UDP socket: flags %o (found %v), want O_NONBLOCK", fl, ok)
+	}
+	for _, host := range []string{"alpha.test", "beta.test"} {
+		pid := g.WorkerPID(t, host)
+		if !fdInodes(t, pid)[shared] {
+			t.Errorf("worker of %s (pid %d) does not hold the shared UDP socket it answers through", host, pid)
+		}
+		if epollInodes(t, pid)[shared] {
+			t.Errorf("worker of %s (pid %d) polls the shared UDP socket: every datagram to the port wakes it", host, pid)
+		}
+	}
+}
+
+// fdFlags is the file status flags of pid's descriptor of the socket
+// with inode ino (hex).
+func fdFlags(t *testing.T, pid int, ino string) (int, bool) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		l, _ := os.Readlink(dir + "/" + e.Name())
+		n, ok := strings.CutPrefix(l, "socket:[")
+		if !ok {
+			continue
+		}
+		if i, err := strconv.ParseUint(strings.TrimSuffix(n, "]"), 10, 64); err != nil || strconv.FormatUint(i, 16) != ino {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				fl, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+				return int(fl), err == nil
+			}
+		}
+	}
+	return 0, false
+}
+
+// fdInodes is the inodes (hex, as fdinfo writes them) of pid's sockets.
+func fdInodes(t *testing.T, pid int) map[string]bool {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, e := range ents {
+		l, _ := os.Readlink(dir + "/" + e.Name())
+		if n, ok := strings.CutPrefix(l, "socket:["); ok {
+			if ino, err := strconv.ParseUint(strings.TrimSuffix(n, "]"), 10, 64); err == nil {
+				out[strconv.FormatUint(ino, 16)] = true
+			}
+		}
+	}
+	return out
+}
+
+// udpSocketInodes is the inodes of pid's sockets that /proc/net/udp{,6}
+// lists.
+func udpSocketInodes(t *testing.T, pid int) map[string]bool {
+	t.Helper()
+	mine := fdInodes(t, pid)
+	out := map[string]bool{}
+	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			if len(fs) < 10 {
+				continue
+			}
+			ino, err := strconv.ParseUint(fs[9], 10, 64)
+			if err != nil {
+				continue
+			}
+			if h := strconv.FormatUint(ino, 16); mine[h] {
+				out[h] = true
+			}
+		}
+	}
+	return out
+}
+
+// epollInodes is the inodes of the files in pid's epoll sets.
+func epollInodes(t *testing.T, pid int) map[string]bool {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, e := range ents {
+		if l, _ := os.Readlink(dir + "/" + e.Name()); l != "anon_inode:[eventpoll]" {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if !strings.HasPrefix(line, "tfd:") {
+				continue
+			}
+			for _, f := range strings.Fields(line) {
+				if ino, ok := strings.CutPrefix(f, "ino:"); ok {
+					out[ino] = true
+				}
+			}
+		}
+	}
+	return out
 }
