@@ -33,6 +33,11 @@ type gateway struct {
 	// noAccessLog writes `[server] access_log = false` (the access
 	// log's own cost, issue 15).
 	noAccessLog bool
+	// pprof writes `[server] pprof_dir`: only the instance the profile
+	// phase reads (goprof.go). It turns the workers' allocation sampling
+	// on, which an operator's worker does not pay (worker.keepHeapProfile),
+	// so the idle and many-proxies rows leave it off.
+	pprof bool
 }
 
 func (g *gateway) addr() string { return fmt.Sprintf("127.0.0.1:%d", g.port) }
@@ -55,13 +60,16 @@ func (g *gateway) writeConfig() error {
 	if g.quic {
 		quic = fmt.Sprintf("[%q]", g.addr())
 	}
+	pprof := ""
+	if g.pprof {
+		pprof = fmt.Sprintf("pprof_dir = %q\n", g.pprofDir())
+	}
 	global := fmt.Sprintf(`[server]
 https = [%q]
 http = []
 quic = %s
 state_dir = %q
-pprof_dir = %q
-drain_timeout = "5s"
+%sdrain_timeout = "5s"
 access_log = %v
 
 [oauth]
@@ -75,7 +83,7 @@ client_secret_file = "github-secret"
 authorize_url = "http://127.0.0.1:9/login/oauth/authorize"
 token_url = "http://127.0.0.1:9/login/oauth/access_token"
 api_url = "http://127.0.0.1:9/api"
-`, g.addr(), quic, g.state, g.pprofDir(), !g.noAccessLog, g.hosts[0], g.port)
+`, g.addr(), quic, g.state, pprof, !g.noAccessLog, g.hosts[0], g.port)
 	if err := os.WriteFile(filepath.Join(g.dir, "mcpgate.toml"), []byte(global), 0o644); err != nil {
 		return err
 	}

@@ -186,7 +186,7 @@ func (b *bench) gatewayContender(name, gwName string, noLog bool) (*contender, *
 	gw := &gateway{name: gwName, dir: filepath.Join(root, "conf"), state: filepath.Join(root, "state"),
 		bin: filepath.Join(root, "mcpgate"), port: mp, hosts: []string{"localhost"},
 		logPath: filepath.Join(b.work, "mcpgate-"+gwName+".log"), backend: b.backendURL(), certFile: b.pki.Cert, keyFile: b.pki.Key,
-		quic: true, noAccessLog: noLog}
+		quic: true, noAccessLog: noLog, pprof: true}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, nil, err
 	}
