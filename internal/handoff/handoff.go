@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 
 	"github.com/mcpgate/mcpgate/internal/wire"
@@ -24,8 +25,7 @@ const MaxMessage = 128 << 10
 
 // Conn is one end of a worker's hand-off socket.
 type Conn struct {
-	uc   *net.UnixConn
-	rbuf []byte // Recv's buffer; only one goroutine receives
+	uc *net.UnixConn
 }
 
 // Pair makes the socket pair for a new worker. The child end is an *os.File
@@ -135,6 +135,9 @@ func (c *Conn) send(msg, oob []byte, wait bool) error {
 	return nil
 }
 
+// recvBuffers holds Recv's buffers of MaxMessage bytes.
+var recvBuffers = sync.Pool{New: func() any { b := make([]byte, MaxMessage); return &b }}
+
 // Message is one received message. File is set when a descriptor came with
 // it; the receiver owns it.
 type Message struct {
@@ -146,15 +149,43 @@ type Message struct {
 // Recv reads the next message; one goroutine at a time. IsClosed(err)
 // reports that the peer closed its end.
 func (c *Conn) Recv() (*Message, error) {
-	if c.rbuf == nil {
-		c.rbuf = make([]byte, MaxMessage)
-	}
-	buf := c.rbuf
-	oob := make([]byte, syscall.CmsgSpace(4*4))
-	n, oobn, flags, _, err := c.uc.ReadMsgUnix(buf, oob)
+	rc, err := c.uc.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
+	// The receive buffer is taken from a pool only once a message is
+	// there to read: a connection waiting in the poller holds none. A
+	// supervisor waits on one connection per worker, and a buffer of
+	// MaxMessage each was 64 MB at 500 proxies, more after each reload
+	// (freed buffers are cleared again when reused).
+	oob := make([]byte, syscall.CmsgSpace(4*4))
+	var (
+		bp             *[]byte
+		n, oobn, flags int
+		rerr           error
+	)
+	err = rc.Read(func(fd uintptr) bool {
+		bp = recvBuffers.Get().(*[]byte)
+		for {
+			n, oobn, flags, _, rerr = syscall.Recvmsg(int(fd), *bp, oob, syscall.MSG_CMSG_CLOEXEC)
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			recvBuffers.Put(bp)
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return nil, &net.OpError{Op: "read", Net: "unixpacket", Err: err}
+	}
+	defer recvBuffers.Put(bp)
+	if rerr != nil {
+		return nil, &net.OpError{Op: "read", Net: "unixpacket", Err: os.NewSyscallError("recvmsg", rerr)}
+	}
+	buf := *bp
 	var files []*os.File
 	if oobn > 0 {
 		cmsgs, perr := syscall.ParseSocketControlMessage(oob[:oobn])

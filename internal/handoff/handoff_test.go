@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -194,4 +195,56 @@ func connPair(t *testing.T) (parent, child *Conn) {
 		child.Close()
 	})
 	return parent, child
+}
+
+// TestRecvWaitingHoldsNoBuffer: a Conn waiting for a message holds no
+// receive buffer. The supervisor waits on one per worker; at 500 proxies
+// a MaxMessage buffer each was 64 MB of its heap.
+func TestRecvWaitingHoldsNoBuffer(t *testing.T) {
+	const conns = 64
+	type pair struct{ parent, child *Conn }
+	pairs := make([]pair, conns)
+	got := make(chan *Message, conns)
+	for i := range pairs {
+		p, c := connPair(t)
+		pairs[i] = pair{p, c}
+	}
+	heapInUse := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	before := heapInUse()
+	for _, pr := range pairs {
+		p := pr.parent
+		go func() {
+			m, err := p.Recv()
+			if err != nil {
+				t.Error(err)
+			}
+			got <- m
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // every receiver is in the poller
+	if held := int64(heapInUse()) - int64(before); held > conns*MaxMessage/2 { // the race detector adds ≈ 40 KB a goroutine
+		t.Errorf("%d receivers waiting hold %d more bytes of heap, as if each held a %d-byte buffer", conns, held, MaxMessage)
+	}
+	// And each still receives its message.
+	for i, p := range pairs {
+		if err := p.child.Send(wire.KindReady, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[byte]bool{}
+	for range pairs {
+		m := <-got
+		if m == nil || m.Kind != wire.KindReady || len(m.Payload) != 1 {
+			t.Fatalf("message %+v", m)
+		}
+		seen[m.Payload[0]] = true
+	}
+	if len(seen) != conns {
+		t.Errorf("%d distinct payloads, want %d", len(seen), conns)
+	}
 }
