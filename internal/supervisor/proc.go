@@ -71,6 +71,8 @@ type osProcess struct{ p *os.Process }
 func (o osProcess) Pid() int    { return o.p.Pid }
 func (o osProcess) Kill() error { return o.p.Signal(syscall.SIGKILL) }
 func (o osProcess) Wait() error {
+	// After awaitExit the child is a zombie and Wait reaps it at once.
+	awaitExit(o.p.Pid)
 	state, err := o.p.Wait()
 	if err == nil && !state.Success() {
 		err = errors.New(state.String())
