@@ -28,7 +28,7 @@ func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 		"token_endpoint_auth_methods_supported":          auth,
 		"revocation_endpoint_auth_methods_supported":     auth,
 		"introspection_endpoint_auth_methods_supported":  []string{"client_secret_basic", "client_secret_post"},
-		"scopes_supported":                               s.scopes,
+		"scopes_supported":                               s.scopes(),
 		"authorization_response_iss_parameter_supported": true,
 		"client_id_metadata_document_supported":          s.o.OAuth.ClientMetadataDocuments,
 		// Required by OpenID Connect Discovery parsers.

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
@@ -83,7 +84,7 @@ type Server struct {
 	callbackScheme string
 	static         map[string]*client
 	cimd           *metadataFetcher
-	scopes         []string // scopes this gateway can issue
+	scopes         func() []string // scopes this gateway can issue
 }
 
 // Lifetimes that are not configurable.
@@ -138,7 +139,9 @@ func New(o Options) (*Server, error) {
 	if o.OAuth.ClientMetadataDocuments {
 		s.cimd = newMetadataFetcher(o.MetadataClient, o.OAuth.MetadataDocumentPrivateAddrs, o.Now)
 	}
-	s.scopes = o.Policy.IssuableScopes()
+	// On first use: the answer needs every proxy of the gateway, which a
+	// worker's policy decodes at the first question (policy.NewLazy).
+	s.scopes = sync.OnceValue(o.Policy.IssuableScopes)
 	return s, nil
 }
 

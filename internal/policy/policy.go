@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/policy/host"
@@ -24,21 +25,47 @@ const MetadataPath = "/.well-known/oauth-protected-resource"
 
 // Table is the policy of one gateway configuration. It is immutable.
 type Table struct {
+	oauth *config.OAuth
+	// The proxies and their host index, built once, at New or at the
+	// first question of a NewLazy table.
+	once    sync.Once
+	load    func() []*config.Proxy
 	owners  host.Index[*config.Proxy]
-	oauth   *config.OAuth
 	proxies []*config.Proxy
 }
 
 // New builds the table of the enabled proxies of a configuration (what the
 // supervisor routes to) and its [oauth] (nil when there is none).
 func New(proxies []*config.Proxy, oauth *config.OAuth) *Table {
-	t := &Table{oauth: oauth, proxies: proxies}
+	t := &Table{oauth: oauth}
+	t.once.Do(func() { t.build(proxies) })
+	return t
+}
+
+// NewLazy is New with the proxies from load, called once, at the first
+// question that needs them. A worker's spec carries every proxy of the
+// gateway (500 at 500 proxies) for the questions about other proxies'
+// hosts and resources; decoding them before its first request was as
+// much CPU as the rest of its start. A nil list from load answers like a
+// gateway without proxies: no host owned, no resource, no issuer.
+func NewLazy(load func() []*config.Proxy, oauth *config.OAuth) *Table {
+	return &Table{oauth: oauth, load: load}
+}
+
+func (t *Table) build(proxies []*config.Proxy) {
+	t.proxies = proxies
 	for _, p := range proxies {
 		for _, h := range p.Hostnames {
 			t.owners.Add(h, p)
 		}
 	}
-	return t
+}
+
+func (t *Table) ready() {
+	t.once.Do(func() {
+		t.build(t.load())
+		t.load = nil
+	})
 }
 
 // Site is a proxy as reached under one of its names.
@@ -57,6 +84,7 @@ func (t *Table) Site(hostport string) (s Site, ok bool) {
 	if !ok {
 		return Site{}, false
 	}
+	t.ready()
 	p, ok := t.owners.Lookup(name)
 	if !ok {
 		return Site{}, false
@@ -254,6 +282,7 @@ func (t *Table) Scopes(p *config.Proxy, m Member, requested []string) []string {
 
 // IssuableScopes lists the scopes some user can actually get somewhere.
 func (t *Table) IssuableScopes() []string {
+	t.ready()
 	var out []string
 	for _, name := range []string{"admin", "user", "mcp"} {
 		for _, p := range t.proxies {

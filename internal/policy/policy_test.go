@@ -2,6 +2,8 @@ package policy
 
 import (
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mcpgate/mcpgate/internal/config"
@@ -242,5 +244,70 @@ func TestIssuableScopes(t *testing.T) {
 	tb := overlapping()
 	if got, want := tb.IssuableScopes(), []string{"admin", "mcp"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("IssuableScopes() = %v, want %v", got, want)
+	}
+}
+
+// TestNewLazy: a lazy table loads its proxies once, at the first question
+// that needs them, even when many ask at once, and answers every question
+// as the table New builds from the same proxies.
+func TestNewLazy(t *testing.T) {
+	eager := overlapping()
+	var loads atomic.Int32
+	lazy := NewLazy(func() []*config.Proxy {
+		loads.Add(1)
+		return eager.proxies
+	}, eager.oauth)
+	if n := loads.Load(); n != 0 {
+		t.Fatalf("loaded %d times before any question", n)
+	}
+	// Questions that need no proxies do not load them.
+	lazy.Users(eager.proxies[0])
+	if n := loads.Load(); n != 0 {
+		t.Fatalf("Users loaded the proxies (%d)", n)
+	}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lazy.Owner("secret.corp.test")
+		}()
+	}
+	wg.Wait()
+	if n := loads.Load(); n != 1 {
+		t.Fatalf("loaded %d times, want once", n)
+	}
+	for _, h := range []string{"secret.corp.test", "x.corp.test", "x.deep.corp.test", "open.test", "a.b.corp.test", "nowhere.test", "SECRET.corp.test.:8443"} {
+		es, eok := eager.Site(h)
+		ls, lok := lazy.Site(h)
+		if es != ls || eok != lok {
+			t.Errorf("Site(%q): lazy %+v %v, eager %+v %v", h, ls, lok, es, eok)
+		}
+		for _, raw := range []string{"https://" + h + "/mcp", "https://" + h} {
+			es, eerr := eager.Resource(raw)
+			ls, lerr := lazy.Resource(raw)
+			if es != ls || eerr != lerr {
+				t.Errorf("Resource(%q): lazy %+v %v, eager %+v %v", raw, ls, lerr, es, eerr)
+			}
+		}
+		if e, l := eager.IsIssuer("https://"+h), lazy.IsIssuer("https://"+h); e != l {
+			t.Errorf("IsIssuer(https://%s): lazy %v, eager %v", h, l, e)
+		}
+	}
+	if e, l := eager.IssuableScopes(), lazy.IssuableScopes(); !reflect.DeepEqual(e, l) {
+		t.Errorf("IssuableScopes: lazy %v, eager %v", l, e)
+	}
+
+	// A table whose proxies did not load owns nothing: no host, no
+	// resource, no issuer.
+	empty := NewLazy(func() []*config.Proxy { return nil }, eager.oauth)
+	if _, ok := empty.Site("secret.corp.test"); ok {
+		t.Error("an unloaded table owns secret.corp.test")
+	}
+	if _, err := empty.Resource("https://secret.corp.test/mcp"); err == nil {
+		t.Error("an unloaded table resolves a resource")
+	}
+	if empty.IsIssuer("https://secret.corp.test") {
+		t.Error("an unloaded table accepts an issuer")
 	}
 }

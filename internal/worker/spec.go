@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/wire"
 )
 
@@ -30,28 +32,60 @@ const (
 	FdQUICConn = wire.FdQUICConn
 )
 
-// ReadSpec reads the spec the supervisor wrote to fd FdSpec.
-func ReadSpec() (*Spec, error) {
+// ReadSpec reads the spec the supervisor wrote to fd FdSpec. Its gateway
+// table is returned undecoded (Spec.Gateway is nil), for decodeGateway at
+// the policy's first question.
+func ReadSpec() (*Spec, json.RawMessage, error) {
 	f := os.NewFile(FdSpec, "spec")
 	if f == nil {
-		return nil, errors.New("worker: no spec descriptor (workers are started by `mcpgate serve`)")
+		return nil, nil, errors.New("worker: no spec descriptor (workers are started by `mcpgate serve`)")
 	}
 	defer f.Close()
 	b, err := readAll(f, 16<<20)
 	if err != nil {
-		return nil, fmt.Errorf("worker: reading spec: %w", err)
+		return nil, nil, fmt.Errorf("worker: reading spec: %w", err)
 	}
-	var s Spec
+	return decodeSpec(b)
+}
+
+// decodeSpec is ReadSpec's decoding of the bytes read.
+func decodeSpec(b []byte) (*Spec, json.RawMessage, error) {
+	// The outer Gateway, shallower, takes the member from Spec.Gateway.
+	var s struct {
+		Spec
+		Gateway json.RawMessage `json:"gateway"`
+	}
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("worker: decoding spec: %w", err)
+		return nil, nil, fmt.Errorf("worker: decoding spec: %w", err)
 	}
 	if err := wire.CheckProtocol(s.Protocol); err != nil {
-		return nil, fmt.Errorf("worker: spec: %w", err)
+		return nil, nil, fmt.Errorf("worker: spec: %w", err)
 	}
 	if s.Proxy == nil {
-		return nil, errors.New("worker: spec has no proxy")
+		return nil, nil, errors.New("worker: spec has no proxy")
 	}
-	return &s, nil
+	return &s.Spec, s.Gateway, nil
+}
+
+// decodeGateway is the gateway table of a spec, with this worker's own
+// entry in full (the supervisor sends the others cut down to what the
+// policy reads). A table that does not decode is logged and answered as
+// empty: the worker then owns no host and accepts no issuer.
+func decodeGateway(raw json.RawMessage, own *config.Proxy, log *slog.Logger) []*config.Proxy {
+	if len(raw) == 0 {
+		return nil
+	}
+	var gw []*config.Proxy
+	if err := json.Unmarshal(raw, &gw); err != nil {
+		log.Error("the spec's gateway table does not decode; serving nothing", "err", err)
+		return nil
+	}
+	for i, q := range gw {
+		if q != nil && q.Name == own.Name {
+			gw[i] = own
+		}
+	}
+	return gw
 }
 
 // readAll reads f to EOF, at most limit bytes, into one buffer of the

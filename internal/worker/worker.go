@@ -40,6 +40,7 @@ const HealthPath = "/.well-known/mcpgate/health"
 // Worker serves one proxy.
 type Worker struct {
 	spec    *Spec
+	gateway json.RawMessage // the spec's gateway table until the policy decodes it
 	log     *slog.Logger
 	hc      *handoff.Conn
 	started time.Time
@@ -62,7 +63,7 @@ type Worker struct {
 
 // Run serves until the supervisor asks for a drain or goes away.
 func Run(name string, log *slog.Logger) error {
-	spec, err := ReadSpec()
+	spec, gateway, err := ReadSpec()
 	if err != nil {
 		return err
 	}
@@ -79,7 +80,7 @@ func Run(name string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	w := &Worker{spec: spec, log: log, hc: hc, started: time.Now(), drainer: newDrainer(spec.Drain(), log)}
+	w := &Worker{spec: spec, gateway: gateway, log: log, hc: hc, started: time.Now(), drainer: newDrainer(spec.Drain(), log)}
 	return w.run()
 }
 
@@ -110,14 +111,11 @@ func (w *Worker) run() error {
 		return fmt.Errorf("worker %s: %w", p.Name, err)
 	}
 	w.proxy = ph
-	// The supervisor sends the other proxies cut down to what policy
-	// reads; this worker's own entry is its full Spec.Proxy.
-	for i, q := range w.spec.Gateway {
-		if q.Name == p.Name {
-			w.spec.Gateway[i] = p
-		}
-	}
-	w.policy = policy.New(w.spec.Gateway, w.spec.OAuth)
+	w.policy = policy.NewLazy(func() []*config.Proxy {
+		gw := decodeGateway(w.gateway, p, w.log)
+		w.gateway = nil
+		return gw
+	}, w.spec.OAuth)
 	if w.oauth, err = w.setupOAuth(); err != nil {
 		return fmt.Errorf("worker %s: oauth: %w", p.Name, err)
 	}
