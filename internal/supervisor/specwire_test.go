@@ -29,6 +29,12 @@ func TestEncodeSpecRoundTrip(t *testing.T) {
 	if n := bytes.Count(b, []byte(`"gateway"`)); n != 1 {
 		t.Fatalf("%d gateway keys in %s", n, b)
 	}
+	// Last, where a worker cuts it off without reading it (worker's
+	// decodeSpec).
+	if i := bytes.LastIndex(b, []byte(`,"gateway":`)); i < 0 || !bytes.HasSuffix(b, []byte("]}")) ||
+		!json.Valid(b[i+len(`,"gateway":`):len(b)-1]) {
+		t.Errorf("the gateway table is not the spec's last member: %s", b)
+	}
 	var got wire.Spec
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatal(err)

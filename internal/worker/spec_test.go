@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"encoding/json"
 	"log/slog"
 	"reflect"
@@ -21,13 +22,38 @@ func TestDecodeSpecLeavesGateway(t *testing.T) {
 	cut := &config.Proxy{Name: "alpha", Enabled: true, Hostnames: []string{"alpha.test"}, Auth: own.Auth}
 	beta := &config.Proxy{Name: "beta", Enabled: true, Hostnames: []string{"*.beta.test"},
 		Auth: config.Auth{Required: true, ResourcePath: "/", Users: config.Users{Allowed: []string{"bob"}}}}
-	b, err := json.Marshal(wire.Spec{Protocol: wire.Protocol, Proxy: own, StateDir: "/s", Gateway: []*config.Proxy{cut, beta}})
+	// As the supervisor writes it (encodeSpec: the table spliced in as
+	// the last member), and as json.Marshal would, with members after it.
+	quic := &wire.QUICSpec{WorkerID: 3, Port: 8443}
+	withoutGW, err := json.Marshal(wire.Spec{Protocol: wire.Protocol, Proxy: own, StateDir: "/s", QUIC: quic})
 	if err != nil {
 		t.Fatal(err)
 	}
+	gwJSON, _ := json.Marshal([]*config.Proxy{cut, beta})
+	spliced := append(append(append(withoutGW[:len(withoutGW)-1:len(withoutGW)-1], gatewayMember...), gwJSON...), '}')
+	marshalled, err := json.Marshal(wire.Spec{Protocol: wire.Protocol, Proxy: own, StateDir: "/s", Gateway: []*config.Proxy{cut, beta}, QUIC: quic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.HasSuffix(marshalled, []byte("]}")) {
+		t.Fatal("the marshalled layout ends with the gateway table: it does not test the other path")
+	}
+	for name, b := range map[string][]byte{"spliced": spliced, "marshalled": marshalled} {
+		t.Run(name, func(t *testing.T) { checkDecodedSpec(t, b, own, beta, name == "spliced") })
+	}
+}
+
+func checkDecodedSpec(t *testing.T, b []byte, own, beta *config.Proxy, cut bool) {
 	spec, raw, err := decodeSpec(b)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The spliced table is cut off unread: raw is the end of b itself.
+	if got := len(raw) > 0 && &raw[0] == &b[len(b)-1-len(raw)]; got != cut {
+		t.Errorf("table cut off from the input: %v, want %v", got, cut)
+	}
+	if spec.QUIC == nil || spec.QUIC.WorkerID != 3 {
+		t.Errorf("QUIC %+v", spec.QUIC)
 	}
 	if spec.Gateway != nil {
 		t.Errorf("the spec's Gateway was decoded: %+v", spec.Gateway)
