@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -163,5 +164,67 @@ func TestFingerprint(t *testing.T) {
 			t.Errorf("%s: fingerprint equals the one after %s", s.name, prev)
 		}
 		seen[after] = s.name
+	}
+}
+
+// TestChanged: a change signals Changed once until Settle, whatever else
+// changes meanwhile; a change after Settle signals again; nothing signals
+// without a change.
+func TestChanged(t *testing.T) {
+	c := New()
+	signalled := func() bool {
+		select {
+		case <-c.Changed():
+			return true
+		default:
+			return false
+		}
+	}
+	if signalled() {
+		t.Fatal("signalled before any change")
+	}
+	for name, change := range map[string]func(){
+		"request":  func() { c.Request(200, "GET", H2, time.Millisecond) },
+		"upstream": func() { c.UpstreamError(UpstreamTimeout) },
+		"token":    func() { c.TokenIssued("refresh_token") },
+		"denied":   func() { c.OAuthDenied("nonsense") },
+		"bearer":   func() { c.BearerRejected(BearerExpired) },
+		"stream":   func() { c.StreamOpened(); c.StreamClosed() },
+		"conn":     func() { c.ConnOpened(H1); c.ConnSwitched(H1, H2); c.ConnClosed(H2) },
+	} {
+		c.Settle()
+		change()
+		change()
+		if !signalled() {
+			t.Errorf("%s: no signal", name)
+		}
+		if signalled() {
+			t.Errorf("%s: signalled twice before Settle", name)
+		}
+	}
+	c.Settle()
+	if signalled() {
+		t.Error("signalled after Settle without a change")
+	}
+	// A change racing the reporter is never lost: after Settle, the next
+	// change signals.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1000 {
+				c.Request(200, "POST", H1, time.Microsecond)
+			}
+		}()
+	}
+	wg.Wait()
+	if !signalled() {
+		t.Error("no signal after concurrent changes")
+	}
+	c.Settle()
+	c.ConnOpened(H3)
+	if !signalled() {
+		t.Error("no signal for a change after Settle")
 	}
 }

@@ -320,25 +320,39 @@ func (w *Worker) sendFinalStats() {
 // ACME certificates and the metrics counters when they change, for
 // `mcpgate status` and /metrics.
 func (w *Worker) reportStats() {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
+	// An idle worker sleeps: the counters signal a change (every open and
+	// close of a connection moves one), and a report goes at most once a
+	// second, the first after a quiet spell at once. Every 30 s the
+	// message is built anyway, for whatever the counters do not show.
+	heartbeat := time.NewTicker(30 * time.Second)
+	defer heartbeat.Stop()
+	pace := time.NewTimer(0)
+	<-pace.C
 	var last []byte
 	var lastFP uint64
-	lastSent := time.Now()
+	var lastSent time.Time
 	for {
 		forced := false
 		select {
-		case <-t.C:
+		case <-metrics.Default.Changed():
+			if wait := time.Second - time.Since(lastSent); wait > 0 {
+				pace.Reset(wait)
+				select {
+				case <-pace.C:
+				case <-w.drained:
+					return
+				}
+			}
+		case <-heartbeat.C:
+			forced = last != nil && time.Since(lastSent) >= 30*time.Second
 		case <-w.certsChanged():
 			forced = true
 		case <-w.drained:
 			return
 		}
-		// An idle worker learns that nothing changed from the counters
-		// alone, without building and encoding the message; every 30 s it
-		// is built anyway, for whatever the counters do not show.
+		metrics.Default.Settle()
 		fp := metrics.Default.Fingerprint()*31 + uint64(w.conns.Load())
-		if !forced && last != nil && fp == lastFP && time.Since(lastSent) < 30*time.Second {
+		if !forced && last != nil && fp == lastFP {
 			continue
 		}
 		lastFP, lastSent = fp, time.Now()
