@@ -295,29 +295,47 @@ func TestHTTP3WorkersLeaveSharedSocketToSupervisor(t *testing.T) {
 	}
 }
 
-// fdFlags is the file status flags of pid's descriptor of the socket
-// with inode ino (hex).
-func fdFlags(t *testing.T, pid int, ino string) (int, bool) {
+// procFD is one of a process's descriptors, from /proc/PID/fd and fdinfo.
+type procFD struct {
+	socket string   // the socket's inode in hex, as fdinfo writes inodes; "" for other files
+	epoll  bool     // an epoll instance
+	info   []string // the fdinfo lines
+}
+
+func procFDs(t *testing.T, pid int) []procFD {
 	t.Helper()
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out []procFD
 	for _, e := range ents {
 		l, _ := os.Readlink(dir + "/" + e.Name())
-		n, ok := strings.CutPrefix(l, "socket:[")
-		if !ok {
+		var fd procFD
+		if n, ok := strings.CutPrefix(l, "socket:["); ok {
+			if ino, err := strconv.ParseUint(strings.TrimSuffix(n, "]"), 10, 64); err == nil {
+				fd.socket = strconv.FormatUint(ino, 16)
+			}
+		}
+		fd.epoll = l == "anon_inode:[eventpoll]"
+		if info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name())); err == nil {
+			fd.info = strings.Split(string(info), "\n")
+		}
+		out = append(out, fd)
+	}
+	return out
+}
+
+// fdFlags is the file status flags of pid's descriptor of the socket
+// with inode ino (hex).
+func fdFlags(t *testing.T, pid int, ino string) (int, bool) {
+	t.Helper()
+	for _, fd := range procFDs(t, pid) {
+		if fd.socket != ino {
 			continue
 		}
-		if i, err := strconv.ParseUint(strings.TrimSuffix(n, "]"), 10, 64); err != nil || strconv.FormatUint(i, 16) != ino {
-			continue
-		}
-		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(info), "\n") {
+		for _, line := range fd.info {
 			if v, ok := strings.CutPrefix(line, "flags:"); ok {
 				fl, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
 				return int(fl), err == nil
@@ -330,18 +348,10 @@ func fdFlags(t *testing.T, pid int, ino string) (int, bool) {
 // fdInodes is the inodes (hex, as fdinfo writes them) of pid's sockets.
 func fdInodes(t *testing.T, pid int) map[string]bool {
 	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]bool{}
-	for _, e := range ents {
-		l, _ := os.Readlink(dir + "/" + e.Name())
-		if n, ok := strings.CutPrefix(l, "socket:["); ok {
-			if ino, err := strconv.ParseUint(strings.TrimSuffix(n, "]"), 10, 64); err == nil {
-				out[strconv.FormatUint(ino, 16)] = true
-			}
+	for _, fd := range procFDs(t, pid) {
+		if fd.socket != "" {
+			out[fd.socket] = true
 		}
 	}
 	return out
@@ -378,21 +388,12 @@ func udpSocketInodes(t *testing.T, pid int) map[string]bool {
 // epollInodes is the inodes of the files in pid's epoll sets.
 func epollInodes(t *testing.T, pid int) map[string]bool {
 	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]bool{}
-	for _, e := range ents {
-		if l, _ := os.Readlink(dir + "/" + e.Name()); l != "anon_inode:[eventpoll]" {
+	for _, fd := range procFDs(t, pid) {
+		if !fd.epoll {
 			continue
 		}
-		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(info), "\n") {
+		for _, line := range fd.info {
 			if !strings.HasPrefix(line, "tfd:") {
 				continue
 			}
