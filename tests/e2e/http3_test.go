@@ -22,15 +22,21 @@ import (
 	"github.com/mcpgate/mcpgate/tests/harness"
 )
 
+// startAlphaBetaH3 is a gateway with HTTP/3 on and two proxies, alpha.test
+// and beta.test, each in front of its own MCP backend.
+func startAlphaBetaH3(t *testing.T) *harness.Gateway {
+	alpha, beta := backends.NewMCP(t, "alpha-backend"), backends.NewMCP(t, "beta-backend")
+	return harness.Start(t, harness.Options{QUIC: true, Proxies: []harness.Proxy{
+		{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: alpha.URL},
+		{Name: "beta", Hostnames: []string{"beta.test"}, Target: beta.URL},
+	}})
+}
+
 // TestHTTP3RoutesBySNI: one UDP port, two proxies; a quic-go HTTP/3 client
 // reaches each one's backend, chosen by the SNI of its Initial packets.
 func TestHTTP3RoutesBySNI(t *testing.T) {
 	t.Parallel()
-	alpha, beta := backends.NewMCP(t, "alpha-backend"), backends.NewMCP(t, "beta-backend")
-	g := harness.Start(t, harness.Options{QUIC: true, Proxies: []harness.Proxy{
-		{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: alpha.URL},
-		{Name: "beta", Hostnames: []string{"beta.test"}, Target: beta.URL},
-	}})
+	g := startAlphaBetaH3(t)
 	c := g.HTTP3Client(t)
 	for _, tc := range []struct{ host, proxy string }{{"alpha.test", "alpha"}, {"beta.test", "beta"}} {
 		res, err := c.Get("https://" + tc.host + "/.well-known/mcpgate/health")
@@ -251,11 +257,7 @@ func TestHTTP3OAuth(t *testing.T) {
 // replies leave through that socket).
 func TestHTTP3WorkersLeaveSharedSocketToSupervisor(t *testing.T) {
 	t.Parallel()
-	alpha, beta := backends.NewMCP(t, "alpha-backend"), backends.NewMCP(t, "beta-backend")
-	g := harness.Start(t, harness.Options{QUIC: true, Proxies: []harness.Proxy{
-		{Name: "alpha", Hostnames: []string{"alpha.test"}, Target: alpha.URL},
-		{Name: "beta", Hostnames: []string{"beta.test"}, Target: beta.URL},
-	}})
+	g := startAlphaBetaH3(t)
 	c := g.HTTP3Client(t)
 	for _, host := range []string{"alpha.test", "beta.test"} {
 		res, err := c.Get("https://" + host + "/.well-known/mcpgate/health")
