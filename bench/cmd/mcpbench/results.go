@@ -468,8 +468,8 @@ func (r *results) markdown(chart bool) string {
 	}
 
 	if len(r.Scale) > 0 {
-		w("\n## Many proxies\n\nOne instance with N generated proxy files (one host name each, OAuth and bearer auth on, HTTP/3 on, one certificate): `serve` to every worker ready (polling `mcpgate status --json` every 100 ms), one health request per proxy, memory 2 s later (smaps_rollup); then the binary is replaced by the other build and SIGHUP reloads all N, with no load, until every proxy is served by a new worker and the old generation has drained (drain_timeout 5 s) and exited.\n\n")
-		w("| proxies | serve → all ready (s) | total PSS (MiB) | total RSS (MiB) | supervisor RSS (MiB) | worker PSS, median (MiB) | worker USS, median (MiB) | worker RSS, median (MiB) | SIGHUP → all on new build (s) | → old generation gone (s) | supervisor's reload duration | supervisor RSS after (MiB) |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		w("\n## Many proxies\n\nOne instance with N generated proxy files (one host name each, OAuth and bearer auth on, HTTP/3 on, one certificate): `serve` to every worker ready (polling `mcpgate status --json` every 100 ms), one health request per proxy, memory 2 s later (smaps_rollup), the CPU of all its processes over the next %s with no traffic; then the binary is replaced by the other build and SIGHUP reloads all N, with no load, until every proxy is served by a new worker and the old generation has drained (drain_timeout 5 s) and exited.\n\n", scaleIdleWindow)
+		w("| proxies | serve → all ready (s) | total PSS (MiB) | total RSS (MiB) | supervisor RSS (MiB) | worker PSS, median (MiB) | worker USS, median (MiB) | worker RSS, median (MiB) | SIGHUP → all on new build (s) | → old generation gone (s) | supervisor's reload duration | supervisor RSS after (MiB) | idle CPU, all processes (%% of a core) |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, sc := range r.Scale {
 			secs := func(ms float64) string {
 				if ms == 0 {
@@ -477,8 +477,12 @@ func (r *results) markdown(chart bool) string {
 				}
 				return fmt.Sprintf("%.2f", ms/1e3)
 			}
-			w("| %d | %.2f | %.0f | %.0f | %.1f | %.2f | %.2f | %.1f | %s | %s | %s | %.1f |\n", sc.Proxies, sc.StartSeconds, mib(sc.TotalPSSKB), mib(sc.TotalKB),
-				mib(sc.SupervisorKB), mib(sc.WorkerPSSMed), mib(sc.WorkerUSSMed), mib(sc.WorkerMedKB), secs(sc.ReloadAllNewMs), secs(sc.ReloadOldGoneMs), cmp.Or(sc.SupervisorSaid, "–"), mib(sc.SupervisorAfterKB))
+			idle := "–" // runs before the figure existed
+			if sc.IdleCPUPercent > 0 {
+				idle = fmt.Sprintf("%.1f", sc.IdleCPUPercent)
+			}
+			w("| %d | %.2f | %.0f | %.0f | %.1f | %.2f | %.2f | %.1f | %s | %s | %s | %.1f | %s |\n", sc.Proxies, sc.StartSeconds, mib(sc.TotalPSSKB), mib(sc.TotalKB),
+				mib(sc.SupervisorKB), mib(sc.WorkerPSSMed), mib(sc.WorkerUSSMed), mib(sc.WorkerMedKB), secs(sc.ReloadAllNewMs), secs(sc.ReloadOldGoneMs), cmp.Or(sc.SupervisorSaid, "–"), mib(sc.SupervisorAfterKB), idle)
 		}
 	}
 

@@ -20,7 +20,15 @@ type scaleResult struct {
 	SupervisorSaid  string  `json:"supervisor_reload_duration"`
 	// The supervisor after the reload: what it keeps per proxy.
 	SupervisorAfterKB int64 `json:"supervisor_rss_after_reload_kb"`
+	// IdleCPUPercent is the CPU of the whole instance (supervisor and
+	// workers) over scaleIdleWindow with no traffic, in % of one core:
+	// what N proxies cost while nobody uses them.
+	IdleCPUPercent float64 `json:"idle_cpu_percent"`
 }
+
+// scaleIdleWindow is how long the idle CPU of the many-proxies row is
+// measured (the CPU figures move in 10 ms steps per process).
+const scaleIdleWindow = 10 * time.Second
 
 // scale runs the many-proxies row once: the config generator is
 // newGateway (one proxy file per generated host name).
@@ -44,6 +52,14 @@ func (b *bench) scale() error {
 	}
 	logf("scale %d proxies (HTTP/3 %v): serve → all ready in %.2f s; total PSS %.1f MiB (RSS %.1f MiB); supervisor RSS %.1f MiB PSS %.1f MiB; worker median PSS %.2f MiB USS %.2f MiB RSS %.1f MiB",
 		n, g.quic, r.StartSeconds, mib(r.TotalPSSKB), mib(r.TotalKB), mib(r.SupervisorKB), mib(r.SupervisorPSS), mib(r.WorkerPSSMed), mib(r.WorkerUSSMed), mib(r.WorkerMedKB))
+
+	// What the idle instance costs: timers, polls, the runtimes' own
+	// wake-ups.
+	meter := cpuMeter(g.proc.pid(), 0)
+	time.Sleep(scaleIdleWindow)
+	cpu, window := meter()
+	s.IdleCPUPercent = 100 * cpu / window.Seconds()
+	logf("scale %d proxies idle: %.1f %% of a core for the supervisor and all workers (%.2f s of CPU in %.1f s)", n, s.IdleCPUPercent, cpu, window.Seconds())
 
 	// A reload of all of them onto the other build (no load: the reload
 	// row under load is the 10-proxy one).
