@@ -767,7 +767,9 @@ func rerender(path string) error {
 	r.b = &bench{p: r.Params, outDir: filepath.Dir(abs), stamp: strings.TrimSuffix(filepath.Base(abs), ".json"), work: work, res: r}
 	for i, pr := range r.Profiles {
 		proto, ok := strings.CutPrefix(pr.Name, "worker-")
-		if !ok || pr.CPUFile == "" {
+		// Only the perf reports are re-read: worker-go's file is a Go
+		// profile, summarised when it was taken.
+		if !ok || !strings.HasSuffix(pr.CPUFile, ".perf.txt") {
 			continue
 		}
 		txt, err := os.ReadFile(filepath.Join(r.b.outDir, pr.CPUFile))
