@@ -40,7 +40,6 @@ const HealthPath = "/.well-known/mcpgate/health"
 // Worker serves one proxy.
 type Worker struct {
 	spec    *Spec
-	gateway json.RawMessage // the spec's gateway table until the policy decodes it
 	log     *slog.Logger
 	hc      *handoff.Conn
 	started time.Time
@@ -80,7 +79,13 @@ func Run(name string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	w := &Worker{spec: spec, gateway: gateway, log: log, hc: hc, started: time.Now(), drainer: newDrainer(spec.Drain(), log)}
+	w := &Worker{spec: spec, log: log, hc: hc, started: time.Now(), drainer: newDrainer(spec.Drain(), log)}
+	// The table of every proxy, decoded at the policy's first question.
+	w.policy = policy.NewLazy(func() []*config.Proxy {
+		gw := decodeGateway(gateway, spec.Proxy, log)
+		gateway = nil // decoded once: the bytes can go
+		return gw
+	}, spec.OAuth)
 	return w.run()
 }
 
@@ -111,11 +116,6 @@ func (w *Worker) run() error {
 		return fmt.Errorf("worker %s: %w", p.Name, err)
 	}
 	w.proxy = ph
-	w.policy = policy.NewLazy(func() []*config.Proxy {
-		gw := decodeGateway(w.gateway, p, w.log)
-		w.gateway = nil
-		return gw
-	}, w.spec.OAuth)
 	if w.oauth, err = w.setupOAuth(); err != nil {
 		return fmt.Errorf("worker %s: oauth: %w", p.Name, err)
 	}
