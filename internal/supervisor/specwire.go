@@ -96,9 +96,9 @@ func encodeSpec(spec wire.Spec) []byte {
 	if len(gw) == 0 {
 		return b
 	}
-	out := make([]byte, 0, len(b)+len(`,"gateway":`)+len(gw))
+	out := make([]byte, 0, len(b)+len(wire.GatewayMember)+len(gw))
 	out = append(out, b[:len(b)-1]...) // without the closing brace
-	out = append(out, `,"gateway":`...)
+	out = append(out, wire.GatewayMember...)
 	out = append(out, gw...)
 	return append(out, '}')
 }

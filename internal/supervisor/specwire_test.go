@@ -31,8 +31,8 @@ func TestEncodeSpecRoundTrip(t *testing.T) {
 	}
 	// Last, where a worker cuts it off without reading it (worker's
 	// decodeSpec).
-	if i := bytes.LastIndex(b, []byte(`,"gateway":`)); i < 0 || !bytes.HasSuffix(b, []byte("]}")) ||
-		!json.Valid(b[i+len(`,"gateway":`):len(b)-1]) {
+	if i := bytes.LastIndex(b, []byte(wire.GatewayMember)); i < 0 || !bytes.HasSuffix(b, []byte("]}")) ||
+		!json.Valid(b[i+len(wire.GatewayMember):len(b)-1]) {
 		t.Errorf("the gateway table is not the spec's last member: %s", b)
 	}
 	var got wire.Spec

@@ -56,6 +56,11 @@ type Spec struct {
 	RevocationRelay bool `json:"revocation_relay,omitempty"`
 }
 
+// GatewayMember is how the supervisor appends Spec.Gateway to the encoded
+// spec, as its last member, so a worker can cut the table off unread and
+// decode it at its first request.
+const GatewayMember = `,"gateway":`
+
 // Drain is the drain schedule of a worker of this spec.
 func (s *Spec) Drain() DrainSchedule { return NewDrainSchedule(s.DrainTimeout) }
 

@@ -48,10 +48,6 @@ func ReadSpec() (*Spec, json.RawMessage, error) {
 	return decodeSpec(b)
 }
 
-// gatewayMember is how the supervisor's encodeSpec appends the gateway
-// table, the spec's last member.
-const gatewayMember = `,"gateway":`
-
 // decodeSpec is ReadSpec's decoding of the bytes read. The gateway table
 // is cut off unread when it is the last member, as the supervisor writes
 // it: encoding/json reads every byte of a json.RawMessage twice (once to
@@ -60,11 +56,11 @@ const gatewayMember = `,"gateway":`
 // member's key cannot appear elsewhere; any other layout is decoded in
 // full.
 func decodeSpec(b []byte) (*Spec, json.RawMessage, error) {
-	if i := bytes.LastIndex(b, []byte(gatewayMember)); i > 0 && bytes.HasSuffix(b, []byte("]}")) {
+	if i := bytes.LastIndex(b, []byte(wire.GatewayMember)); i > 0 && bytes.HasSuffix(b, []byte("]}")) {
 		var s Spec
 		head := append(b[:i:i], '}')
 		if err := json.Unmarshal(head, &s); err == nil && s.Gateway == nil {
-			return checkSpec(&s, json.RawMessage(b[i+len(gatewayMember):len(b)-1]))
+			return checkSpec(&s, json.RawMessage(b[i+len(wire.GatewayMember):len(b)-1]))
 		}
 	}
 	// The outer Gateway, shallower, takes the member from Spec.Gateway.

@@ -30,7 +30,7 @@ func TestDecodeSpecLeavesGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	gwJSON, _ := json.Marshal([]*config.Proxy{cut, beta})
-	spliced := append(append(append(withoutGW[:len(withoutGW)-1:len(withoutGW)-1], gatewayMember...), gwJSON...), '}')
+	spliced := append(append(append(withoutGW[:len(withoutGW)-1:len(withoutGW)-1], wire.GatewayMember...), gwJSON...), '}')
 	marshalled, err := json.Marshal(wire.Spec{Protocol: wire.Protocol, Proxy: own, StateDir: "/s", Gateway: []*config.Proxy{cut, beta}, QUIC: quic})
 	if err != nil {
 		t.Fatal(err)
