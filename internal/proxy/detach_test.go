@@ -364,15 +364,10 @@ func TestStreamEndsWhenAccessWithdrawn(t *testing.T) {
 func TestWebSocketEndsWhenAccessWithdrawn(t *testing.T) {
 	backendGone := make(chan struct{})
 	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(io.Discard, brw) // until the gateway closes
-		close(backendGone)
+		switchProtocols(w, "websocket", func(brw *bufio.ReadWriter) {
+			io.Copy(io.Discard, brw) // until the gateway closes
+			close(backendGone)
+		})
 	}))
 	defer b.Close()
 	h, err := New(testProxyConfig(t, b.URL), slog.New(slog.DiscardHandler))

@@ -318,23 +318,33 @@ func TestUpstreamErrors(t *testing.T) {
 	}
 }
 
+// switchProtocols is a backend's 101 to proto on the hijacked connection
+// of w, then then on that connection.
+func switchProtocols(w http.ResponseWriter, proto string, then func(*bufio.ReadWriter)) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + proto + "\r\nConnection: Upgrade\r\n\r\n")
+	brw.Flush()
+	then(brw)
+}
+
+// echoLine echoes one line over an upgraded connection.
+func echoLine(brw *bufio.ReadWriter) {
+	line, _ := brw.ReadString('\n')
+	brw.WriteString("echo " + line)
+	brw.Flush()
+}
+
 func TestWebSocketUpgradePassesThrough(t *testing.T) {
 	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
 			http.Error(w, "want upgrade", 400)
 			return
 		}
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		// Echo one line over the upgraded connection.
-		line, _ := brw.ReadString('\n')
-		brw.WriteString("echo " + line)
-		brw.Flush()
+		switchProtocols(w, "websocket", echoLine)
 	}))
 	defer b.Close()
 	px := newProxy(t, b.URL, nil)

@@ -437,16 +437,7 @@ func TestUpgradeOnlyWebSocket(t *testing.T) {
 			json.NewEncoder(w).Encode("plain")
 			return
 		}
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + up + "\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		line, _ := brw.ReadString('\n')
-		brw.WriteString("echo " + line)
-		brw.Flush()
+		switchProtocols(w, up, echoLine)
 	}))
 	defer b.Close()
 	px := newProxy(t, b.URL, nil)
