@@ -26,6 +26,7 @@ const MaxMessage = 128 << 10
 // Conn is one end of a worker's hand-off socket.
 type Conn struct {
 	uc *net.UnixConn
+	rc syscall.RawConn // uc's, for the raw sendmsg and recvmsg of every message
 }
 
 // Pair makes the socket pair for a new worker. The child end is an *os.File
@@ -59,7 +60,12 @@ func FromFile(f *os.File) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("handoff: fd is a %T, not a unix socket", nc)
 	}
-	return &Conn{uc: uc}, nil
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("handoff: %w", err)
+	}
+	return &Conn{uc: uc, rc: rc}, nil
 }
 
 // Send sends a control message, waiting while the peer's queue is full.
@@ -115,12 +121,8 @@ func frame(kind wire.Kind, a, b []byte) []byte {
 // peer's queue is full it waits in the poller, or without wait returns
 // ErrFull.
 func (c *Conn) send(msg, oob []byte, wait bool) error {
-	rc, err := c.uc.SyscallConn()
-	if err != nil {
-		return err
-	}
 	var serr error
-	err = rc.Write(func(fd uintptr) bool {
+	err := c.rc.Write(func(fd uintptr) bool {
 		serr = sendmsg(int(fd), msg, oob)
 		return !wait || serr != syscall.EAGAIN
 	})
@@ -149,10 +151,6 @@ type Message struct {
 // Recv reads the next message; one goroutine at a time. IsClosed(err)
 // reports that the peer closed its end.
 func (c *Conn) Recv() (*Message, error) {
-	rc, err := c.uc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
 	// The receive buffer is taken from a pool only once a message is
 	// there to read: a connection waiting in the poller holds none. A
 	// supervisor waits on one connection per worker, and a buffer of
@@ -164,7 +162,7 @@ func (c *Conn) Recv() (*Message, error) {
 		n, oobn, flags int
 		rerr           error
 	)
-	err = rc.Read(func(fd uintptr) bool {
+	err := c.rc.Read(func(fd uintptr) bool {
 		bp = recvBuffers.Get().(*[]byte)
 		for {
 			n, oobn, flags, _, rerr = syscall.Recvmsg(int(fd), *bp, oob, syscall.MSG_CMSG_CLOEXEC)
@@ -233,13 +231,9 @@ func IsClosed(err error) bool {
 // Inheritable returns a duplicate of the socket's descriptor without
 // close-on-exec, for a supervisor that re-executes itself.
 func (c *Conn) Inheritable() (int, error) {
-	rc, err := c.uc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
 	fd := -1
 	var derr error
-	if err := rc.Control(func(orig uintptr) { fd, derr = syscall.Dup(int(orig)) }); err != nil {
+	if err := c.rc.Control(func(orig uintptr) { fd, derr = syscall.Dup(int(orig)) }); err != nil {
 		return -1, err // closed: no descriptor to duplicate
 	}
 	return fd, derr
