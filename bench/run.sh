@@ -83,6 +83,7 @@ PKG=github.com/mcpgate/mcpgate
 log "building (mcpgate $VERSION, twice: build ids bench-a and bench-b)"
 $GO build -trimpath -o "$BIN/backend" ./bench/cmd/backend
 $GO build -trimpath -o "$BIN/goproxy" ./bench/cmd/goproxy
+$GO build -trimpath -o "$BIN/h1floor" ./bench/cmd/h1floor
 $GO build -trimpath -o "$BIN/mcpbench" ./bench/cmd/mcpbench
 # Static, as the packages build it (Makefile `package`): a cgo build maps
 # libc and gives every thread a pthread stack and a malloc arena, which

@@ -9,7 +9,7 @@
 // stopped at the end, or by bench/run.sh's trap if this process dies.
 //
 // Usage (bench/run.sh does all of this): mcpbench -mode full|quick
-// -bin DIR (backend, goproxy, mcpgate-a, mcpgate-b) -out bench/results.
+// -bin DIR (backend, goproxy, h1floor, mcpgate-a, mcpgate-b) -out bench/results.
 package main
 
 import (
@@ -136,7 +136,7 @@ type bench struct {
 
 func main() {
 	mode := flag.String("mode", "full", "full or quick")
-	binDir := flag.String("bin", "", "directory with backend, goproxy, mcpgate-a and mcpgate-b")
+	binDir := flag.String("bin", "", "directory with backend, goproxy, h1floor, mcpgate-a and mcpgate-b")
 	outDir := flag.String("out", "bench/results", "results directory")
 	work := flag.String("work", "", "working directory (default: a new temporary directory)")
 	only := flag.String("only", "", "comma-separated phases to run (development): throughput,latency,newconn,h3,profile,sse,idle,reload,scale,micro")
@@ -278,7 +278,11 @@ func (b *bench) run(want func(string) bool) error {
 	if err != nil {
 		return err
 	}
-	extra := []*contender{gp, nl}
+	fl, err := b.h1floorContender()
+	if err != nil {
+		return err
+	}
+	extra := []*contender{gp, nl, fl}
 	b.res.Machine["open files limit"] = fmt.Sprint(nofileLimit)
 	if need := 2*max(b.p.SSEStreams, b.p.SSEH2Conns*b.p.SSEH2Streams) + 200; uint64(need) > nofileLimit {
 		logf("warning: open-files limit %d < %d: the SSE figure may fail to open every stream", nofileLimit, need)
@@ -291,7 +295,7 @@ func (b *bench) run(want func(string) bool) error {
 			}
 		}
 		b.recordPinning(append(cs, extra...))
-		b.phase("throughput+latency+newconn+h3", func() error { return b.loadPhases(cs, gp, nl, want) })
+		b.phase("throughput+latency+newconn+h3", func() error { return b.loadPhases(cs, gp, nl, fl, want) })
 		if want("profile") {
 			b.phase("profile", func() error { return b.profileWorker(cs[1]) })
 		}
@@ -345,12 +349,13 @@ func (b *bench) recordPinning(cs []*contender) {
 // interleaved (run 1 of every contender, then run 2, …) and the contender
 // order rotates, so slow drifts of a shared machine spread over all of
 // them.
-func (b *bench) loadPhases(cs []*contender, gp, nl *contender, want func(string) bool) error {
+func (b *bench) loadPhases(cs []*contender, gp, nl, fl *contender, want func(string) bool) error {
 	tp := time.Duration(b.p.ThroughputSec) * time.Second
 	// Throughput (and the server CPU per response): the Go baseline proxy
-	// too, and over HTTP/1.1 mcpgate without its access log.
+	// too, and over HTTP/1.1 mcpgate without its access log and the
+	// h1-floor experiment.
 	h2cs := append(slices.Clone(cs), gp)
-	h1cs := append(slices.Clone(h2cs), nl)
+	h1cs := append(slices.Clone(h2cs), nl, fl)
 	if want("throughput") {
 		logf("warm-up: 1 s of wrk per contender")
 		for _, c := range h1cs {

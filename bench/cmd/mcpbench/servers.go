@@ -249,6 +249,33 @@ func (b *bench) goproxyContender() (*contender, error) {
 		rssPID: func() int { return gproc.pid() }}, nil
 }
 
+// h1floorContender is an experiment, in the HTTP/1.1 CPU row only: a Go
+// TLS proxy without net/http's server (bench/cmd/h1floor), the floor of
+// what a worker serving HTTP/1.1 itself could spend per request.
+func (b *bench) h1floorContender() (*contender, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	ft := tlsTarget(h1FloorCol, port, b.token)
+	var fproc *proc
+	return &contender{name: h1FloorCol, t: ft, url: ft.baseURL(),
+		start: func() error {
+			p, err := b.reg.start("h1floor", filepath.Join(b.work, "h1floor.stderr.log"), nil, filepath.Join(b.binDir, "h1floor"),
+				"-listen", ft.dial, "-cert", b.pki.Cert, "-key", b.pki.Key, "-target", fmt.Sprintf("127.0.0.1:%d", b.backendPort))
+			if err != nil {
+				return err
+			}
+			fproc = p
+			return b.waitHTTP(ft, "/small", 10*time.Second)
+		},
+		stop:   func() { fproc.stop(syscall.SIGTERM, 5*time.Second) },
+		rssPID: func() int { return fproc.pid() }}, nil
+}
+
+// h1FloorCol is the contender name of bench/cmd/h1floor.
+const h1FloorCol = "h1-floor"
+
 func (b *bench) backendURL() string { return fmt.Sprintf("http://127.0.0.1:%d", b.backendPort) }
 
 // nginxConf: one worker (one core), access log on (mcpgate logs every

@@ -19,10 +19,10 @@ const (
 )
 
 // cpuCols are the columns of the server CPU table.
-var cpuCols = []string{"direct", "mcpgate", noLogCol, "nginx", "caddy", "go-proxy"}
+var cpuCols = []string{"direct", "mcpgate", noLogCol, "nginx", "caddy", "go-proxy", h1FloorCol}
 
 var cpuColNames = map[string]string{"direct": "direct", "direct-tls": "direct (TLS)", "mcpgate": "mcpgate", noLogCol: "mcpgate, access log off",
-	"nginx": "nginx", "caddy": "Caddy", "go-proxy": "go-proxy"}
+	"nginx": "nginx", "caddy": "Caddy", "go-proxy": "go-proxy", h1FloorCol: "h1-floor"}
 
 // evaluate15 fills Targets15.
 func (r *results) evaluate15() {
@@ -52,7 +52,7 @@ func (r *results) evaluate15() {
 		measured := "not measured"
 		if !math.IsNaN(m) && !math.IsNaN(n) && n > 0 {
 			pass = boolp(m/n <= k.max)
-			measured = fmt.Sprintf("**×%s** (mcpgate %s, nginx %s per response%s)", ratio(m, n), us(m), us(n), refs(k.key, 1, "caddy", "go-proxy", "direct"))
+			measured = fmt.Sprintf("**×%s** (mcpgate %s, nginx %s per response%s)", ratio(m, n), us(m), us(n), refs(k.key, 1, "caddy", "go-proxy", h1FloorCol, "direct"))
 		}
 		addT(fmt.Sprintf("server CPU per small response, %s, mcpgate / nginx ≤ %.1f×", k.label, k.max), measured, pass)
 	}
@@ -188,5 +188,8 @@ func (r *results) cpuMarkdown() string {
 		w(" %s | %s | %s |\n", ratio(m, r.med(row.key, "nginx")), ratio(m, r.med(row.key, "caddy")), ratio(m, r.med(row.key, "go-proxy")))
 	}
 	w("\n*direct* is the backend alone: plain HTTP/1.1 and h2c for the response rows, its TLS listener for the connection row.\n")
+	if f, n := r.med(mCPUh1, h1FloorCol), r.med(mCPUh1, "nginx"); !math.IsNaN(f) && !math.IsNaN(n) {
+		w("\n*h1-floor* is an experiment, not a contender (`bench/cmd/h1floor`, HTTP/1.1 only): Go's TLS and net/http's request and response parsers, but neither net/http's server nor http.Transport (one goroutine per connection, no per-request context or background read, one write per response), and none of mcpgate's own work (no bearer check, access log or header policy). It spends ×%s nginx's CPU per HTTP/1.1 response: what a worker serving HTTP/1.1 itself could approach ([bench/README.md](../README.md#what-a-server-of-our-own-would-save-issue-15-2026-12-08)).\n", ratio(f, n))
+	}
 	return b.String()
 }
