@@ -152,17 +152,7 @@ func proxy(req *http.Request, bw *bufio.Writer, p *pool, client string) bool {
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.WriteString(req.Host)
 	w.WriteString("\r\n")
-	for k, vs := range req.Header {
-		if hopByHop[k] {
-			continue
-		}
-		for _, v := range vs {
-			w.WriteString(k)
-			w.WriteString(": ")
-			w.WriteString(v)
-			w.WriteString("\r\n")
-		}
-	}
+	writeFields(w, req.Header)
 	w.WriteString("X-Forwarded-For: ")
 	w.WriteString(client)
 	w.WriteString("\r\n")
@@ -200,17 +190,7 @@ func proxy(req *http.Request, bw *bufio.Writer, p *pool, client string) bool {
 	bw.WriteByte(' ')
 	bw.WriteString(http.StatusText(res.StatusCode))
 	bw.WriteString("\r\n")
-	for k, vs := range res.Header {
-		if hopByHop[k] {
-			continue
-		}
-		for _, v := range vs {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
-		}
-	}
+	writeFields(bw, res.Header)
 	chunked := res.ContentLength < 0 && res.Body != http.NoBody
 	if chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n\r\n")
@@ -233,6 +213,21 @@ func proxy(req *http.Request, bw *bufio.Writer, p *pool, client string) bool {
 	}
 	p.put(uc)
 	return true
+}
+
+// writeFields writes h's fields but the hop-by-hop ones.
+func writeFields(w *bufio.Writer, h http.Header) {
+	for k, vs := range h {
+		if hopByHop[k] {
+			continue
+		}
+		for _, v := range vs {
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+	}
 }
 
 // flushWriter flushes each chunk of a response of unknown length (event
