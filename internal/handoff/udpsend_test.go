@@ -5,12 +5,13 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpgate/mcpgate/internal/procfd"
 )
 
 // sharedSocketFd is a duplicate of pc's descriptor, as a worker inherits
@@ -115,34 +116,14 @@ func TestUDPSenderRejects(t *testing.T) {
 }
 
 // polledInodes is the inodes of the files in this process's epoll sets
-// (the Go runtime's netpoller), from /proc/self/fdinfo.
+// (the Go runtime's netpoller).
 func polledInodes(t *testing.T) map[string]bool {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	ino, err := procfd.EpollInodes(os.Getpid())
 	if err != nil {
 		t.Skipf("no /proc: %v", err)
 	}
-	out := map[string]bool{}
-	for _, e := range ents {
-		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); l != "anon_inode:[eventpoll]" {
-			continue
-		}
-		info, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(info), "\n") {
-			if !strings.HasPrefix(line, "tfd:") {
-				continue
-			}
-			for _, f := range strings.Fields(line) {
-				if ino, ok := strings.CutPrefix(f, "ino:"); ok {
-					out[ino] = true
-				}
-			}
-		}
-	}
-	return out
+	return ino
 }
 
 func inodeHex(t *testing.T, fd int) string {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgate/mcpgate/internal/procfd"
 	"github.com/mcpgate/mcpgate/tests/backends"
 	"github.com/mcpgate/mcpgate/tests/harness"
 )
@@ -297,36 +297,13 @@ func TestHTTP3WorkersLeaveSharedSocketToSupervisor(t *testing.T) {
 	}
 }
 
-// procFD is one of a process's descriptors, from /proc/PID/fd and fdinfo.
-type procFD struct {
-	socket string   // the socket's inode in hex, as fdinfo writes inodes; "" for other files
-	epoll  bool     // an epoll instance
-	info   []string // the fdinfo lines
-}
-
-func procFDs(t *testing.T, pid int) []procFD {
+func procFDs(t *testing.T, pid int) []procfd.FD {
 	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
+	fds, err := procfd.List(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []procFD
-	for _, e := range ents {
-		l, _ := os.Readlink(dir + "/" + e.Name())
-		var fd procFD
-		if n, ok := strings.CutPrefix(l, "socket:["); ok {
-			if ino, err := strconv.ParseUint(strings.TrimSuffix(n, "]"), 10, 64); err == nil {
-				fd.socket = strconv.FormatUint(ino, 16)
-			}
-		}
-		fd.epoll = l == "anon_inode:[eventpoll]"
-		if info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name())); err == nil {
-			fd.info = strings.Split(string(info), "\n")
-		}
-		out = append(out, fd)
-	}
-	return out
+	return fds
 }
 
 // fdFlags is the file status flags of pid's descriptor of the socket
@@ -334,10 +311,10 @@ func procFDs(t *testing.T, pid int) []procFD {
 func fdFlags(t *testing.T, pid int, ino string) (int, bool) {
 	t.Helper()
 	for _, fd := range procFDs(t, pid) {
-		if fd.socket != ino {
+		if fd.Socket != ino {
 			continue
 		}
-		for _, line := range fd.info {
+		for _, line := range fd.Info {
 			if v, ok := strings.CutPrefix(line, "flags:"); ok {
 				fl, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
 				return int(fl), err == nil
@@ -352,8 +329,8 @@ func fdInodes(t *testing.T, pid int) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}
 	for _, fd := range procFDs(t, pid) {
-		if fd.socket != "" {
-			out[fd.socket] = true
+		if fd.Socket != "" {
+			out[fd.Socket] = true
 		}
 	}
 	return out
@@ -390,21 +367,9 @@ func udpSocketInodes(t *testing.T, pid int) map[string]bool {
 // epollInodes is the inodes of the files in pid's epoll sets.
 func epollInodes(t *testing.T, pid int) map[string]bool {
 	t.Helper()
-	out := map[string]bool{}
-	for _, fd := range procFDs(t, pid) {
-		if !fd.epoll {
-			continue
-		}
-		for _, line := range fd.info {
-			if !strings.HasPrefix(line, "tfd:") {
-				continue
-			}
-			for _, f := range strings.Fields(line) {
-				if ino, ok := strings.CutPrefix(f, "ino:"); ok {
-					out[ino] = true
-				}
-			}
-		}
+	ino, err := procfd.EpollInodes(pid)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return ino
 }
